@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+// KVLab: a KV-cache compression research harness.
+import PackageDescription
+
+// Real FMA and hardware fp16 conversion need an explicit CPU target on x86-64
+// (without it Swift emits neither). Other architectures keep the defaults.
+#if arch(x86_64)
+let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+let cCpuFlags: [CSetting] = [.unsafeFlags(["-march=haswell"])]
+#else
+let cpuFlags: [SwiftSetting] = []
+let cCpuFlags: [CSetting] = []
+#endif
+let swiftSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "KVLab",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kvlab", targets: ["kvlab"]),
+        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVHDF5"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // System libraries: OpenBLAS (cblas + LAPACK) and HDF5 (serial), each behind a shim header.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
+        .target(name: "KVTensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
+        .target(name: "KVHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
+        .target(name: "KVModel", dependencies: ["KVTensor", "KVCache"], swiftSettings: swiftSettings),
+        .target(name: "KVCache", dependencies: ["KVTensor"], swiftSettings: swiftSettings),
+        .executableTarget(name: "kvlab", dependencies: [
+            "KVTensor", "KVModel", "KVCache", "KVHDF5",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5"],
+                    resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel"], swiftSettings: cpuFlags),
+    ],
+    swiftLanguageModes: [.v5]
+)
