@@ -40,7 +40,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
         .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5"],
-                    resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+                    exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel"], swiftSettings: cpuFlags),
     ],

@@ -1,0 +1,116 @@
+import Foundation
+import KVTensor
+import KVCache
+
+/// Which logits a forward pass returns.
+public enum LogitsRequest: Sendable { case none, last, all }
+
+/// A Llama-family decoder (RMSNorm, RoPE, GQA/MQA, SwiGLU MLP, optional biases, tied
+/// embeddings) running on Float32 weights with OpenBLAS. Attention goes through a
+/// `KVCache`, which stores what it chooses and measures its own bytes.
+public final class LlamaModel {
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    public let rope: RotaryEmbedding
+    /// Rows per prefill chunk: activations are O(chunk), attention memory O(chunk x key block).
+    public var prefillChunk = 512
+
+    public init(config: ModelConfig, weights: ModelWeights) {
+        self.config = config
+        self.weights = weights
+        rope = config.rotary
+    }
+
+    /// Loads a Hugging Face checkpoint folder.
+    public convenience init(checkpoint directory: String) throws {
+        let ckpt = try Checkpoint(directory: directory)
+        self.init(config: ckpt.config, weights: try ckpt.loadWeights())
+    }
+
+    public var cacheShape: CacheShape {
+        CacheShape(layers: config.layers, queryHeads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
+    }
+
+    /// A fresh, empty full cache for this model.
+    public func makeCache() -> KVCache { KVCache(shape: cacheShape) }
+
+    /// Runs `tokens` at positions startPosition..., appending them to `cache`.
+    /// Returns logits [rows, V] for the requested rows (row-major), or [] for `.none`.
+    public func forward(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
+                        logits request: LogitsRequest = .last) -> [Float] {
+        precondition(tokens.allSatisfy { $0 >= 0 && $0 < config.vocabSize }, "token id out of vocabulary")
+        var result: [Float] = []
+        var start = 0
+        while start < tokens.count {
+            let end = min(start + (phase == .decode ? 1 : prefillChunk), tokens.count)
+            let isLast = end == tokens.count
+            let want: LogitsRequest = request == .all ? .all : (request == .last && isLast ? .last : .none)
+            let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
+                                   cache: cache, phase: phase, logits: want)
+            result += out
+            start = end
+        }
+        cache.endStep(phase: phase)
+        return result
+    }
+
+    private func forwardChunk(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
+                              logits request: LogitsRequest) -> [Float] {
+        let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
+        let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
+        let positions = (0..<T).map { startPosition + $0 }
+        var ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
+        defer { ws.free() }
+        // x [T, D] = embedding rows
+        weights.embedding.withUnsafeBufferPointer { e in
+            for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+        }
+        for (l, w) in weights.layers.enumerated() {
+            w.inputNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
+            linear(ws.h, T, D, w.wq, w.bq, qDim, ws.q)
+            linear(ws.h, T, D, w.wk, w.bk, kvDim, ws.k)
+            linear(ws.h, T, D, w.wv, w.bv, kvDim, ws.v)
+            rope.apply(ws.q, rows: T, heads: c.heads, positions: positions)
+            rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
+            cache.attention(layer: l, phase: phase, rows: T, queries: ws.q, keys: ws.k, values: ws.v,
+                            positions: positions, output: ws.attn)
+            linear(ws.attn, T, qDim, w.wo, w.bo, D, ws.x, accumulate: true)
+            w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
+            linear(ws.h, T, D, w.wGate, w.bGate, I, ws.gate)
+            linear(ws.h, T, D, w.wUp, w.bUp, I, ws.up)
+            Ops.swiGLU(gate: ws.gate, up: ws.up, count: T * I)
+            linear(ws.gate, T, I, w.wDown, w.bDown, D, ws.x, accumulate: true)
+        }
+        guard request != .none else { return [] }
+        let first = request == .all ? 0 : T - 1, rows = T - first
+        weights.finalNorm.withUnsafeBufferPointer {
+            Ops.rmsNorm(ws.x + first * D, weight: $0.baseAddress!, rows: rows, dim: D, eps: c.rmsNormEps, into: ws.h)
+        }
+        var out = [Float](repeating: 0, count: rows * c.vocabSize)
+        let head = weights.lmHead ?? weights.embedding
+        out.withUnsafeMutableBufferPointer { o in
+            head.withUnsafeBufferPointer { BLAS.linear(ws.h, rows: rows, inDim: D, weight: $0.baseAddress!, outDim: c.vocabSize, into: o.baseAddress!) }
+        }
+        return out
+    }
+
+    /// y [rows, out] (=|+=) x [rows, in] W^T + b
+    @inline(__always)
+    private func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ inDim: Int, _ w: [Float], _ b: [Float]?,
+                        _ outDim: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        w.withUnsafeBufferPointer { BLAS.linear(x, rows: rows, inDim: inDim, weight: $0.baseAddress!, outDim: outDim, into: y, accumulate: accumulate) }
+        if let b { b.withUnsafeBufferPointer { Ops.addBias($0.baseAddress!, to: y, rows: rows, cols: outDim) } }
+    }
+}
+
+/// Activation buffers of one forward chunk.
+struct Workspace {
+    let x, h, q, k, v, attn, gate, up: UnsafeMutablePointer<Float>
+    init(rows T: Int, hidden D: Int, qDim: Int, kvDim: Int, intermediate I: Int) {
+        x = .allocate(capacity: T * D); h = .allocate(capacity: T * D)            // [T, D]
+        q = .allocate(capacity: T * qDim); attn = .allocate(capacity: T * qDim)   // [T, H*d]
+        k = .allocate(capacity: T * kvDim); v = .allocate(capacity: T * kvDim)    // [T, Hkv*d]
+        gate = .allocate(capacity: T * I); up = .allocate(capacity: T * I)        // [T, I]
+    }
+    func free() { for p in [x, h, q, k, v, attn, gate, up] { p.deallocate() } }
+}

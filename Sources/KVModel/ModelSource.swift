@@ -1,0 +1,57 @@
+import Foundation
+import KVTensor
+
+/// Where a model comes from: a Hugging Face checkpoint folder or a seeded synthetic shape.
+///
+/// Command-line syntax: a folder path, or `synthetic:PRESET[,key=value...]`, e.g.
+/// `synthetic:smollm2-135m,seed=7` or `synthetic:tiny,layers=4,kv_heads=1`.
+public enum ModelSource: Equatable, Sendable {
+    case checkpoint(path: String)
+    case synthetic(config: ModelConfig, seed: UInt64, std: Float)
+
+    /// Named synthetic shapes. SmolLM2-135M's shape is the decoder benchmark's reference.
+    public static let presets: [String: [String: Double]] = [
+        "tiny": ["layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 128, "vocab": 256],
+        "small": ["layers": 4, "hidden": 256, "heads": 8, "kv_heads": 2, "intermediate": 768, "vocab": 4096],
+        "smollm2-135m": ["layers": 30, "hidden": 576, "heads": 9, "kv_heads": 3, "intermediate": 1536,
+                         "vocab": 49152, "tied": 1, "rope_theta": 100000],
+        "llama2-7b": ["layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 32, "intermediate": 11008, "vocab": 32000],
+    ]
+    static let keys = ["layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab", "tied",
+                       "rope_theta", "qkv_bias", "seed", "std", "max_positions"]
+
+    public static func parse(_ text: String) throws -> ModelSource {
+        guard text.hasPrefix("synthetic:") else { return .checkpoint(path: text) }
+        let parts = text.dropFirst("synthetic:".count).split(separator: ",").map(String.init)
+        guard let presetName = parts.first, let preset = presets[presetName] else {
+            throw ModelError.invalidConfig(file: text, field: "preset",
+                message: "expected one of \(presets.keys.sorted().joined(separator: ", ")) after 'synthetic:'")
+        }
+        var v = preset
+        v["seed"] = v["seed"] ?? 0
+        for kv in parts.dropFirst() {
+            let pair = kv.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2, keys.contains(pair[0]), let num = Double(pair[1]) else {
+                throw ModelError.invalidConfig(file: text, field: pair.first ?? kv,
+                    message: "expected key=number with key one of \(keys.joined(separator: ", "))")
+            }
+            v[pair[0]] = num
+        }
+        let config = try ModelConfig(
+            modelType: "llama", hiddenSize: Int(v["hidden"]!), intermediateSize: Int(v["intermediate"]!),
+            layers: Int(v["layers"]!), heads: Int(v["heads"]!), kvHeads: Int(v["kv_heads"]!),
+            headDim: v["head_dim"].map { Int($0) }, vocabSize: Int(v["vocab"]!),
+            maxPositions: Int(v["max_positions"] ?? 131072), ropeTheta: v["rope_theta"] ?? 10000,
+            tieWordEmbeddings: (v["tied"] ?? 0) != 0, qkvBias: (v["qkv_bias"] ?? 0) != 0)
+        return .synthetic(config: config, seed: UInt64(v["seed"]!), std: Float(v["std"] ?? 0.02))
+    }
+
+    /// Builds the model (reads and converts the checkpoint, or draws the weights).
+    public func load() throws -> LlamaModel {
+        switch self {
+        case .checkpoint(let path): return try LlamaModel(checkpoint: path)
+        case .synthetic(let config, let seed, let std):
+            return LlamaModel(config: config, weights: .synthetic(config, seed: seed, std: std))
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// Element-wise kernels on contiguous Float buffers. Shapes are given in comments as [rows, cols].
+public enum Ops {
+    /// out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight   (HF LlamaRMSNorm, fp32).
+    public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int,
+                               eps: Float, into out: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let xr = x + r * dim, orow = out + r * dim
+            var ss: Float = 0
+            for i in 0..<dim { ss += xr[i] * xr[i] }
+            let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+            for i in 0..<dim { orow[i] = weight[i] * (xr[i] * inv) }
+        }
+    }
+
+    /// gate[i] = silu(gate[i]) * up[i], in place over n elements.
+    public static func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count n: Int) {
+        for i in 0..<n {
+            let g = gate[i]
+            gate[i] = g / (1 + exp(-g)) * up[i]
+        }
+    }
+
+    /// y[i] += x[i].
+    @inline(__always)
+    public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
+        for i in 0..<n { y[i] += x[i] }
+    }
+
+    /// Adds a bias row [cols] to every row of y [rows, cols].
+    public static func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        for r in 0..<rows { add(bias, into: y + r * cols, count: cols) }
+    }
+
+    /// Numerically stable softmax in place; returns the log-sum-exp.
+    @discardableResult
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) -> Float {
+        guard n > 0 else { return -.infinity }
+        var m = -Float.infinity
+        for i in 0..<n where x[i] > m { m = x[i] }
+        var s: Float = 0
+        for i in 0..<n { let e = exp(x[i] - m); x[i] = e; s += e }
+        let inv = 1 / s
+        for i in 0..<n { x[i] *= inv }
+        return m + log(s)
+    }
+
+    /// Index of the largest element (first on ties).
+    public static func argmax(_ x: UnsafePointer<Float>, count n: Int) -> Int {
+        var best = 0
+        for i in 1..<max(n, 1) where x[i] > x[best] { best = i }
+        return best
+    }
+
+    /// Dot product of two vectors of length n (4-way unrolled so the compiler emits FMA lanes).
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0
+        var i = 0
+        while i + 4 <= n {
+            s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]
+            s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3]
+            i += 4
+        }
+        while i < n { s0 += a[i] * b[i]; i += 1 }
+        return (s0 + s1) + (s2 + s3)
+    }
+
+    /// y[i] += a * x[i].
+    @inline(__always)
+    public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n { y[i] += a * x[i] }
+    }
+}
+
+/// Indices of the k largest values (ties broken by the lower index), in descending order of value.
+public func topK(_ values: [Float], _ k: Int) -> [Int] {
+    let k = min(max(k, 0), values.count)
+    if k == 0 { return [] }
+    if k == values.count {
+        return values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
+    }
+    // Partial selection with a small heap would be faster; sorting is exact and simple.
+    let order = values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
+    return Array(order.prefix(k))
+}
