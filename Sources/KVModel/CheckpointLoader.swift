@@ -35,10 +35,11 @@ public struct Checkpoint {
 
     static func loadShards(index: String, dir: URL) throws -> [String: SafeTensorsFile] {
         guard let data = FileManager.default.contents(atPath: index),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+              let json = (try? JSONValue.parse(data))?.object else {
             throw ModelError.invalidConfig(file: index, field: "(file)", message: "not a JSON object")
         }
-        guard let map = json["weight_map"] as? [String: String] else {
+        guard let mapAny = json["weight_map"]?.object,
+              case let map = mapAny.compactMapValues(\.string), map.count == mapAny.count else {
             throw ModelError.invalidConfig(file: index, field: "weight_map", message: "expected an object of tensor name -> file name")
         }
         var opened: [String: SafeTensorsFile] = [:]

@@ -8,17 +8,17 @@ extension ModelConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ModelError.unreadable(file: path, reason: "permission denied or not a file")
         }
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
-            throw ModelError.invalidConfig(file: path, field: "(file)", message: "not valid JSON: \(error.localizedDescription)")
+        let object: JSONValue
+        do { object = try JSONValue.parse(data) } catch {
+            throw ModelError.invalidConfig(file: path, field: "(file)", message: "not valid JSON")
         }
-        guard let json = object as? [String: Any] else {
+        guard let json = object.object else {
             throw ModelError.invalidConfig(file: path, field: "(file)", message: "expected a JSON object at the top level")
         }
         return try parse(json, file: path)
     }
 
-    static func parse(_ json: [String: Any], file: String) throws -> ModelConfig {
+    static func parse(_ json: [String: JSONValue], file: String) throws -> ModelConfig {
         let r = FieldReader(json: json, file: file)
         let modelType: String = try r.string("model_type")
         guard supportedTypes.contains(modelType) else {
@@ -46,16 +46,16 @@ extension ModelConfig {
     }
 
     /// `rope_theta` at the top level (transformers 4.x) or inside `rope_parameters` (5.x).
-    static func ropeTheta(_ json: [String: Any], file: String) throws -> Double {
+    static func ropeTheta(_ json: [String: JSONValue], file: String) throws -> Double {
         if let top = try FieldReader(json: json, file: file).doubleOrNil("rope_theta") { return top }
-        if let params = json["rope_parameters"] as? [String: Any],
+        if let params = json["rope_parameters"]?.object,
            let t = try FieldReader(json: params, file: file, prefix: "rope_parameters.").doubleOrNil("rope_theta") { return t }
         return 10000
     }
 
-    static func parseRopeScaling(_ value: Any?, file: String) throws -> RoPEScaling {
-        guard let value, !(value is NSNull) else { return .none }
-        guard let dict = value as? [String: Any] else {
+    static func parseRopeScaling(_ value: JSONValue?, file: String) throws -> RoPEScaling {
+        guard let value, !value.isNull else { return .none }
+        guard let dict = value.object else {
             throw ModelError.invalidConfig(file: file, field: "rope_scaling", message: "expected an object or null")
         }
         let r = FieldReader(json: dict, file: file, prefix: "rope_scaling.")
@@ -76,27 +76,25 @@ extension ModelConfig {
 
 /// Typed access to JSON fields with errors that name the file, the field and the expectation.
 struct FieldReader {
-    let json: [String: Any]
+    let json: [String: JSONValue]
     let file: String
     var prefix = ""
 
     private func fail(_ key: String, _ expected: String) -> ModelError {
-        let got = json[key].map { "\($0)" } ?? "nothing"
-        return .invalidConfig(file: file, field: prefix + key, message: "expected \(expected), got \(got)")
+        .invalidConfig(file: file, field: prefix + key, message: "expected \(expected), got \(json[key]?.brief ?? "nothing")")
     }
-    private func present(_ key: String) -> Any? {
-        guard let v = json[key], !(v is NSNull) else { return nil }
+    private func present(_ key: String) -> JSONValue? {
+        guard let v = json[key], !v.isNull else { return nil }
         return v
     }
     func string(_ key: String) throws -> String {
-        guard let s = present(key) as? String else { throw fail(key, "a string") }
+        guard let s = present(key)?.string else { throw fail(key, "a string") }
         return s
     }
     func intOrNil(_ key: String) throws -> Int? {
         guard let v = present(key) else { return nil }
-        guard !(v is Bool), let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded(),
-              abs(n.doubleValue) < 1e15 else { throw fail(key, "an integer") }
-        return n.intValue
+        guard let n = v.int else { throw fail(key, "an integer") }
+        return n
     }
     func int(_ key: String) throws -> Int {
         guard let v = try intOrNil(key) else { throw fail(key, "an integer") }
@@ -104,8 +102,8 @@ struct FieldReader {
     }
     func doubleOrNil(_ key: String) throws -> Double? {
         guard let v = present(key) else { return nil }
-        guard !(v is Bool), let n = v as? NSNumber else { throw fail(key, "a number") }
-        return n.doubleValue
+        guard let n = v.double else { throw fail(key, "a number") }
+        return n
     }
     func double(_ key: String) throws -> Double {
         guard let v = try doubleOrNil(key) else { throw fail(key, "a number") }
@@ -113,16 +111,15 @@ struct FieldReader {
     }
     func bool(_ key: String, default def: Bool) throws -> Bool {
         guard let v = present(key) else { return def }
-        guard let b = v as? Bool, v is Bool else { throw fail(key, "true or false") }
+        guard let b = v.bool else { throw fail(key, "true or false") }
         return b
     }
     func intList(_ key: String) throws -> [Int] {
         guard let v = present(key) else { return [] }
-        if let _ = v as? NSNumber { return [try int(key)] }
-        guard let a = v as? [Any] else { throw fail(key, "an integer or a list of integers") }
-        return try a.map { e in
-            guard let n = e as? NSNumber else { throw fail(key, "an integer or a list of integers") }
-            return n.intValue
+        if let n = v.int { return [n] }
+        guard let a = v.array, case let ints = a.compactMap(\.int), ints.count == a.count else {
+            throw fail(key, "an integer or a list of integers")
         }
+        return ints
     }
 }

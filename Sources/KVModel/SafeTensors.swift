@@ -71,17 +71,17 @@ public final class SafeTensorsFile {
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), mappedLength) }
 
     static func parseHeader(_ data: Data, file: String, dataSize: Int) throws -> [String: TensorInfo] {
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+        let object: JSONValue
+        do { object = try JSONValue.parse(data) } catch {
             throw ModelError.corruptCheckpoint(file: file, message: "header is not valid JSON")
         }
-        guard let json = object as? [String: Any] else {
+        guard let json = object.object else {
             throw ModelError.corruptCheckpoint(file: file, message: "header is not a JSON object")
         }
         var out: [String: TensorInfo] = [:]
         for (name, value) in json where name != "__metadata__" {
-            guard let entry = value as? [String: Any], let dt = entry["dtype"] as? String,
-                  let shapeAny = entry["shape"] as? [Any], let offsAny = entry["data_offsets"] as? [Any],
+            guard let entry = value.object, let dt = entry["dtype"]?.string,
+                  let shapeAny = entry["shape"]?.array, let offsAny = entry["data_offsets"]?.array,
                   offsAny.count == 2 else {
                 throw ModelError.corruptCheckpoint(file: file, message: "tensor '\(name)': entry needs dtype, shape and two data_offsets")
             }
@@ -89,14 +89,14 @@ public final class SafeTensorsFile {
                 throw ModelError.unsupportedDType(file: file, tensor: name, dtype: dt)
             }
             let shape = try shapeAny.map { v -> Int in
-                guard let n = v as? Int, !(v is Bool), n >= 0, n < 1 << 40 else {
-                    throw ModelError.corruptCheckpoint(file: file, message: "tensor '\(name)': bad shape \(shapeAny)")
+                guard case .int(let n) = v, n >= 0, n < 1 << 40 else {
+                    throw ModelError.corruptCheckpoint(file: file, message: "tensor '\(name)': bad shape \(JSONValue.array(shapeAny).brief)")
                 }
                 return n
             }
             let offs = try offsAny.map { v -> Int in
-                guard let n = v as? Int, !(v is Bool), n >= 0 else {
-                    throw ModelError.corruptCheckpoint(file: file, message: "tensor '\(name)': bad data_offsets \(offsAny)")
+                guard case .int(let n) = v, n >= 0 else {
+                    throw ModelError.corruptCheckpoint(file: file, message: "tensor '\(name)': bad data_offsets \(JSONValue.array(offsAny).brief)")
                 }
                 return n
             }
