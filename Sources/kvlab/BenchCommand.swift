@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import KVCache
+import KVModel
+import KVTensor
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Release-mode benchmarks that print ratios measured side by side in one run.",
+        subcommands: [DecoderBench.self])
+}
+
+/// Prefill and decode throughput of the decoder with the full cache, plus peak memory
+/// against what the process can account for (weights + KV + activations + runtime baseline).
+struct DecoderBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decoder",
+        abstract: "Prefill tokens/s and decode tokens/s at given contexts (median of repeats).",
+        discussion: "Build with -c release. scripts/bench/decoder_vs_pytorch.py runs this next to PyTorch on the same weights.")
+
+    @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
+    var model: String = "synthetic:smollm2-135m"
+    @Option(help: "Prompt length of the prefill measurement.")
+    var prefill: Int = 512
+    @Option(name: .customLong("decode-contexts"), help: "Contexts (comma-separated) at which decode speed is measured.")
+    var decodeContexts: String = "512,4096"
+    @Option(name: .customLong("decode-tokens"), help: "Decode steps timed per measurement.")
+    var decodeTokens: Int = 32
+    @Option(help: "Repeats; the median is reported.")
+    var repeats: Int = 3
+    @Option(help: "BLAS and attention threads.")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    func run() throws {
+        let contexts = try parseIds(decodeContexts, field: "--decode-contexts")
+        let baseline = MemoryProbe.residentBytes()
+        let lm = try loadModel(model, threads: threads)
+        MemoryProbe.resetPeak()
+        let V = lm.config.vocabSize
+        var rng = SeededRandom(seed: 1234)
+        func randomTokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(V)) } }
+        func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+
+        // Prefill: tokens/s over the whole prompt, logits for the last row.
+        let prompt = randomTokens(prefill)
+        var prefillTimes: [Double] = []
+        for _ in 0..<repeats {
+            let cache = KVCache(shape: lm.cacheShape, initialCapacity: prefill)
+            let t = clock { _ = lm.forward(prompt, startPosition: 0, cache: cache, phase: .prefill) }
+            prefillTimes.append(t)
+        }
+        var decodeRates: [Int: Double] = [:]
+        var maxKVAllocated = 0
+        for ctx in contexts {
+            let ctxTokens = randomTokens(ctx), steps = randomTokens(decodeTokens)
+            var rates: [Double] = []
+            for _ in 0..<repeats {
+                let cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens)
+                _ = lm.forward(ctxTokens, startPosition: 0, cache: cache, phase: .prefill)
+                let t = clock {
+                    for (i, tok) in steps.enumerated() {
+                        _ = lm.forward([tok], startPosition: ctx + i, cache: cache, phase: .decode)
+                    }
+                }
+                rates.append(Double(decodeTokens) / t)
+                maxKVAllocated = max(maxKVAllocated, cache.stats.bytesAllocated)
+            }
+            decodeRates[ctx] = median(rates)
+        }
+        let peak = MemoryProbe.peakResidentBytes()
+        let c = lm.config
+        let chunk = min(lm.prefillChunk, max(prefill, contexts.max() ?? 0))
+        let activations = 4 * (chunk * (2 * c.hiddenSize + 2 * c.heads * c.headDim + 2 * c.kvHeads * c.headDim + 2 * c.intermediateSize)
+            + Attention.queryBlock * (Attention.keyBlock + c.headDim) + c.vocabSize * 2)
+        let accounted = baseline + lm.weights.byteCount + maxKVAllocated + activations
+        let prefillRate = Double(prefill) / median(prefillTimes)
+        if json {
+            let decode = contexts.map { "\"\($0)\": \(decodeRates[$0]!)" }.joined(separator: ", ")
+            print("{\"model\": \"\(model)\", \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
+                  "\"decode_tok_s\": {\(decode)}, \"peak_rss_bytes\": \(peak), \"accounted_bytes\": \(accounted), " +
+                  "\"weights_bytes\": \(lm.weights.byteCount), \"kv_bytes\": \(maxKVAllocated), \"activation_bytes\": \(activations), " +
+                  "\"baseline_rss_bytes\": \(baseline)}")
+        } else {
+            print("model \(model), \(threads) threads, median of \(repeats)")
+            print(String(format: "prefill %5d tokens : %8.1f tok/s", prefill, prefillRate))
+            for ctx in contexts { print(String(format: "decode at %6d     : %8.2f tok/s", ctx, decodeRates[ctx]!)) }
+            print("peak RSS \(formatBytes(peak)) vs accounted \(formatBytes(accounted)) " +
+                  "(weights \(formatBytes(lm.weights.byteCount)) + KV \(formatBytes(maxKVAllocated)) + activations \(formatBytes(activations)) + runtime \(formatBytes(baseline))): " +
+                  String(format: "ratio %.3f", Double(peak) / Double(accounted)))
+        }
+    }
+}
+
+/// Wall-clock seconds of a closure.
+func clock(_ body: () -> Void) -> Double {
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    body()
+    return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+}
+
+/// Resident-set figures of this process from /proc (Linux); zero elsewhere.
+enum MemoryProbe {
+    static func status(_ key: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+    static func residentBytes() -> Int { status("VmRSS") }
+    static func peakResidentBytes() -> Int { status("VmHWM") }
+    /// Resets the peak (VmHWM) to the current RSS, so loading does not count as running.
+    static func resetPeak() { try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8) }
+}

@@ -1,0 +1,16 @@
+import ArgumentParser
+
+/// `kvlab`: the KVLab command line.
+struct KVLabCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kvlab",
+        abstract: "KV-cache compression research harness: how much KV memory and traffic a policy saves, and what it costs.",
+        discussion: """
+        Models are Hugging Face checkpoint folders (config.json + safetensors) or seeded synthetic \
+        shapes written as synthetic:PRESET[,key=value...] (presets: \(ModelSourceHelp.presets)).
+        """,
+        version: KVLabVersion.string,
+        subcommands: [InspectCommand.self, GenerateCommand.self, BenchCommand.self])
+}
+
+KVLabCommand.main()
