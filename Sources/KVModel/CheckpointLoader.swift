@@ -65,9 +65,8 @@ public struct Checkpoint {
 
     /// Loads and converts every weight to Float32, checking shapes against config.json.
     public func loadWeights() throws -> ModelWeights {
-        let expected = Dictionary(uniqueKeysWithValues: ModelWeights.expectedTensors(config).map { ($0.name, $0.shape) })
-        // Check everything before converting anything.
-        for (name, shape) in expected {
+        // Check everything, in a fixed order, before converting anything.
+        for (name, shape) in ModelWeights.expectedTensors(config) {
             guard let file = files[name], let info = file.tensors[name] else {
                 let searched = Set(files.values.map(\.path)).sorted()
                 throw ModelError.missingTensor(name: name, files: searched.isEmpty ? [directory] : searched)

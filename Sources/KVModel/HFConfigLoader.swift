@@ -42,7 +42,7 @@ extension ModelConfig {
             outputBias: modelType == "qwen2" ? false : attentionBias,
             mlpBias: try r.bool("mlp_bias", default: false),
             bosTokenId: try r.intOrNil("bos_token_id"),
-            eosTokenIds: try r.intList("eos_token_id"))
+            eosTokenIds: try r.intList("eos_token_id"), source: file)
     }
 
     /// `rope_theta` at the top level (transformers 4.x) or inside `rope_parameters` (5.x).

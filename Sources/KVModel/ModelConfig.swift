@@ -29,7 +29,8 @@ public struct ModelConfig: Equatable, Sendable, Codable {
                 kvHeads: Int, headDim: Int? = nil, vocabSize: Int, maxPositions: Int = 32768,
                 ropeTheta: Double = 10000, ropeScaling: RoPEScaling = .none, rmsNormEps: Float = 1e-5,
                 tieWordEmbeddings: Bool = false, qkvBias: Bool = false, outputBias: Bool = false,
-                mlpBias: Bool = false, bosTokenId: Int? = nil, eosTokenIds: [Int] = []) throws {
+                mlpBias: Bool = false, bosTokenId: Int? = nil, eosTokenIds: [Int] = [],
+                source: String = "model config") throws {
         self.modelType = modelType; self.hiddenSize = hiddenSize; self.intermediateSize = intermediateSize
         self.layers = layers; self.heads = heads; self.kvHeads = kvHeads
         self.headDim = headDim ?? (heads > 0 ? hiddenSize / heads : 0)
@@ -37,7 +38,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         self.ropeScaling = ropeScaling; self.rmsNormEps = rmsNormEps; self.tieWordEmbeddings = tieWordEmbeddings
         self.qkvBias = qkvBias; self.outputBias = outputBias; self.mlpBias = mlpBias
         self.bosTokenId = bosTokenId; self.eosTokenIds = eosTokenIds
-        try validate(source: "model config")
+        try validate(source: source)
     }
 
     /// Checks the invariants the decoder relies on; `source` names the file or section in errors.
