@@ -8,11 +8,21 @@ public enum Attention {
     public static let queryBlock = 256
     public static let keyBlock = 512
 
+    /// For each query position, how many store tokens it may see: those at positions <= its own
+    /// (stores keep increasing positions, so this is a prefix even after eviction or sharing).
+    public static func visibleCounts(store: HeadStore, positions: [Int]) -> [Int] {
+        positions.map { p in
+            var lo = 0, hi = store.count
+            while lo < hi { let mid = (lo + hi) / 2; if store.position(mid) <= p { lo = mid + 1 } else { hi = mid } }
+            return lo
+        }
+    }
+
     /// Causal attention of `rows` queries against the first tokens of `store`.
-    /// Query i sees store tokens [0, visibleBase + i + 1): the chunk's own keys are the store's last `rows`.
+    /// Query i sees store tokens [0, visible[i]) (see `visibleCounts`); visible must be non-decreasing.
     /// - q:   [rows, ldq]  one query head's slice of the query rows (post-RoPE)
     /// - out: [rows, ldo]  the head's slice of the output rows
-    public static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visibleBase: Int,
+    public static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                               scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
         let d = store.headDim
         let bq = min(queryBlock, rows), bk = keyBlock
@@ -25,7 +35,7 @@ public enum Attention {
             let q1 = min(q0 + bq, rows), nq = q1 - q0
             for r in 0..<nq { m[r] = -.infinity; l[r] = 0 }
             acc.initialize(repeating: 0, count: nq * d)
-            let limit = visibleBase + q1                                   // keys any row of the block sees
+            let limit = visible[q1 - 1]                                    // keys any row of the block sees
             var k0 = 0
             while k0 < limit {
                 let k1 = min(k0 + bk, limit), nk = k1 - k0
@@ -33,18 +43,18 @@ public enum Attention {
                             b: store.keys + k0 * d, ldb: d, c: s, ldc: bk)
                 for r in 0..<nq {
                     let row = s + r * bk
-                    let visible = min(max(visibleBase + q0 + r + 1 - k0, 0), nk)   // columns this row sees
+                    let seen = min(max(visible[q0 + r] - k0, 0), nk)          // columns this row sees
                     var mr = -Float.infinity
-                    for j in 0..<visible where row[j] > mr { mr = row[j] }
-                    if visible == 0 || mr == -.infinity {
+                    for j in 0..<seen where row[j] > mr { mr = row[j] }
+                    if seen == 0 || mr == -.infinity {
                         for j in 0..<nk { row[j] = 0 }
                         continue
                     }
                     let mNew = max(m[r], mr)
                     let alpha = exp(m[r] - mNew)
                     var sum: Float = 0
-                    for j in 0..<visible { let e = exp(row[j] - mNew); row[j] = e; sum += e }
-                    for j in visible..<nk { row[j] = 0 }
+                    for j in 0..<seen { let e = exp(row[j] - mNew); row[j] = e; sum += e }
+                    for j in seen..<nk { row[j] = 0 }
                     l[r] = l[r] * alpha + sum
                     m[r] = mNew
                     if alpha != 1 { let a = acc + r * d; for t in 0..<d { a[t] *= alpha } }
@@ -54,7 +64,7 @@ public enum Attention {
                 k0 = k1
             }
             for r in 0..<nq {
-                let inv = 1 / l[r], o = out + (q0 + r) * ldo, a = acc + r * d
+                let inv = l[r] > 0 ? 1 / l[r] : 0, o = out + (q0 + r) * ldo, a = acc + r * d
                 for t in 0..<d { o[t] = a[t] * inv }
             }
             q0 = q1

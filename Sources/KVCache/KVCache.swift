@@ -2,81 +2,147 @@ import Foundation
 import KVTensor
 
 /// The KV cache the decoder talks to. It stores post-RoPE keys and values per layer and
-/// KV head, runs attention over what it holds, and measures its own bytes.
+/// KV head, runs attention over what it holds, lets a `CachePolicy` decide what is shared,
+/// read and kept, and measures its own bytes.
 ///
-/// The model hands each layer's new keys/values/queries to `attention(...)`; the cache
-/// appends, attends and (in later policies) selects or evicts. The model never knows
-/// which policy runs, and policies never see the model.
+/// The model hands each layer's new queries/keys/values to `attention(...)`; the cache
+/// appends, selects, attends, observes and retains. The model never knows which policy
+/// runs, and policies never see the model.
 public final class KVCache {
     public let shape: CacheShape
-    /// stores[layer][kvHead]
+    public let policy: CachePolicy
+    /// stores[layer][kvHead]; a layer that reads another layer's store (sharing) holds nothing.
     public private(set) var stores: [[HeadStore]]
     public private(set) var stats = CacheStats()
     /// Threads used for per-head decode attention.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// When false, new tokens are stored but no policy evicts (e.g. while a task's question is fed).
+    public var compressionEnabled = true
+    /// Tokens seen when the last compressed prefill ended (the prompt length ratio budgets refer to).
+    public private(set) var promptLength = 0
 
     private var stepBytesRead = 0
     private var scratch: [UnsafeMutablePointer<Float>] = []   // per KV head: probabilities [g, n]
     private var scratchCapacity = 0
+    private var recent: [[Float]]                             // per layer: last queryWindow query rows [W, H*d]
 
-    public init(shape: CacheShape, initialCapacity: Int = 64) {
+    public init(shape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
         self.shape = shape
-        stores = (0..<shape.layers).map { _ in
-            (0..<shape.kvHeads).map { _ in HeadStore(headDim: shape.headDim, initialCapacity: initialCapacity) }
+        self.policy = policy
+        policy.bind(shape: shape)
+        stores = (0..<shape.layers).map { l in
+            let owns = policy.sourceLayer(l) == l
+            return (0..<shape.kvHeads).map { _ in
+                HeadStore(headDim: shape.headDim, initialCapacity: owns ? initialCapacity : 1)
+            }
         }
+        recent = Array(repeating: [], count: shape.layers)
     }
 
     deinit { scratch.forEach { $0.deallocate() } }
 
     /// Number of tokens layer `layer`, KV head `head` holds.
-    public func count(layer: Int, head: Int = 0) -> Int { stores[layer][head].count }
+    public func count(layer: Int, head: Int = 0) -> Int { stores[policy.sourceLayer(layer)][head].count }
 
     /// Appends `rows` new tokens to `layer` and computes their attention output.
     /// - queries:   [rows, H * d]   post-RoPE
     /// - keys:      [rows, Hkv * d] post-RoPE
     /// - values:    [rows, Hkv * d]
     /// - positions: [rows]          absolute positions of the new tokens
+    /// - isStepEnd: last chunk of a prefill, or a decode step (retention runs then)
     /// - output:    [rows, H * d]
-    public func attention(layer: Int, phase: Phase, rows: Int,
+    public func attention(layer: Int, phase: Phase, rows: Int, isStepEnd: Bool = true,
                           queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                           positions: [Int], output: UnsafeMutablePointer<Float>) {
         let d = shape.headDim, hkv = shape.kvHeads, g = shape.groupSize, hq = shape.queryHeads
         let scale = 1 / Float(d).squareRoot()
-        let heads = stores[layer]
-        for h in 0..<hkv {
-            let st = heads[h]
-            st.reserve(st.count + rows)
-            for r in 0..<rows {
-                st.append(key: keys + (r * hkv + h) * d, value: values + (r * hkv + h) * d, position: positions[r])
+        let source = policy.sourceLayer(layer)
+        let owns = source == layer
+        let heads = stores[source]
+        if owns {
+            for h in 0..<hkv {
+                let st = heads[h]
+                st.reserve(st.count + rows)
+                for r in 0..<rows {
+                    st.append(key: keys + (r * hkv + h) * d, value: values + (r * hkv + h) * d, position: positions[r])
+                }
             }
         }
         if layer == 0 { stats.tokensSeen += rows }
-        if phase == .decode && rows == 1 {
-            ensureScratch(g * (heads.map(\.count).max() ?? 0))
-            let readRows = UnsafeMutablePointer<Int>.allocate(capacity: hkv)
-            defer { readRows.deallocate() }
-            let work = { (h: Int) in
-                readRows[h] = Attention.decode(q: queries + h * g * d, groups: g, store: heads[h], indices: nil,
-                                               scale: scale, probs: self.scratch[h], out: output + h * g * d)
-            }
-            if threads > 1 && hkv > 1 && heads[0].count >= 256 {
-                DispatchQueue.concurrentPerform(iterations: hkv, execute: work)
+        rememberQueries(layer: layer, queries: queries, rows: rows)
+        recent[layer].withUnsafeBufferPointer { recentBuf in
+            let step = LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compressionEnabled,
+                                 rows: rows, queries: queries, positions: positions,
+                                 recentQueries: recentBuf.baseAddress ?? queries, recentCount: recentBuf.count / (hq * d),
+                                 stores: heads, shape: shape, tokensSeen: stats.tokensSeen, promptLength: promptLength)
+            if owns { policy.didAppend(step) }
+            if phase == .decode && rows == 1 {
+                decodeAttention(step, scale: scale, output: output)
             } else {
-                for h in 0..<hkv { work(h) }
+                for qh in 0..<hq {
+                    let st = heads[qh / g]
+                    Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st,
+                                     visible: Attention.visibleCounts(store: st, positions: positions),
+                                     scale: scale, out: output + qh * d, ldo: hq * d)
+                }
             }
-            for h in 0..<hkv { stepBytesRead += readRows[h] * d * MemoryLayout<Float>.stride * 2 }
-        } else {
-            for qh in 0..<hq {
-                let st = heads[qh / g]
-                Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st,
-                                 visibleBase: st.count - rows, scale: scale, out: output + qh * d, ldo: hq * d)
+            if owns && isStepEnd && compressionEnabled {
+                for h in 0..<hkv {
+                    guard let keep = policy.retain(step, head: h) else { continue }
+                    precondition(keep.count <= heads[h].count, "\(policy.name): retained more tokens than stored")
+                    heads[h].retain(keep)
+                    policy.didRetain(layer: layer, head: h, kept: keep)
+                }
             }
         }
     }
 
+    private func decodeAttention(_ step: LayerStep, scale: Float, output: UnsafeMutablePointer<Float>) {
+        let d = shape.headDim, hkv = shape.kvHeads, g = shape.groupSize
+        let heads = step.stores
+        let selections = (0..<hkv).map { policy.select(step, head: $0, candidates: nil) }
+        for h in 0..<hkv {
+            if let sel = selections[h] {
+                precondition(sel.allSatisfy { $0 >= 0 && Int($0) < heads[h].count }, "\(policy.name): selected a token not in the store")
+            }
+        }
+        ensureScratch(g * (heads.map(\.count).max() ?? 0))
+        let readRows = UnsafeMutablePointer<Int>.allocate(capacity: hkv)
+        defer { readRows.deallocate() }
+        let work = { (h: Int) in
+            let run = { (idx: UnsafeBufferPointer<Int32>?) in
+                readRows[h] = Attention.decode(q: step.queries + h * g * d, groups: g, store: heads[h], indices: idx,
+                                               scale: scale, probs: self.scratch[h], out: output + h * g * d)
+            }
+            if let sel = selections[h] { sel.withUnsafeBufferPointer { run($0) } } else { run(nil) }
+        }
+        if threads > 1 && hkv > 1 && heads[0].count >= 256 {
+            DispatchQueue.concurrentPerform(iterations: hkv, execute: work)
+        } else {
+            for h in 0..<hkv { work(h) }
+        }
+        for h in 0..<hkv {
+            stepBytesRead += readRows[h] * d * MemoryLayout<Float>.stride * 2
+            policy.observe(step, head: h, indices: selections[h], probs: scratch[h], count: readRows[h])
+        }
+    }
+
+    /// Keeps the last `policy.queryWindow` query rows of each layer, across prefill chunks.
+    private func rememberQueries(layer: Int, queries: UnsafePointer<Float>, rows: Int) {
+        let w = policy.queryWindow
+        guard w > 0 else { return }
+        let width = shape.queryHeads * shape.headDim
+        recent[layer].append(contentsOf: UnsafeBufferPointer(start: queries, count: rows * width))
+        let excess = recent[layer].count / width - w
+        if excess > 0 { recent[layer].removeFirst(excess * width) }
+    }
+
+    /// Adds bytes a policy read outside the attention kernel (e.g. Quest page summaries).
+    public func addBytesRead(_ n: Int) { stepBytesRead += n }
+
     /// Closes a forward step (all layers): updates the measured figures.
     public func endStep(phase: Phase) {
-        var stored = 0, meta = 0, alloc = 0
+        var stored = 0, meta = policy.metadataBytes, alloc = 0
         for layer in stores { for s in layer { stored += s.payloadBytes; meta += s.metadataBytes; alloc += s.allocatedBytes } }
         stats.bytesStored = stored
         stats.metadataBytes = meta
@@ -86,14 +152,19 @@ public final class KVCache {
             stats.lastStepBytesRead = stepBytesRead
             stats.decodeBytesRead += stepBytesRead
             stats.decodeSteps += 1
+        } else if compressionEnabled {
+            promptLength = stats.tokensSeen
         }
         stepBytesRead = 0
     }
 
-    /// Drops every token and resets the figures.
+    /// Drops every token and resets the figures and the policy.
     public func reset() {
         for layer in stores { for s in layer { s.removeAll() } }
+        recent = Array(repeating: [], count: shape.layers)
         stats = CacheStats()
+        promptLength = 0
+        policy.reset()
     }
 
     private func ensureScratch(_ n: Int) {

@@ -31,8 +31,10 @@ public final class LlamaModel {
         CacheShape(layers: config.layers, queryHeads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
     }
 
-    /// A fresh, empty full cache for this model.
-    public func makeCache() -> KVCache { KVCache(shape: cacheShape) }
+    /// A fresh, empty cache for this model, managed by `policy` (default: the full cache).
+    public func makeCache(policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) -> KVCache {
+        KVCache(shape: cacheShape, policy: policy, initialCapacity: initialCapacity)
+    }
 
     /// Runs `tokens` at positions startPosition..., appending them to `cache`.
     /// Returns logits [rows, V] for the requested rows (row-major), or [] for `.none`.
@@ -46,7 +48,7 @@ public final class LlamaModel {
             let isLast = end == tokens.count
             let want: LogitsRequest = request == .all ? .all : (request == .last && isLast ? .last : .none)
             let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
-                                   cache: cache, phase: phase, logits: want)
+                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want)
             result += out
             start = end
         }
@@ -55,7 +57,7 @@ public final class LlamaModel {
     }
 
     private func forwardChunk(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
-                              logits request: LogitsRequest) -> [Float] {
+                              isStepEnd: Bool, logits request: LogitsRequest) -> [Float] {
         let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
         let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
         let positions = (0..<T).map { startPosition + $0 }
@@ -72,7 +74,7 @@ public final class LlamaModel {
             linear(ws.h, T, D, w.wv, w.bv, kvDim, ws.v)
             rope.apply(ws.q, rows: T, heads: c.heads, positions: positions)
             rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
-            cache.attention(layer: l, phase: phase, rows: T, queries: ws.q, keys: ws.k, values: ws.v,
+            cache.attention(layer: l, phase: phase, rows: T, isStepEnd: isStepEnd, queries: ws.q, keys: ws.k, values: ws.v,
                             positions: positions, output: ws.attn)
             linear(ws.attn, T, qDim, w.wo, w.bo, D, ws.x, accumulate: true)
             w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }

@@ -1,0 +1,70 @@
+import KVTensor
+
+/// What a policy sees of one layer's step: the new tokens' queries and the layer's stores.
+/// Pointers are valid only during the call that receives the step.
+public struct LayerStep {
+    public let layer: Int
+    public let phase: Phase
+    /// True on the last chunk of a prefill and on every decode step: when retention runs.
+    public let isStepEnd: Bool
+    /// Whether compression applies to these tokens (false while a task's question is fed).
+    public let compress: Bool
+    public let rows: Int                          // new tokens this call
+    public let queries: UnsafePointer<Float>      // [rows, H*d] post-RoPE
+    public let positions: [Int]                   // [rows] absolute positions
+    /// The last `recentCount` query rows of this layer, across prefill chunks (see `queryWindow`).
+    public let recentQueries: UnsafePointer<Float>  // [recentCount, H*d]
+    public let recentCount: Int
+    public let stores: [HeadStore]                // [Hkv] this layer's storage
+    public let shape: CacheShape
+    public let tokensSeen: Int                    // tokens fed to the model so far, these included
+    public let promptLength: Int                  // tokens seen when the last compressed prefill ended
+    public var scale: Float { 1 / Float(shape.headDim).squareRoot() }
+}
+
+/// A KV-cache policy. Asked at a few points; implements only what it needs (the protocol
+/// extension gives do-nothing defaults). Policies never see the model, only shapes, queries,
+/// keys, values and attention weights through the cache.
+public protocol CachePolicy: AnyObject {
+    /// Short identifier with parameters, e.g. "snapkv(w=64,k=5)".
+    var name: String { get }
+    /// Number of most recent query rows per layer the policy needs (SnapKV's window). Default 0.
+    var queryWindow: Int { get }
+    /// Called once before use; allocate per-layer state.
+    func bind(shape: CacheShape)
+    /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
+    func sourceLayer(_ layer: Int) -> Int
+    /// New tokens were appended to the layer's stores (keep metadata: page min/max, rotations...).
+    func didAppend(_ step: LayerStep)
+    /// Decode: the store indices KV head `head` attends, narrowed from `candidates` (nil = all).
+    func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]?
+    /// Decode: attention probabilities [g, n] over the attended indices (nil = all n tokens).
+    func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int)
+    /// After the layer attended, at a step end: the store indices (increasing) to keep; nil = all.
+    func retain(_ step: LayerStep, head: Int) -> [Int]?
+    /// The store kept exactly `kept` (old indices, increasing): compact per-token metadata.
+    func didRetain(layer: Int, head: Int, kept: [Int])
+    /// Bytes of policy metadata currently held (scores, page summaries...), counted as stored.
+    var metadataBytes: Int { get }
+    /// Forget all state (new sequence).
+    func reset()
+}
+
+extension CachePolicy {
+    public var queryWindow: Int { 0 }
+    public func bind(shape: CacheShape) {}
+    public func sourceLayer(_ layer: Int) -> Int { layer }
+    public func didAppend(_ step: LayerStep) {}
+    public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? { candidates }
+    public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {}
+    public func retain(_ step: LayerStep, head: Int) -> [Int]? { nil }
+    public func didRetain(layer: Int, head: Int, kept: [Int]) {}
+    public var metadataBytes: Int { 0 }
+    public func reset() {}
+}
+
+/// The full cache: keeps and reads everything. The reference every policy is compared with.
+public final class FullCachePolicy: CachePolicy {
+    public init() {}
+    public var name: String { "full" }
+}
