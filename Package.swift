@@ -18,7 +18,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "kvlab", targets: ["kvlab"]),
-        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVHDF5"]),
+        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,15 +34,17 @@ let package = Package(
         .target(name: "KVHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(name: "KVModel", dependencies: ["KVTensor", "KVCache"], swiftSettings: swiftSettings),
         .target(name: "KVCache", dependencies: ["KVTensor"], swiftSettings: swiftSettings),
+        .target(name: "KVPolicies", dependencies: ["KVCache", "KVTensor"], swiftSettings: swiftSettings),
         .executableTarget(name: "kvlab", dependencies: [
-            "KVTensor", "KVModel", "KVCache", "KVHDF5",
+            "KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
         .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel", "KVPolicies"],
+                    exclude: ["Fixtures"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,88 @@
+// H2O: Heavy-Hitter Oracle.
+// Paper: Zhang et al., "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of LLMs", arXiv 2306.14048.
+// Reference: github.com/FMInference/H2O (h2o_hf/utils_real_drop); kvpress ObservedAttentionPress (the `.observed` scoring).
+import KVCache
+
+/// Keeps the `recent` newest tokens plus the `capacity - recent` older tokens with the most
+/// accumulated attention, per KV head.
+///
+/// Scoring `.causal` (default, the reference's real-drop cache): each token's score is the sum of
+/// the attention probabilities it received from every query row seen so far (prefill rows and
+/// decode steps), summed over the query heads of its KV group; evicted tokens' scores are dropped.
+/// Only rows that could see a token add to it (no peeking at future rows, unlike the reference's
+/// lm-eval path). Scoring `.observed` is kvpress's ObservedAttentionPress: prefill column sums
+/// divided by the number of queries that see each key (T - j), averaged over the group, no
+/// recent window, prefill only.
+public final class H2O: ScoredEviction {
+    public enum Scoring: String, Sendable { case causal, observed }
+    public let budget: Budget
+    public let recentFraction: Double
+    public let scoring: Scoring
+    public let schedule: EvictionSchedule
+    private var acc: [[[Float]]] = []          // [layer][kvHead][stored token] accumulated attention
+
+    /// Defaults follow the reference: half of the budget recent, half heavy hitters, enforced as generation grows.
+    public init(budget: Budget, recentFraction: Double = 0.5, scoring: Scoring = .causal,
+                schedule: EvictionSchedule? = nil) throws {
+        try budget.validate(policy: "h2o")
+        guard recentFraction >= 0 && recentFraction <= 1 else {
+            throw PolicyError.invalidParameter(policy: "h2o", field: "recent_fraction", message: "expected a value in [0, 1], got \(recentFraction)")
+        }
+        self.budget = budget
+        self.scoring = scoring
+        self.recentFraction = scoring == .observed ? 0 : recentFraction
+        self.schedule = schedule ?? (scoring == .observed ? .prefill : .always)
+    }
+
+    public var name: String { "h2o(budget=\(budget),recent=\(recentFraction),\(scoring.rawValue),\(schedule.rawValue))" }
+
+    public func bind(shape: CacheShape) {
+        acc = Array(repeating: Array(repeating: [], count: shape.kvHeads), count: shape.layers)
+    }
+    public func reset() { acc = acc.map { $0.map { _ in [] } } }
+
+    public var metadataBytes: Int { acc.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count * 4 } } }
+
+    public func didAppend(_ step: LayerStep) {
+        let l = step.layer, d = step.shape.headDim, hq = step.shape.queryHeads, g = step.shape.groupSize
+        for h in 0..<step.shape.kvHeads {
+            let st = step.stores[h]
+            acc[l][h] += Array(repeating: 0, count: st.count - acc[l][h].count)
+            guard step.phase == .prefill else { continue }     // decode rows arrive through observe
+            let visible = Attention.visibleCounts(store: st, positions: step.positions)
+            acc[l][h].withUnsafeMutableBufferPointer { a in
+                for member in 0..<g {
+                    Attention.addColumnSums(q: step.queries + (h * g + member) * d, ldq: hq * d, rows: step.rows,
+                                            store: st, visible: visible, scale: step.scale, into: a.baseAddress!)
+                }
+            }
+        }
+    }
+
+    public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
+        let g = step.shape.groupSize
+        for m in 0..<g {
+            for j in 0..<n { acc[step.layer][head][indices.map { Int($0[j]) } ?? j] += probs[m * n + j] }
+        }
+    }
+
+    public func retain(_ step: LayerStep, head: Int) -> [Int]? {
+        guard let cap = currentCapacity(step), step.stores[head].count > cap else { return nil }
+        let s = scores(step, head: head)
+        let recent = min(Int(Double(cap) * recentFraction), cap)
+        let older = s.count - recent
+        let heavy = Self.topIndices(Array(s[0..<older]), keep: cap - recent)
+        return heavy + Array(older..<s.count)
+    }
+
+    public func scores(_ step: LayerStep, head: Int) -> [Float] {
+        let a = acc[step.layer][head]
+        guard scoring == .observed else { return a }
+        let n = a.count, g = Float(step.shape.groupSize)
+        return (0..<n).map { j in a[j] / Float(n - j) / g }
+    }
+
+    public func didRetain(layer: Int, head: Int, kept: [Int]) {
+        acc[layer][head] = kept.map { acc[layer][head][$0] }
+    }
+}

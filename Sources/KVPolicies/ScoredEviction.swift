@@ -1,0 +1,39 @@
+import Foundation
+import KVCache
+
+/// The template every scored eviction policy shares (kvpress's ScorerPress): score each stored
+/// token of a KV head, keep the `capacity` best (ties to the older token), physically remove the
+/// rest. A policy supplies `scores`; `protectedTail` tokens (a window) are always kept.
+public protocol ScoredEviction: CachePolicy {
+    var budget: Budget { get }
+    var schedule: EvictionSchedule { get }
+    /// One score per stored token of `head` (higher = keep). Called only when over budget.
+    func scores(_ step: LayerStep, head: Int) -> [Float]
+    /// Tokens kept for `layer` out of `length` (override for per-layer budgets).
+    func capacity(layer: Int, length: Int) -> Int
+}
+
+extension ScoredEviction {
+    public func capacity(layer: Int, length: Int) -> Int { budget.capacity(for: length) }
+
+    /// The budget in force for this step: resolved against the prompt at prefill, held fixed during decoding.
+    public func currentCapacity(_ step: LayerStep) -> Int? {
+        switch (step.phase, schedule) {
+        case (.prefill, _): return capacity(layer: step.layer, length: step.tokensSeen)
+        case (.decode, .always): return capacity(layer: step.layer, length: max(step.promptLength, 1))
+        case (.decode, .prefill): return nil
+        }
+    }
+
+    public func retain(_ step: LayerStep, head: Int) -> [Int]? {
+        guard let cap = currentCapacity(step), step.stores[head].count > cap else { return nil }
+        return Self.topIndices(scores(step, head: head), keep: max(cap, 0))
+    }
+
+    /// The `keep` highest scores' indices in increasing index order (ties: the lower index wins).
+    public static func topIndices(_ scores: [Float], keep: Int) -> [Int] {
+        guard keep < scores.count else { return Array(scores.indices) }
+        let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        return order.prefix(keep).sorted()
+    }
+}

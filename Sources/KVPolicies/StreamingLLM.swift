@@ -1,0 +1,34 @@
+// StreamingLLM: attention sinks + a recent window.
+// Paper: Xiao et al., "Efficient Streaming Language Models with Attention Sinks", arXiv 2309.17453.
+// Reference: github.com/mit-han-lab/streaming-llm (StartRecentKVCache); kvpress StreamingLLMPress.
+import KVCache
+
+/// Keeps the first `sinks` stored tokens and the most recent `capacity - sinks` tokens; the same
+/// positions for every head. With ratio r at prefill this is exactly kvpress's StreamingLLMPress
+/// (scores 1 on sinks and tail, 0 on the `T - int(T(1-r))` tokens after the sinks).
+/// Keys keep their original RoPE positions (the position-shift variant is not implemented).
+public final class StreamingLLM: ScoredEviction {
+    public let budget: Budget
+    public let sinks: Int
+    public let schedule: EvictionSchedule
+
+    /// Defaults follow the reference: 4 sinks, budget enforced as generation grows.
+    public init(budget: Budget, sinks: Int = 4, schedule: EvictionSchedule = .always) throws {
+        try budget.validate(policy: "streaming_llm")
+        if sinks < 0 { throw PolicyError.invalidParameter(policy: "streaming_llm", field: "sinks", message: "expected >= 0, got \(sinks)") }
+        if case .tokens(let n) = budget, sinks >= n {
+            throw PolicyError.invalidParameter(policy: "streaming_llm", field: "sinks",
+                                               message: "expected fewer sinks than the budget (\(n)), got \(sinks)")
+        }
+        self.budget = budget; self.sinks = sinks; self.schedule = schedule
+    }
+
+    public var name: String { "streaming_llm(budget=\(budget),sinks=\(sinks),\(schedule.rawValue))" }
+
+    public func scores(_ step: LayerStep, head: Int) -> [Float] {
+        let n = step.stores[head].count
+        let cap = currentCapacity(step) ?? n
+        let pruned = n - cap
+        return (0..<n).map { j in j >= sinks && j < sinks + pruned ? 0 : 1 }
+    }
+}
