@@ -1,0 +1,1 @@
+// Hugging Face tokenizer.json support (in progress)
