@@ -517,7 +517,7 @@ public class H5Object {
 /// missing intermediate groups. Typed dataset writers and readers are in H5Typed.swift.
 public final class H5Group: H5Object {
     /// A link-creation property list: create intermediate groups, UTF-8 link names.
-    private func linkCreationList(_ object: String) throws -> hid_t {
+    fileprivate func linkCreationList(_ object: String) throws -> hid_t {
         let lcpl = try check(H5Pcreate(H5P_CLS_LINK_CREATE_ID_g), "H5Pcreate", file.path, object)
         do {
             try check(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group", file.path, object)
@@ -526,7 +526,7 @@ public final class H5Group: H5Object {
         return lcpl
     }
 
-    private func validated(_ name: String) throws -> String {
+    fileprivate func validated(_ name: String) throws -> String {
         let object = joinObjectPath(path, name)
         if let problem = nameProblem(name) {
             throw H5Error.invalidArgument(file: file.path, object: object, reason: problem)
@@ -604,6 +604,20 @@ public final class H5Group: H5Object {
             names.append(String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         return names.sorted()
+    }
+
+    /// Copies the object `name` (a group with everything under it, or a dataset, with attributes)
+    /// into `destination` as `newName`, possibly across files (H5Ocopy). The data is copied verbatim.
+    public func copy(_ name: String, to destination: H5Group, as newName: String) throws {
+        let object = try validated(name)
+        let id = try liveID()
+        guard exists(name) else { throw H5Error.notFound(file: file.path, object: object) }
+        let target = try destination.validated(newName)
+        let destID = try destination.writableID(target)
+        if destination.exists(newName) { throw H5Error.alreadyExists(file: destination.file.path, object: target) }
+        let lcpl = try destination.linkCreationList(target)
+        defer { H5Pclose(lcpl) }
+        try check(H5Ocopy(id, name, destID, newName, kv_H5P_DEFAULT(), lcpl), "H5Ocopy", destination.file.path, target)
     }
 
     /// Removes the link `name` (a group or dataset). HDF5 does not reclaim the space in the file.

@@ -425,3 +425,28 @@ final class HDF5Tests: XCTestCase {
         XCTAssertTrue(description.contains("H5Fopen") && description.contains("truncated"), description)
     }
 }
+
+final class HDF5CopyTests: XCTestCase {
+    func testCopyGroupAcrossFilesPreservesDataAndAttributes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvh5copy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let a = dir.appendingPathComponent("a.h5").path, b = dir.appendingPathComponent("b.h5").path
+        let src = try H5File.create(a)
+        let g = try src.root.createGroup("runs/000001")
+        try g.setAttribute("policy", "snapkv")
+        try g.write("x", floats: [1, 2, 3, 4, 5, 6], shape: [2, 3])
+        try src.close()
+        let reopened = try H5File.open(a)
+        let dst = try H5File.create(b)
+        try reopened.root.copy("runs/000001", to: dst.root.createGroup("runs"), as: "000007")
+        XCTAssertThrowsError(try reopened.root.copy("runs/000001", to: dst.root.group("runs"), as: "000007"))
+        XCTAssertThrowsError(try reopened.root.copy("runs/missing", to: dst.root, as: "y"))
+        try dst.close()
+        let check = try H5File.open(b)
+        let copied = try check.root.group("runs/000007")
+        XCTAssertEqual(try copied.stringAttribute("policy"), "snapkv")
+        let (v, shape) = try copied.readFloats("x")
+        XCTAssertEqual(v, [1, 2, 3, 4, 5, 6]); XCTAssertEqual(shape, [2, 3])
+    }
+}
