@@ -3,7 +3,7 @@ import KVCache
 
 /// How many tokens a policy may keep: an absolute count, or kvpress's `compression_ratio`
 /// (the fraction removed: kept = int(T * (1 - ratio)), T the prompt length).
-public enum Budget: Equatable, Sendable, CustomStringConvertible {
+public enum Budget: Hashable, Sendable, CustomStringConvertible {
     case tokens(Int)
     case ratio(Double)
 

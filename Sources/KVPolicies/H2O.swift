@@ -14,7 +14,7 @@ import KVCache
 /// divided by the number of queries that see each key (T - j), averaged over the group, no
 /// recent window, prefill only.
 public final class H2O: ScoredEviction {
-    public enum Scoring: String, Sendable { case causal, observed }
+    public enum Scoring: String, Sendable, CaseIterable { case causal, observed }
     public let budget: Budget
     public let recentFraction: Double
     public let scoring: Scoring

@@ -10,7 +10,7 @@ import KVCache
 /// `capacity - window` prefix tokens are kept per KV head, plus the whole window.
 /// Decode tokens are appended and never evicted.
 public class SnapKV: ScoredEviction {
-    public enum Pooling: String, Sendable { case avg, max }
+    public enum Pooling: String, Sendable, CaseIterable { case avg, max }
     public let budget: Budget
     public let window: Int
     public let kernel: Int

@@ -1,0 +1,101 @@
+import KVCache
+
+/// A policy and its parameters as a value: what configs sweep, what results record, and what
+/// `make()` turns into a live `CachePolicy`. Typed per policy, never a bag of optionals.
+public indirect enum PolicySpec: Hashable, Sendable {
+    case full
+    case streamingLLM(budget: Budget, sinks: Int, schedule: EvictionSchedule)
+    case h2o(budget: Budget, recentFraction: Double, scoring: H2O.Scoring, schedule: EvictionSchedule)
+    case snapKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling)
+    case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double)
+    case tova(budget: Budget, schedule: EvictionSchedule)
+    case knorm(budget: Budget, schedule: EvictionSchedule)
+    case stack([PolicySpec])
+
+    /// Builds the policy (validating its parameters).
+    public func make() throws -> CachePolicy {
+        switch self {
+        case .full: return FullCachePolicy()
+        case let .streamingLLM(b, sinks, s): return try StreamingLLM(budget: b, sinks: sinks, schedule: s)
+        case let .h2o(b, recent, scoring, s): return try H2O(budget: b, recentFraction: recent, scoring: scoring, schedule: s)
+        case let .snapKV(b, w, k, p): return try SnapKV(budget: b, window: w, kernel: k, pooling: p)
+        case let .pyramidKV(b, w, k, p, beta): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta)
+        case let .tova(b, s): return try TOVA(budget: b, schedule: s)
+        case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
+        case .stack(let children):
+            if children.isEmpty { throw PolicyError.invalidParameter(policy: "stack", field: "stack", message: "expected at least one policy") }
+            return PolicyStack(try children.map { try $0.make() })
+        }
+    }
+
+    /// Registered policy names (what configs and the command line accept).
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "stack"]
+
+    /// The policy's name in configs and results.
+    public var kind: String {
+        switch self {
+        case .full: return "full"
+        case .streamingLLM: return "streaming_llm"
+        case .h2o: return "h2o"
+        case .snapKV: return "snapkv"
+        case .pyramidKV: return "pyramidkv"
+        case .tova: return "tova"
+        case .knorm: return "knorm"
+        case .stack(let c): return c.map(\.kind).joined(separator: "+")
+        }
+    }
+
+    /// What the policy saves (../shared/POLICIES.md families): plots draw one line per family.
+    public var family: String {
+        switch self {
+        case .full: return "full"
+        case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
+        case .stack(let c): return c.map(\.family).joined(separator: "+")
+        }
+    }
+
+    /// Parameters as ordered key/value strings (stable: part of a run's identity).
+    public var parameters: [(String, String)] {
+        func sched(_ s: EvictionSchedule) -> (String, String) { ("schedule", s.rawValue) }
+        switch self {
+        case .full: return []
+        case let .streamingLLM(b, sinks, s): return Self.budgetParams(b) + [("sinks", "\(sinks)"), sched(s)]
+        case let .h2o(b, r, sc, s): return Self.budgetParams(b) + [("recent_fraction", "\(r)"), ("scoring", sc.rawValue), sched(s)]
+        case let .snapKV(b, w, k, p): return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue)]
+        case let .pyramidKV(b, w, k, p, beta):
+            return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)")]
+        case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
+        case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
+        case .stack(let c): return c.enumerated().flatMap { i, p in [("\(i).policy", p.kind)] + p.parameters.map { ("\(i).\($0.0)", $0.1) } }
+        }
+    }
+
+    /// One JSON object of the parameters (values as JSON strings or numbers).
+    public var parametersJSON: String {
+        "{" + parameters.map { k, v in "\"\(k)\": " + (Double(v) != nil ? v : "\"\(v)\"") }.joined(separator: ", ") + "}"
+    }
+
+    /// A short human label, e.g. "snapkv(budget=256,window=64,kernel=5,pooling=avg)".
+    public var label: String {
+        if case .stack(let c) = self { return c.map(\.label).joined(separator: " + ") }
+        let p = parameters.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+        return p.isEmpty ? kind : "\(kind)(\(p))"
+    }
+
+    /// The budget a plot puts on its x axis (the first child's, for stacks).
+    public var budget: Budget? {
+        switch self {
+        case .full: return nil
+        case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
+             let .tova(b, _), let .knorm(b, _): return b
+        case .stack(let c): return c.lazy.compactMap(\.budget).first
+        }
+    }
+
+    static func budgetParams(_ b: Budget) -> [(String, String)] {
+        switch b {
+        case .tokens(let n): return [("budget", "\(n)")]
+        case .ratio(let r): return [("compression_ratio", "\(r)")]
+        }
+    }
+}
