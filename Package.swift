@@ -18,7 +18,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "kvlab", targets: ["kvlab"]),
-        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5"]),
+        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer", "KVExperiments"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -36,13 +36,19 @@ let package = Package(
         .target(name: "KVModel", dependencies: ["KVTensor", "KVCache"], swiftSettings: swiftSettings),
         .target(name: "KVCache", dependencies: ["KVTensor"], swiftSettings: swiftSettings),
         .target(name: "KVPolicies", dependencies: ["KVCache", "KVTensor"], swiftSettings: swiftSettings),
-        .executableTarget(name: "kvlab", dependencies: [
+        .target(name: "KVExperiments", dependencies: [
             "KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer",
+            .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "kvlab", dependencies: [
+            "KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer", "KVExperiments",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
         .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVExperimentsTests", dependencies: ["KVExperiments", "KVModel", "KVPolicies", "KVHDF5"],
+                    swiftSettings: cpuFlags),
         .testTarget(name: "KVTokenizerTests", dependencies: ["KVTokenizer"], exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel", "KVPolicies"],

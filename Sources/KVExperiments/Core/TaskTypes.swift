@@ -1,0 +1,85 @@
+import Foundation
+
+/// Text <-> token ids, for tasks rendered as text (a tokenizer.json behind it).
+public protocol TextCodec {
+    func encode(_ text: String) -> [Int]
+    func decode(_ ids: [Int]) -> String
+}
+
+/// The evaluation tasks of ../shared/TASKS.md.
+public enum TaskKind: String, CaseIterable, Sendable, Codable {
+    case fidelity, perplexity, passkey, needle
+    case niahSingle = "niah_single", niahMultikey = "niah_multikey"
+    case niahMultivalue = "niah_multivalue", niahMultiquery = "niah_multiquery"
+    case variableTracking = "variable_tracking", commonWords = "common_words"
+    case mqar
+
+    /// Tasks whose prompts are text and need the model's tokenizer.
+    public var needsTokenizer: Bool { ![.fidelity, .mqar].contains(self) }
+    /// Teacher-forced tasks score logits at labelled positions; the others greedy-decode an answer.
+    public var isTeacherForced: Bool { [.fidelity, .perplexity, .mqar].contains(self) }
+}
+
+/// How a sample's suffix (the question) reaches the cache.
+public enum SuffixMode: String, CaseIterable, Sendable, Codable {
+    /// Token by token through the decode path (Quest's passkey setup): decode-time policies act on it.
+    case decode
+    /// Prefilled after the compressed context, itself not compressed (kvpress's pipeline).
+    case prefill
+    /// Prefilled together with the context and compressed with it.
+    case compressed
+}
+
+/// One task instance, generated from (task spec, sample index): everything a run needs.
+public struct TaskSample: Sendable {
+    /// Tokens prefilled (and compressed by the policy).
+    public var context: [Int]
+    /// Tokens fed after the context according to `suffixMode` (the question); may be empty.
+    public var suffix: [Int]
+    /// Greedy tokens to generate after the suffix (0 for teacher-forced tasks).
+    public var maxNewTokens: Int
+    /// Reference answers for generation tasks (scored on the decoded output).
+    public var answers: [String]
+    /// Teacher-forced labels: (index in context + suffix whose logits predict, expected token).
+    public var labels: [Label]
+    /// Sample facts recorded with the run (e.g. "depth", "key", "needle_position").
+    public var meta: [String: Double]
+
+    public struct Label: Sendable, Equatable {
+        public var position: Int
+        public var token: Int
+        public init(position: Int, token: Int) { self.position = position; self.token = token }
+    }
+
+    public init(context: [Int], suffix: [Int] = [], maxNewTokens: Int = 0, answers: [String] = [],
+                labels: [Label] = [], meta: [String: Double] = [:]) {
+        self.context = context; self.suffix = suffix; self.maxNewTokens = maxNewTokens
+        self.answers = answers; self.labels = labels; self.meta = meta
+    }
+}
+
+/// A task's parameters: what a config sweeps for it.
+public struct TaskSpec: Hashable, Sendable {
+    public var kind: TaskKind
+    /// Target context length in tokens (the prompt, question included).
+    public var context: Int
+    public var samples: Int
+    public var seed: UInt64
+    /// Needle depth in [0, 1]; nil = spread evenly over samples (passkey, needle).
+    public var depth: Double?
+    /// A user text file (haystack for needle tasks, corpus for perplexity/fidelity); nil = built-in.
+    public var textFile: String?
+    /// Teacher-forced positions evaluated after the context (fidelity, perplexity).
+    public var evalTokens: Int
+    public var suffixMode: SuffixMode
+
+    public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
+                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil) {
+        self.kind = kind; self.context = context; self.samples = samples; self.seed = seed
+        self.depth = depth; self.textFile = textFile; self.evalTokens = evalTokens
+        self.suffixMode = suffixMode ?? (kind == .passkey ? .decode : .prefill)
+    }
+}
+
+/// Scores a generated answer: task-specific (first integer equals the key, string_match_all...).
+public typealias AnswerScorer = (_ output: String, _ sample: TaskSample) -> Double
