@@ -18,6 +18,8 @@ public final class KVCache {
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     /// When false, new tokens are stored but no policy evicts (e.g. while a task's question is fed).
     public var compressionEnabled = true
+    /// Optional instrumentation (not owned).
+    public weak var probe: AttentionProbe?
     /// Tokens seen when the last compressed prefill ended (the prompt length ratio budgets refer to).
     public private(set) var promptLength = 0
 
@@ -86,6 +88,7 @@ public final class KVCache {
                                      scale: scale, out: output + qh * d, ldo: hq * d)
                 }
             }
+            probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
             if owns && isStepEnd && compressionEnabled {
                 for h in 0..<hkv {
                     guard let keep = policy.retain(step, head: h) else { continue }
@@ -124,6 +127,8 @@ public final class KVCache {
         for h in 0..<hkv {
             stepBytesRead += readRows[h] * d * MemoryLayout<Float>.stride * 2
             policy.observe(step, head: h, indices: selections[h], probs: scratch[h], count: readRows[h])
+            probe?.decodeProbabilities(layer: step.layer, head: h, store: heads[h], indices: selections[h],
+                                       probs: scratch[h], count: readRows[h])
         }
     }
 
