@@ -11,7 +11,7 @@ public enum Budget: Hashable, Sendable, CustomStringConvertible {
     public func capacity(for length: Int) -> Int {
         switch self {
         case .tokens(let n): return n
-        case .ratio(let r): return Int(Double(length) * (1 - r))
+        case .ratio(let r): return max(1, Int(Double(length) * (1 - r)))   // kvpress compute_n_kept
         }
     }
 
