@@ -41,8 +41,11 @@ public protocol CachePolicy: AnyObject {
     /// Decode: attention probabilities [g, n] over the attended indices (nil = all n tokens).
     func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int)
     /// After the layer attended, at a step end: the store indices (increasing) to keep; nil = all.
+    /// The store may hold tokens out of position order after decode-time evictions (see
+    /// `HeadStore.isOrdered`): score recency by `store.position(i)`, not by index.
     func retain(_ step: LayerStep, head: Int) -> [Int]?
-    /// The store kept exactly `kept` (old indices, increasing): compact per-token metadata.
+    /// The store changed: new index i now holds the token that was at old index kept[i]
+    /// (evictions, slot reuse, reordering). Move per-token metadata the same way.
     func didRetain(layer: Int, head: Int, kept: [Int])
     /// Bytes of policy metadata currently held (scores, page summaries...), counted as stored.
     var metadataBytes: Int { get }

@@ -9,6 +9,10 @@ public final class HeadStore {
     public private(set) var keys: UnsafeMutablePointer<Float>      // [capacity, d], post-RoPE
     public private(set) var values: UnsafeMutablePointer<Float>    // [capacity, d]
     public private(set) var positions: UnsafeMutablePointer<Int32> // [capacity], original positions
+    /// Whether positions increase with the index. Single evictions during decoding move the last
+    /// token into the hole (O(d) instead of shifting the whole window); the cache restores the
+    /// order before a prefill needs it for causal masking.
+    public private(set) var isOrdered = true
 
     public init(headDim: Int, initialCapacity: Int = 64) {
         self.headDim = headDim
@@ -57,7 +61,7 @@ public final class HeadStore {
         count += 1
     }
 
-    /// Keeps only the tokens at `indices` (strictly increasing store indices), in order.
+    /// Keeps only the tokens at `indices` (strictly increasing store indices), in their order.
     /// Shrinks the allocation when at most a quarter of it stays in use.
     public func retain(_ indices: [Int]) {
         precondition(indices.count <= count, "retain: more indices than tokens")
@@ -75,8 +79,47 @@ public final class HeadStore {
         if capacity > 256 && count * 4 <= capacity { resize(to: max(count * 2, 64)) }
     }
 
+    /// Removes token `i` by moving the last token into its slot: O(d). Returns the mapping
+    /// new index -> old index (what `CachePolicy.didRetain` receives).
+    @discardableResult
+    public func remove(at i: Int) -> [Int] {
+        precondition(i >= 0 && i < count, "remove: index out of range")
+        let last = count - 1
+        if i != last {
+            (keys + i * headDim).update(from: keys + last * headDim, count: headDim)
+            (values + i * headDim).update(from: values + last * headDim, count: headDim)
+            positions[i] = positions[last]
+            if last - i > 1 || (i > 0 && positions[i] < positions[i - 1]) { isOrdered = false }
+        }
+        count = last
+        var map = Array(0..<count)
+        if i != last { map[i] = last }
+        return map
+    }
+
+    /// Sorts the tokens by position; returns the mapping new index -> old index.
+    @discardableResult
+    public func restoreOrder() -> [Int] {
+        guard !isOrdered else { return Array(0..<count) }
+        let order = (0..<count).sorted { positions[$0] < positions[$1] }
+        let k = UnsafeMutablePointer<Float>.allocate(capacity: count * headDim)
+        let v = UnsafeMutablePointer<Float>.allocate(capacity: count * headDim)
+        let p = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        defer { k.deallocate(); v.deallocate(); p.deallocate() }
+        for (w, r) in order.enumerated() {
+            (k + w * headDim).update(from: keys + r * headDim, count: headDim)
+            (v + w * headDim).update(from: values + r * headDim, count: headDim)
+            p[w] = positions[r]
+        }
+        keys.update(from: k, count: count * headDim)
+        values.update(from: v, count: count * headDim)
+        positions.update(from: p, count: count)
+        isOrdered = true
+        return order
+    }
+
     /// Removes every token.
-    public func removeAll() { count = 0 }
+    public func removeAll() { count = 0; isOrdered = true }
 
     /// Position of token i.
     @inline(__always) public func position(_ i: Int) -> Int { Int(positions[i]) }

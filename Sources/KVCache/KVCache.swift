@@ -81,6 +81,7 @@ public final class KVCache {
             if phase == .decode && rows == 1 {
                 decodeAttention(step, scale: scale, output: output)
             } else {
+                if owns { restoreOrder(layer: layer) }
                 for qh in 0..<hq {
                     let st = heads[qh / g]
                     Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st,
@@ -92,11 +93,32 @@ public final class KVCache {
             if owns && isStepEnd && compressionEnabled {
                 for h in 0..<hkv {
                     guard let keep = policy.retain(step, head: h) else { continue }
-                    precondition(keep.count <= heads[h].count, "\(policy.name): retained more tokens than stored")
-                    heads[h].retain(keep)
-                    policy.didRetain(layer: layer, head: h, kept: keep)
+                    apply(keep: keep, layer: layer, head: h)
                 }
             }
+        }
+    }
+
+    /// Applies a retention (increasing store indices). Dropping a single token is O(d): the last
+    /// token moves into its slot; larger evictions compact in order.
+    private func apply(keep: [Int], layer: Int, head: Int) {
+        let store = stores[layer][head]
+        precondition(keep.count <= store.count, "\(policy.name): retained more tokens than stored")
+        guard keep.count < store.count else { return }
+        if keep.count == store.count - 1 {
+            var dropped = keep.count            // the one index missing from `keep`
+            for (i, k) in keep.enumerated() where k != i { dropped = i; break }
+            policy.didRetain(layer: layer, head: head, kept: store.remove(at: dropped))
+        } else {
+            store.retain(keep)
+            policy.didRetain(layer: layer, head: head, kept: keep)
+        }
+    }
+
+    /// Causal prefill masking needs increasing positions: undo decode-time slot reuse.
+    private func restoreOrder(layer: Int) {
+        for (h, store) in stores[layer].enumerated() where !store.isOrdered {
+            policy.didRetain(layer: layer, head: h, kept: store.restoreOrder())
         }
     }
 

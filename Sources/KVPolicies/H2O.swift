@@ -68,11 +68,15 @@ public final class H2O: ScoredEviction {
 
     public func retain(_ step: LayerStep, head: Int) -> [Int]? {
         guard let cap = currentCapacity(step), step.stores[head].count > cap else { return nil }
-        let s = scores(step, head: head)
+        var s = scores(step, head: head)
         let recent = min(Int(Double(cap) * recentFraction), cap)
-        let older = s.count - recent
-        let heavy = Self.topIndices(Array(s[0..<older]), keep: cap - recent)
-        return heavy + Array(older..<s.count)
+        if recent > 0 {
+            // The `recent` newest tokens by position always stay (slots may be out of order).
+            let st = step.stores[head]
+            let cutoff = (0..<st.count).map { st.position($0) }.sorted(by: >)[recent - 1]
+            for j in 0..<st.count where st.position(j) >= cutoff { s[j] = .infinity }
+        }
+        return Self.topIndices(s, keep: cap)
     }
 
     public func scores(_ step: LayerStep, head: Int) -> [Float] {
@@ -83,6 +87,7 @@ public final class H2O: ScoredEviction {
     }
 
     public func didRetain(layer: Int, head: Int, kept: [Int]) {
+        // kept[i] = old index of the token now at i (evictions and slot moves alike).
         acc[layer][head] = kept.map { acc[layer][head][$0] }
     }
 }

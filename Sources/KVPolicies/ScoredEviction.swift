@@ -31,8 +31,14 @@ extension ScoredEviction {
     }
 
     /// The `keep` highest scores' indices in increasing index order (ties: the lower index wins).
+    /// Dropping one token (the decode-time case) is a linear scan, not a sort.
     public static func topIndices(_ scores: [Float], keep: Int) -> [Int] {
         guard keep < scores.count else { return Array(scores.indices) }
+        if keep == scores.count - 1 {
+            var drop = 0
+            for i in 1..<scores.count where scores[i] <= scores[drop] { drop = i }
+            return Array(0..<drop) + Array((drop + 1)..<scores.count)
+        }
         let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
         return order.prefix(keep).sorted()
     }

@@ -3,9 +3,9 @@
 // Reference: github.com/mit-han-lab/streaming-llm (StartRecentKVCache); kvpress StreamingLLMPress.
 import KVCache
 
-/// Keeps the first `sinks` stored tokens and the most recent `capacity - sinks` tokens; the same
+/// Keeps the first `sinks` tokens and the most recent `capacity - sinks` tokens; the same
 /// positions for every head. With ratio r at prefill this is exactly kvpress's StreamingLLMPress
-/// (scores 1 on sinks and tail, 0 on the `T - int(T(1-r))` tokens after the sinks).
+/// (which scores 1 on sinks and tail, 0 on the `T - int(T(1-r))` tokens after the sinks).
 /// Keys keep their original RoPE positions (the position-shift variant is not implemented).
 public final class StreamingLLM: ScoredEviction {
     public let budget: Budget
@@ -25,10 +25,13 @@ public final class StreamingLLM: ScoredEviction {
 
     public var name: String { "streaming_llm(budget=\(budget),sinks=\(sinks),\(schedule.rawValue))" }
 
+    /// Sinks (the first `sinks` positions) score +inf; every other token its position, so the
+    /// newest stay. Position-based, because decode-time evictions reuse slots.
     public func scores(_ step: LayerStep, head: Int) -> [Float] {
-        let n = step.stores[head].count
-        let cap = currentCapacity(step) ?? n
-        let pruned = n - cap
-        return (0..<n).map { j in j >= sinks && j < sinks + pruned ? 0 : 1 }
+        let st = step.stores[head]
+        return (0..<st.count).map { j in
+            let p = st.position(j)
+            return p < sinks ? .infinity : Float(p)
+        }
     }
 }
