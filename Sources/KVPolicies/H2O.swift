@@ -71,10 +71,12 @@ public final class H2O: ScoredEviction {
         var s = scores(step, head: head)
         let recent = min(Int(Double(cap) * recentFraction), cap)
         if recent > 0 {
-            // The `recent` newest tokens by position always stay (slots may be out of order).
+            // The tokens at the `recent` newest positions always stay (slots may be out of order;
+            // recent tokens are never evicted, so those positions are all present).
             let st = step.stores[head]
-            let cutoff = (0..<st.count).map { st.position($0) }.sorted(by: >)[recent - 1]
-            for j in 0..<st.count where st.position(j) >= cutoff { s[j] = .infinity }
+            var newest = 0
+            for j in 0..<st.count { newest = max(newest, st.position(j)) }
+            for j in 0..<st.count where st.position(j) > newest - recent { s[j] = .infinity }
         }
         return Self.topIndices(s, keep: cap)
     }

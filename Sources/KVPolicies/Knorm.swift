@@ -16,8 +16,27 @@ public final class Knorm: ScoredEviction {
 
     public var name: String { "knorm(budget=\(budget),\(schedule.rawValue))" }
 
-    public func scores(_ step: LayerStep, head: Int) -> [Float] {
-        let st = step.stores[head], d = st.headDim
-        return (0..<st.count).map { j in -Ops.dot(st.keys + j * d, st.keys + j * d, d).squareRoot() }
+    /// Negated key norms per stored token, computed once on append: [layer][kvHead][token].
+    private var negNorms: [[[Float]]] = []
+    public var metadataBytes: Int { negNorms.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count * 4 } } }
+
+    public func bind(shape: CacheShape) {
+        negNorms = Array(repeating: Array(repeating: [], count: shape.kvHeads), count: shape.layers)
     }
+    public func reset() { negNorms = negNorms.map { $0.map { _ in [] } } }
+
+    public func didAppend(_ step: LayerStep) {
+        for (h, st) in step.stores.enumerated() {
+            let d = st.headDim
+            for j in negNorms[step.layer][h].count..<st.count {
+                negNorms[step.layer][h].append(-Ops.dot(st.keys + j * d, st.keys + j * d, d).squareRoot())
+            }
+        }
+    }
+
+    public func didRetain(layer: Int, head: Int, kept: [Int]) {
+        negNorms[layer][head] = kept.map { negNorms[layer][head][$0] }
+    }
+
+    public func scores(_ step: LayerStep, head: Int) -> [Float] { negNorms[step.layer][head] }
 }
