@@ -1,0 +1,132 @@
+import Foundation
+import KVModel
+import KVPolicies
+import Yams
+
+/// A model of an experiment: a checkpoint folder or a synthetic shape, under an id.
+public struct ModelEntry: Sendable {
+    public var id: String
+    public var spec: String            // folder path or synthetic:PRESET[,k=v...]
+    public var source: ModelSource
+}
+
+/// A parsed, validated experiment config (docs/config.md). Every list-valued parameter is
+/// already expanded: `grid` is the product models x tasks x policies.
+public struct ExperimentConfig {
+    public var file: String
+    public var text: String
+    public var name: String
+    public var output: String
+    public var threads: Int?
+    public var seed: UInt64
+    public var retentionMaps: Bool
+    public var models: [ModelEntry]
+    public var tasks: [TaskSpec]
+    public var policies: [PolicySpec]
+
+    static let topKeys = ["name", "description", "output", "threads", "seed", "retention_maps", "models", "tasks", "policies"]
+
+    /// Reads and validates a YAML config file.
+    public static func load(_ path: String) throws -> ExperimentConfig {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ConfigError(file: path, field: "", message: "file not found")
+        }
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, field: "", message: "not readable as UTF-8 text")
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws -> ExperimentConfig {
+        let node: Node
+        do {
+            guard let n = try Yams.compose(yaml: text) else {
+                throw ConfigError(file: file, field: "", message: "empty config")
+            }
+            node = n
+        } catch let e as ConfigError { throw e } catch let e as YamlError {
+            throw ConfigError(file: file, field: "", message: "invalid YAML: \(e)")
+        } catch {
+            throw ConfigError(file: file, field: "", message: "invalid YAML: \(error.localizedDescription)")
+        }
+        let root = Field(node: node, path: "", file: file)
+        let top = try root.mapping(allowed: topKeys)
+        func required(_ k: String) throws -> Field {
+            guard let f = top[k] else { throw root.error("missing required key '\(k)'") }
+            return f
+        }
+        let seed = try top["seed"].map { UInt64(try $0.int(min: 0)) } ?? 0
+        let name = try top["name"]?.string() ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+        let output = try top["output"]?.string() ?? "results/out/\(name).h5"
+        let threads = try top["threads"].map { try $0.int(min: 1) }
+        let retention = try top["retention_maps"]?.bool() ?? false
+        let models = try required("models").list().enumerated().map { try parseModel($1, index: $0) }
+        if models.isEmpty { throw try required("models").error("expected at least one model") }
+        let dupes = Dictionary(grouping: models, by: \.id).filter { $0.value.count > 1 }.keys
+        if let d = dupes.first { throw try required("models").error("model id '\(d)' appears twice") }
+        let tasks = try required("tasks").list().flatMap { try TaskParser.expand($0, defaultSeed: seed) }
+        if tasks.isEmpty { throw try required("tasks").error("expected at least one task") }
+        let policies = try required("policies").list().flatMap { try PolicyParser.expand($0) }
+        if policies.isEmpty { throw try required("policies").error("expected at least one policy") }
+        return ExperimentConfig(file: file, text: text, name: name, output: output, threads: threads, seed: seed,
+                                retentionMaps: retention, models: models, tasks: tasks, policies: policies)
+    }
+
+    static func parseModel(_ f: Field, index: Int) throws -> ModelEntry {
+        let m = try f.mapping(allowed: ["id", "path", "synthetic"])
+        let spec: String
+        switch (m["path"], m["synthetic"]) {
+        case (let p?, nil):
+            spec = try p.string()
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue else {
+                throw p.error("checkpoint folder '\(spec)' not found (paths are relative to the current directory)")
+            }
+        case (nil, let s?):
+            spec = "synthetic:" + (try s.string())
+        default:
+            throw f.error("expected exactly one of 'path' (a checkpoint folder) or 'synthetic' (PRESET[,key=value...])")
+        }
+        let source: ModelSource
+        do { source = try ModelSource.parse(spec) } catch {
+            throw (m["synthetic"] ?? f).error(error.localizedDescription)
+        }
+        let id = try m["id"]?.string() ?? (spec.hasPrefix("synthetic:") ? "synthetic\(index)" : URL(fileURLWithPath: spec).lastPathComponent)
+        return ModelEntry(id: id, spec: spec, source: source)
+    }
+
+    /// Every grid point in run order: model-major, then task, then policy (so one model's full-cache
+    /// references serve all its policies).
+    public var grid: [GridPoint] {
+        var out: [GridPoint] = []
+        for m in models { for t in tasks { for p in policies {
+            out.append(GridPoint(index: out.count + 1, model: m, task: t, policy: p))
+        } } }
+        return out
+    }
+
+    /// Identity of the grid: the same points (whatever the YAML formatting or output) hash the same.
+    public var gridHash: String {
+        var h = SHA256()
+        for g in grid { h.update(g.key); h.update("\n") }
+        return h.finalize()
+    }
+}
+
+/// One run of the sweep.
+public struct GridPoint: Sendable {
+    public var index: Int
+    public var model: ModelEntry
+    public var task: TaskSpec
+    public var policy: PolicySpec
+
+    /// Canonical identity (JSON) of what the run computes.
+    public var key: String {
+        let t = task
+        let depth = t.depth.map { "\($0)" } ?? "null"
+        let text = t.textFile.map { "\"\($0)\"" } ?? "null"
+        return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
+            "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
+            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.label)\"}"
+    }
+}

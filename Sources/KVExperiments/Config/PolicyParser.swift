@@ -1,0 +1,93 @@
+import KVPolicies
+
+/// `policies:` entries -> PolicySpec values, validated by building each policy (docs/config.md).
+enum PolicyParser {
+    static let budgetKeys = ["budget", "keep", "compression_ratio"]
+    static let keysByPolicy: [String: [String]] = [
+        "full": [],
+        "streaming_llm": budgetKeys + ["sinks", "schedule"],
+        "h2o": budgetKeys + ["recent_fraction", "scoring", "schedule"],
+        "snapkv": budgetKeys + ["window", "kernel", "pooling"],
+        "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta"],
+        "tova": budgetKeys + ["schedule"],
+        "knorm": budgetKeys + ["schedule"],
+    ]
+
+    static func expand(_ f: Field) throws -> [PolicySpec] {
+        if let stack = f.child("stack") {
+            _ = try f.mapping(allowed: ["stack"])
+            let children = try stack.list()
+            if children.isEmpty { throw stack.error("expected at least one policy in the stack") }
+            var combos: [[PolicySpec]] = [[]]
+            for c in children {
+                let options = try expand(c)
+                combos = combos.flatMap { prefix in options.map { prefix + [$0] } }
+            }
+            return try combos.map { try validated(.stack($0), at: stack) }
+        }
+        guard let nameField = f.child("policy") else {
+            throw f.error("expected 'policy: NAME' (one of \(PolicySpec.names.joined(separator: ", "))) or 'stack: [...]'")
+        }
+        let name = try nameField.string()
+        guard let keys = keysByPolicy[name] else {
+            throw nameField.error("unknown policy '\(name)'; known: \(PolicySpec.names.joined(separator: ", "))")
+        }
+        return try Sweep.expand(f, allowed: ["policy"] + keys, fixed: ["policy"]).map { p in
+            try validated(try make(name, p, at: f), at: f)
+        }
+    }
+
+    /// Builds the policy once so that bad parameters fail at config time, with the entry's location.
+    static func validated(_ spec: PolicySpec, at f: Field) throws -> PolicySpec {
+        do { _ = try spec.make() } catch let e as PolicyError {
+            if case .invalidParameter(_, let field, let message) = e, let child = f.child(field) ?? f.child("budget") ?? f.child("keep") {
+                throw child.error(message)
+            }
+            throw f.error(e.localizedDescription)
+        }
+        return spec
+    }
+
+    static func budget(_ p: [String: Field], at f: Field) throws -> Budget {
+        let given = budgetKeys.filter { p[$0] != nil }
+        guard given.count == 1 else {
+            throw f.error("expected exactly one of budget (tokens), keep (fraction kept) or compression_ratio (fraction removed), got \(given.isEmpty ? "none" : given.joined(separator: ", "))")
+        }
+        if let b = p["budget"] { return .tokens(try b.int()) }
+        if let k = p["keep"] {
+            let v = try k.double()
+            guard v > 0 && v <= 1 else { throw k.error("expected a fraction kept in (0, 1], got \(v)") }
+            return .ratio(1 - v)
+        }
+        let r = p["compression_ratio"]!
+        return .ratio(try r.double())
+    }
+
+    static func make(_ name: String, _ p: [String: Field], at f: Field) throws -> PolicySpec {
+        func int(_ k: String, _ d: Int) throws -> Int { try p[k]?.int() ?? d }
+        func dbl(_ k: String, _ d: Double) throws -> Double { try p[k]?.double() ?? d }
+        switch name {
+        case "full": return .full
+        case "streaming_llm":
+            return .streamingLLM(budget: try budget(p, at: f), sinks: try int("sinks", 4),
+                                 schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
+        case "h2o":
+            let scoring = try p["scoring"]?.choice(H2O.Scoring.self) ?? .causal
+            return .h2o(budget: try budget(p, at: f), recentFraction: try dbl("recent_fraction", scoring == .observed ? 0 : 0.5),
+                        scoring: scoring,
+                        schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? (scoring == .observed ? .prefill : .always))
+        case "snapkv":
+            return .snapKV(budget: try budget(p, at: f), window: try int("window", 64), kernel: try int("kernel", 5),
+                           pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg)
+        case "pyramidkv":
+            return .pyramidKV(budget: try budget(p, at: f), window: try int("window", 64), kernel: try int("kernel", 5),
+                              pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg, beta: try dbl("beta", 20))
+        case "tova":
+            return .tova(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
+        case "knorm":
+            return .knorm(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .prefill)
+        default:
+            throw f.error("unknown policy '\(name)'")
+        }
+    }
+}

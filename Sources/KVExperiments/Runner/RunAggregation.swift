@@ -1,0 +1,116 @@
+import Foundation
+import KVCache
+import KVModel
+import KVPolicies
+
+extension SweepRunner {
+    /// Runs one grid point's policy over every sample and turns the outcomes into a RunRecord.
+    func runPoint(_ point: GridPoint, model m: LlamaModel, codec: TextCodec?, samples: [TaskSample],
+                  refs: [SampleOutcome]) throws -> RunRecord {
+        let isFull = point.policy == .full
+        let outs = isFull ? refs : try samples.map { s in
+            evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
+        }
+        let c = m.config
+        var per: [String: [Double]] = [:]
+        func add(_ k: String, _ v: Double) { per[k, default: []].append(v) }
+        var recall = [Float](repeating: 0, count: c.layers * c.heads)
+        var outErr = recall
+        var kept = [Float](repeating: 0, count: c.layers * c.kvHeads)
+        var klAll: [Double] = []
+
+        for (i, (s, out)) in zip(samples, outs).enumerated() {
+            let ref = refs[i]
+            // Task score.
+            if let scorer = TaskFactory.scorer(for: point.task.kind) {
+                let text = codec?.decode(out.generated) ?? out.generated.map(String.init).joined(separator: " ")
+                add("score", scorer(text, s))
+                if let extra = TaskFactory.scores(for: point.task.kind, output: text, sample: s) {
+                    for (k, v) in extra.extras.sorted(by: { $0.key < $1.key }) { add(k, v) }
+                }
+            }
+            // Teacher-forced comparisons at labelled / evaluated rows.
+            if point.task.kind.isTeacherForced {
+                var kls: [Double] = [], agree = 0.0, n = 0.0, nll = 0.0, nllRef = 0.0, hits = 0.0
+                for (pos, row) in out.rows.sorted(by: { $0.key < $1.key }) {
+                    guard let refRow = ref.rows[pos] else { continue }
+                    kls.append(Metrics.kl(full: refRow, policy: row))
+                    agree += Metrics.argmax(refRow) == Metrics.argmax(row) ? 1 : 0
+                    n += 1
+                }
+                for label in s.labels {
+                    guard let row = out.rows[label.position], let refRow = ref.rows[label.position] else { continue }
+                    nll += Metrics.nll(row, label.token); nllRef += Metrics.nll(refRow, label.token)
+                    hits += Metrics.argmax(row) == label.token ? 1 : 0
+                }
+                let labels = Double(max(s.labels.count, 1))
+                add("kl_mean", Metrics.mean(kls)); add("top1_agreement", n > 0 ? agree / n : .nan)
+                klAll += kls
+                switch point.task.kind {
+                case .perplexity:
+                    add("ppl", exp(nll / labels)); add("ppl_full", exp(nllRef / labels))
+                    add("score", -(exp(nll / labels) - exp(nllRef / labels)))
+                case .mqar: add("score", hits / labels)
+                default: add("score", n > 0 ? agree / n : .nan)
+                }
+            }
+            if let rp = ref.probe, let pp = out.probe {
+                let r = Metrics.attentionRecall(reference: rp, policy: pp, layers: c.layers, heads: c.heads, group: c.heads / c.kvHeads)
+                let e = Metrics.outputError(reference: rp, policy: pp, layers: c.layers, heads: c.heads, headDim: c.headDim)
+                for j in recall.indices { recall[j] += r[j] / Float(samples.count); outErr[j] += e[j] / Float(samples.count) }
+                add("attention_recall", Double(r.reduce(0, +)) / Double(r.count))
+                add("attn_output_rel_error", Double(e.reduce(0, +)) / Double(e.count))
+            }
+            // Memory and traffic, read from the stores.
+            add("kv_bytes_stored", Double(out.stats.bytesStored))
+            add("kv_bytes_stored_peak", Double(out.stats.peakBytesStored))
+            add("kv_bytes_full", Double(ref.stats.bytesStored))
+            add("compression", Double(out.stats.bytesStored) / Double(max(ref.stats.bytesStored, 1)))
+            add("kv_bytes_read_per_step", out.stats.meanDecodeBytesRead)
+            add("read_fraction", ref.stats.meanDecodeBytesRead > 0 ? out.stats.meanDecodeBytesRead / ref.stats.meanDecodeBytesRead : .nan)
+            add("metadata_bytes", Double(out.stats.metadataBytes))
+            add("tokens_seen", Double(out.stats.tokensSeen))
+            add("prefill_s_per_token", out.prefillSeconds / Double(max(out.prefillTokens, 1)))
+            add("decode_s_per_token", out.decodeSteps > 0 ? out.decodeSeconds / Double(out.decodeSteps) : .nan)
+            for (key, v) in s.meta.sorted(by: { $0.key < $1.key }) { add("meta_" + key, v) }
+            for l in 0..<c.layers { for h in 0..<c.kvHeads {
+                let full = max(ref.retained[l][h].count, 1)
+                kept[l * c.kvHeads + h] += Float(out.retained[l][h].count) / Float(full) / Float(samples.count)
+            } }
+        }
+
+        var scalars: [RunRecord.Metric] = []
+        let order = ["score", "kl_mean", "top1_agreement", "attention_recall", "attn_output_rel_error", "ppl", "ppl_full",
+                     "compression", "kv_bytes_stored", "kv_bytes_stored_peak", "kv_bytes_full", "kv_bytes_read_per_step",
+                     "read_fraction", "metadata_bytes", "tokens_seen", "prefill_s_per_token", "decode_s_per_token"]
+        for k in order + per.keys.filter({ !order.contains($0) && !$0.hasPrefix("meta_") }).sorted() {
+            guard let v = per[k] else { continue }
+            let agg = k == "kv_bytes_stored_peak" ? (v.max() ?? .nan) : Metrics.mean(v)
+            scalars.append(.init(k, agg))
+        }
+        if !klAll.isEmpty {
+            scalars.append(.init("kl_max", klAll.max()!))
+            scalars.append(.init("kl_p95", Metrics.percentile(klAll, 0.95)))
+        }
+        var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: c.kvHeads)]
+        if point.task.kind == .fidelity {
+            grids.append(.init("attention_recall", recall, layers: c.layers, heads: c.heads))
+            grids.append(.init("attn_output_rel_error", outErr, layers: c.layers, heads: c.heads))
+        }
+        var retention: RunRecord.Retention? = nil
+        if config.retentionMaps {
+            let maxKept = outs.flatMap { $0.retained.flatMap { $0.map(\.count) } }.max() ?? 0
+            var flat: [Int32] = []
+            for o in outs { for l in o.retained { for h in l {
+                flat += h.map(Int32.init) + Array(repeating: -1, count: maxKept - h.count)
+            } } }
+            retention = .init(positions: flat, shape: [outs.count, c.layers, c.kvHeads, maxKept])
+        }
+        return RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
+                         context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
+                         policyFamily: point.policy.family, policyLabel: point.policy.label,
+                         policyParams: point.policy.parametersJSON, status: "ok", scalars: scalars,
+                         perSample: per.keys.sorted().map { RunRecord.Series($0, per[$0]!) },
+                         perLayerHead: grids, retention: retention)
+    }
+}
