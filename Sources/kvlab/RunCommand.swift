@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import KVExperiments
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run an experiment config: every model x task x policy point, saved to one HDF5 file.",
+        discussion: """
+        Each finished run is committed atomically: killing the sweep loses only the run in progress, \
+        and rerunning the same config skips finished runs. A different config aimed at the same file \
+        is refused unless --force (the old file is kept as a .bak). The schema is in docs/results-schema.md.
+        """)
+
+    @Argument(help: "The YAML config (see docs/config.md and experiments/).")
+    var config: String
+    @Flag(name: .customLong("dry-run"), help: "Print the grid and its size, run nothing.")
+    var dryRun = false
+    @Flag(help: "Start a new results file even if the existing one came from another config.")
+    var force = false
+    @Option(help: "Run a deterministic slice i/N of the grid into its own file (merge with `kvlab merge`).")
+    var shard: String?
+    @Option(help: "Results file (default: the config's output; shards add .shardIofN).")
+    var output: String?
+    @Option(help: "BLAS and attention threads (default: the config's, else all cores).")
+    var threads: Int?
+    @Flag(help: "No progress lines.")
+    var quiet = false
+
+    func run() throws {
+        let cfg = try ExperimentConfig.load(config)
+        var opts = RunOptions()
+        opts.force = force
+        opts.output = output
+        opts.threads = threads
+        opts.progress = !quiet
+        if let s = shard {
+            let parts = s.split(separator: "/").compactMap { Int($0) }
+            guard parts.count == 2, parts[1] > 0, parts[0] >= 0, parts[0] < parts[1] else {
+                throw ValidationError("--shard: expected i/N with 0 <= i < N, got '\(s)'")
+            }
+            opts.shard = (parts[0], parts[1])
+        }
+        let runner = SweepRunner(config: cfg, options: opts)
+        if dryRun {
+            print("config \(config): \(cfg.models.count) models x \(cfg.tasks.count) tasks x \(cfg.policies.count) policies = \(cfg.grid.count) runs; this invocation: \(runner.points.count)")
+            for p in runner.points {
+                print(String(format: "%6d  %@  %@ ctx %d x%d  %@", p.index, p.model.id, p.task.kind.rawValue, p.task.context,
+                             p.task.samples, p.policy.label))
+            }
+            print("output: \(runner.outputPath)")
+            return
+        }
+        note("running \(runner.points.count) of \(cfg.grid.count) runs into \(runner.outputPath)")
+        let s = try runner.run(log: note)
+        note(String(format: "done: %d ran, %d skipped (finished before), %d failed; %.1f s, harness overhead %.1f%% (commits %.2f s)",
+                    s.ran, s.skipped, s.failed, s.wallSeconds, s.overheadFraction * 100, s.commitSeconds))
+        let file = try ResultsFile.read(s.output)
+        print(try ResultsReport.table(file))
+        print("results: \(s.output)")
+    }
+}
+
+struct ValidateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check a config: schema, values, policies; print the grid size.")
+    @Argument(help: "The YAML config.") var config: String
+    func run() throws {
+        let cfg = try ExperimentConfig.load(config)
+        print("\(config): ok: \(cfg.models.count) models, \(cfg.tasks.count) task points, \(cfg.policies.count) policy points, \(cfg.grid.count) runs -> \(cfg.output)")
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Print a results file's summary table.")
+    @Argument(help: "A KVLab results file (.h5).") var file: String
+    @Option(help: "Sort by this column.") var sort: String?
+    @Flag(help: "Sort descending.") var descending = false
+    @Option(help: "Columns to show, comma-separated (default: the main figures).") var columns: String?
+    @Flag(help: "CSV instead of an aligned table.") var csv = false
+    func run() throws {
+        let f = try ResultsFile.read(file)
+        let cols = columns.map { $0.split(separator: ",").map(String.init) }
+        if csv {
+            print(try ResultsReport.csv(f, columns: cols, sortBy: sort, descending: descending), terminator: "")
+        } else {
+            print(try ResultsReport.table(f, columns: cols, sortBy: sort, descending: descending))
+        }
+    }
+}
+
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "merge", abstract: "Merge shard files of one config into one results file.")
+    @Argument(help: "The merged output file.") var output: String
+    @Argument(help: "Shard files.") var inputs: [String]
+    @Flag(help: "Overwrite an existing output.") var force = false
+    func run() throws {
+        let n = try ResultsMerge.merge(inputs, into: output, force: force)
+        print("merged \(inputs.count) files, \(n) runs -> \(output)")
+    }
+}
