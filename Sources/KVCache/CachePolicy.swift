@@ -19,7 +19,18 @@ public struct LayerStep {
     public let shape: CacheShape
     public let tokensSeen: Int                    // tokens fed to the model so far, these included
     public let promptLength: Int                  // tokens seen when the last compressed prefill ended
+    /// Bytes a policy reads outside the attention kernel (page summaries, low-rank key slices).
+    public let meter: ReadMeter
     public var scale: Float { 1 / Float(shape.headDim).squareRoot() }
+}
+
+/// Bytes read during one decode step, by kind. Policies add what their selection reads.
+public final class ReadMeter {
+    public var keyBytes = 0
+    public var valueBytes = 0
+    public var metadataBytes = 0
+    public init() {}
+    public var total: Int { keyBytes + valueBytes + metadataBytes }
 }
 
 /// A KV-cache policy. Asked at a few points; implements only what it needs (the protocol
@@ -30,6 +41,10 @@ public protocol CachePolicy: AnyObject {
     var name: String { get }
     /// Number of most recent query rows per layer the policy needs (SnapKV's window). Default 0.
     var queryWindow: Int { get }
+    /// An orthonormal basis P [d, d] (row-major) in which the store keeps `head`'s keys of `layer`:
+    /// the cache stores k P and multiplies queries by P before attention, so q.k is unchanged
+    /// (Loki's rotated keys). nil = the identity (the default).
+    func keyBasis(layer: Int, head: Int) -> [Float]?
     /// Called once before use; allocate per-layer state.
     func bind(shape: CacheShape)
     /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
@@ -55,6 +70,7 @@ public protocol CachePolicy: AnyObject {
 
 extension CachePolicy {
     public var queryWindow: Int { 0 }
+    public func keyBasis(layer: Int, head: Int) -> [Float]? { nil }
     public func bind(shape: CacheShape) {}
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}

@@ -25,7 +25,10 @@ public struct CacheStats: Equatable, Sendable, Codable {
     public var metadataBytes = 0          // positions and policy metadata currently held
     public var bytesAllocated = 0         // capacity reserved by the stores
     public var lastStepBytesRead = 0      // K/V (+ metadata) bytes read by the last decode step
-    public var decodeBytesRead = 0        // sum over decode steps
+    public var decodeBytesRead = 0        // sum over decode steps (keys + values + metadata)
+    public var decodeKeyBytesRead = 0     // of which keys (full rows and partial slices)
+    public var decodeValueBytesRead = 0   // of which values
+    public var decodeMetadataBytesRead = 0 // of which policy metadata (e.g. Quest page min/max)
     public var decodeSteps = 0
     public var tokensSeen = 0             // tokens appended so far (what a full cache would hold)
     public init() {}

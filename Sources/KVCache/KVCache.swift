@@ -23,7 +23,9 @@ public final class KVCache {
     /// Tokens seen when the last compressed prefill ended (the prompt length ratio budgets refer to).
     public private(set) var promptLength = 0
 
-    private var stepBytesRead = 0
+    private var meter = ReadMeter()
+    private var bases: [[[Float]?]] = []                     // [layer][kvHead] key basis P [d, d] or nil
+    private var rotatedQueries: [Float] = []                 // scratch [rows, H*d]
     private var scratch: [UnsafeMutablePointer<Float>] = []   // per KV head: probabilities [g, n]
     private var scratchCapacity = 0
     private var recent: [[Float]]                             // per layer: last queryWindow query rows [W, H*d]
@@ -39,6 +41,7 @@ public final class KVCache {
             }
         }
         recent = Array(repeating: [], count: shape.layers)
+        bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { policy.keyBasis(layer: l, head: $0) } }
     }
 
     deinit { scratch.forEach { $0.deallocate() } }
@@ -68,7 +71,19 @@ public final class KVCache {
                 for r in 0..<rows {
                     st.append(key: keys + (r * hkv + h) * d, value: values + (r * hkv + h) * d, position: positions[r])
                 }
+                if let p = bases[source][h] { rotate(st.keys + (st.count - rows) * d, rows: rows, ld: d, basis: p) }
             }
+        }
+        // Queries in the stores' key bases (q.k unchanged for an orthonormal basis).
+        var queries = queries
+        if bases[source].contains(where: { $0 != nil }) {
+            rotatedQueries = Array(UnsafeBufferPointer(start: queries, count: rows * hq * d))
+            rotatedQueries.withUnsafeMutableBufferPointer { buf in
+                for qh in 0..<hq {
+                    if let p = bases[source][qh / g] { rotate(buf.baseAddress! + qh * d, rows: rows, ld: hq * d, basis: p) }
+                }
+            }
+            queries = rotatedQueries.withUnsafeBufferPointer { $0.baseAddress! }
         }
         if layer == 0 { stats.tokensSeen += rows }
         rememberQueries(layer: layer, queries: queries, rows: rows)
@@ -76,7 +91,8 @@ public final class KVCache {
             let step = LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compressionEnabled,
                                  rows: rows, queries: queries, positions: positions,
                                  recentQueries: recentBuf.baseAddress ?? queries, recentCount: recentBuf.count / (hq * d),
-                                 stores: heads, shape: shape, tokensSeen: stats.tokensSeen, promptLength: promptLength)
+                                 stores: heads, shape: shape, tokensSeen: stats.tokensSeen, promptLength: promptLength,
+                                 meter: meter)
             if owns { policy.didAppend(step) }
             if phase == .decode && rows == 1 {
                 decodeAttention(step, scale: scale, output: output)
@@ -147,7 +163,8 @@ public final class KVCache {
             for h in 0..<hkv { work(h) }
         }
         for h in 0..<hkv {
-            stepBytesRead += readRows[h] * d * MemoryLayout<Float>.stride * 2
+            meter.keyBytes += readRows[h] * d * MemoryLayout<Float>.stride
+            meter.valueBytes += readRows[h] * d * MemoryLayout<Float>.stride
             policy.observe(step, head: h, indices: selections[h], probs: scratch[h], count: readRows[h])
             probe?.decodeProbabilities(layer: step.layer, head: h, store: heads[h], indices: selections[h],
                                        probs: scratch[h], count: readRows[h])
@@ -164,8 +181,19 @@ public final class KVCache {
         if excess > 0 { recent[layer].removeFirst(excess * width) }
     }
 
-    /// Adds bytes a policy read outside the attention kernel (e.g. Quest page summaries).
-    public func addBytesRead(_ n: Int) { stepBytesRead += n }
+    /// x [rows, ld] (each row's first d entries) <- x P, in place, for a basis P [d, d].
+    private func rotate(_ x: UnsafeMutablePointer<Float>, rows: Int, ld: Int, basis p: [Float]) {
+        let d = shape.headDim
+        var tmp = [Float](repeating: 0, count: d)
+        p.withUnsafeBufferPointer { pb in
+            for r in 0..<rows {
+                let row = x + r * ld
+                for j in 0..<d { tmp[j] = 0 }
+                for i in 0..<d { let v = row[i]; let pr = pb.baseAddress! + i * d; for j in 0..<d { tmp[j] += v * pr[j] } }
+                for j in 0..<d { row[j] = tmp[j] }
+            }
+        }
+    }
 
     /// Closes a forward step (all layers): updates the measured figures.
     public func endStep(phase: Phase) {
@@ -176,13 +204,16 @@ public final class KVCache {
         stats.bytesAllocated = alloc
         stats.peakBytesStored = max(stats.peakBytesStored, stored)
         if phase == .decode {
-            stats.lastStepBytesRead = stepBytesRead
-            stats.decodeBytesRead += stepBytesRead
+            stats.lastStepBytesRead = meter.total
+            stats.decodeBytesRead += meter.total
+            stats.decodeKeyBytesRead += meter.keyBytes
+            stats.decodeValueBytesRead += meter.valueBytes
+            stats.decodeMetadataBytesRead += meter.metadataBytes
             stats.decodeSteps += 1
         } else if compressionEnabled {
             promptLength = stats.tokensSeen
         }
-        stepBytesRead = 0
+        meter = ReadMeter()
     }
 
     /// Drops every token and resets the figures and the policy.

@@ -14,6 +14,11 @@ public final class PolicyStack: CachePolicy {
 
     public var name: String { children.map(\.name).joined(separator: "+") }
     public var queryWindow: Int { children.map(\.queryWindow).max() ?? 0 }
+    /// The first child's basis (two rotating children do not compose; the first wins).
+    public func keyBasis(layer: Int, head: Int) -> [Float]? {
+        for c in children { if let b = c.keyBasis(layer: layer, head: head) { return b } }
+        return nil
+    }
     public func bind(shape: CacheShape) { children.forEach { $0.bind(shape: shape) } }
     public func sourceLayer(_ layer: Int) -> Int {
         for c in children { let s = c.sourceLayer(layer); if s != layer { return s } }
