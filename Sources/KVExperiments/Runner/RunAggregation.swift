@@ -26,7 +26,7 @@ extension SweepRunner {
                 let text = codec?.decode(out.generated) ?? out.generated.map(String.init).joined(separator: " ")
                 add("score", scorer(text, s))
                 if let extra = TaskFactory.scores(for: point.task.kind, output: text, sample: s) {
-                    for (k, v) in extra.extras.sorted(by: { $0.key < $1.key }) { add(k, v) }
+                    for (k, v) in extra.extra.sorted(by: { $0.key < $1.key }) { add(k, v) }
                 }
             }
             // Teacher-forced comparisons at labelled / evaluated rows.
