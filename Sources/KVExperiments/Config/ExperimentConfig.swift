@@ -60,10 +60,12 @@ public struct ExperimentConfig {
         let output = try top["output"]?.string() ?? "results/out/\(name).h5"
         let threads = try top["threads"].map { try $0.int(min: 1) }
         let retention = try top["retention_maps"]?.bool() ?? false
-        let models = try required("models").list().enumerated().map { try parseModel($1, index: $0) }
+        let modelFields = try required("models").list()
+        let models = try modelFields.enumerated().map { try parseModel($1, index: $0) }
         if models.isEmpty { throw try required("models").error("expected at least one model") }
-        let dupes = Dictionary(grouping: models, by: \.id).filter { $0.value.count > 1 }.keys
-        if let d = dupes.first { throw try required("models").error("model id '\(d)' appears twice") }
+        for (i, m) in models.enumerated() where models[..<i].contains(where: { $0.id == m.id }) {
+            throw modelFields[i].error("model id '\(m.id)' appears twice")
+        }
         let tasks = try required("tasks").list().flatMap { try TaskParser.expand($0, defaultSeed: seed) }
         if tasks.isEmpty { throw try required("tasks").error("expected at least one task") }
         let policies = try required("policies").list().flatMap { try PolicyParser.expand($0) }

@@ -40,7 +40,8 @@ enum PolicyParser {
     /// Builds the policy once so that bad parameters fail at config time, with the entry's location.
     static func validated(_ spec: PolicySpec, at f: Field) throws -> PolicySpec {
         do { _ = try spec.make() } catch let e as PolicyError {
-            if case .invalidParameter(_, let field, let message) = e, let child = f.child(field) ?? f.child("budget") ?? f.child("keep") {
+            if case .invalidParameter(_, let field, let message) = e,
+               let child = field == "budget" ? budgetKeys.lazy.compactMap({ f.child($0) }).first : f.child(field) {
                 throw child.error(message)
             }
             throw f.error(e.localizedDescription)
