@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "KVTokenizer", swiftSettings: swiftSettings),
         .target(name: "KVModel", dependencies: ["KVTensor", "KVCache"], swiftSettings: swiftSettings),
         .target(name: "KVCache", dependencies: ["KVTensor"], swiftSettings: swiftSettings),
-        .target(name: "KVPolicies", dependencies: ["KVCache", "KVTensor"], swiftSettings: swiftSettings),
+        .target(name: "KVPolicies", dependencies: ["KVCache", "KVTensor", "KVHDF5"], swiftSettings: swiftSettings),
         .target(name: "KVExperiments", dependencies: [
             "KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer",
             .product(name: "Yams", package: "Yams"),

@@ -10,6 +10,9 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double)
     case tova(budget: Budget, schedule: EvictionSchedule)
     case knorm(budget: Budget, schedule: EvictionSchedule)
+    case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
+    case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA)
+    case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
     case stack([PolicySpec])
 
     /// Builds the policy (validating its parameters).
@@ -22,6 +25,14 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .pyramidKV(b, w, k, p, beta): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta)
         case let .tova(b, s): return try TOVA(budget: b, schedule: s)
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
+        case let .quest(b, page, dense, gqa): return try Quest(tokenBudget: b, pageSize: page, denseLayers: dense, gqa: gqa)
+        case let .loki(path, rank, k, gqa):
+            let cal: LokiCalibration
+            do { cal = try LokiCalibration.loadCached(path) } catch let e as PolicyError { throw e } catch {
+                throw PolicyError.invalidParameter(policy: "loki", field: "calibration", message: "\(path): \(error.localizedDescription)")
+            }
+            return try Loki(calibration: cal, rank: rank, topK: k, gqa: gqa)
+        case let .oracleTopK(k, gqa): return try OracleTopK(topK: k, gqa: gqa)
         case .stack(let children):
             if children.isEmpty { throw PolicyError.invalidParameter(policy: "stack", field: "stack", message: "expected at least one policy") }
             return PolicyStack(try children.map { try $0.make() })
@@ -29,7 +40,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     }
 
     /// Registered policy names (what configs and the command line accept).
-    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "stack"]
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "stack"]
 
     /// The policy's name in configs and results.
     public var kind: String {
@@ -41,6 +52,9 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .pyramidKV: return "pyramidkv"
         case .tova: return "tova"
         case .knorm: return "knorm"
+        case .quest: return "quest"
+        case .loki: return "loki"
+        case .oracleTopK: return "oracle_topk"
         case .stack(let c): return c.map(\.kind).joined(separator: "+")
         }
     }
@@ -50,6 +64,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         switch self {
         case .full: return "full"
         case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
+        case .quest, .loki, .oracleTopK: return "selection"
         case .stack(let c): return c.map(\.family).joined(separator: "+")
         }
     }
@@ -66,6 +81,17 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)")]
         case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
+        case let .quest(b, page, dense, gqa):
+            return [("budget", "\(b)"), ("page_size", "\(page)"), ("dense_layers", "\(dense)"), ("gqa", gqa.rawValue)]
+        case let .loki(path, rank, k, gqa):
+            let r: (String, String)
+            switch rank {
+            case .fraction(let f): r = ("d_fraction", "\(f)")
+            case .dims(let n): r = ("rank", "\(n)")
+            case .explainedVariance(let t): r = ("explained_variance", "\(t)")
+            }
+            return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue)]
+        case let .oracleTopK(k, gqa): return [Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case .stack(let c): return c.enumerated().flatMap { i, p in [("\(i).policy", p.kind)] + p.parameters.map { ("\(i).\($0.0)", $0.1) } }
         }
     }
@@ -88,8 +114,15 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .full: return nil
         case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
+        case .quest(let b, _, _, _): return .tokens(b)
+        case .loki(_, _, let k, _), .oracleTopK(let k, _):
+            switch k { case .tokens(let n): return .tokens(n); case .fraction(let f): return .ratio(1 - f) }
         case .stack(let c): return c.lazy.compactMap(\.budget).first
         }
+    }
+
+    static func sizeParam(_ k: SelectionSize) -> (String, String) {
+        switch k { case .tokens(let n): return ("top_k", "\(n)"); case .fraction(let f): return ("k_fraction", "\(f)") }
     }
 
     static func budgetParams(_ b: Budget) -> [(String, String)] {

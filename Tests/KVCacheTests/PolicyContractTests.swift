@@ -28,6 +28,22 @@ final class PolicyContractTests: XCTestCase {
         ]
     }
 
+    static let calibration = SelectionFixtures.calibration(model)
+
+    /// Every selection policy (Quest, Loki, oracle top-k) reading at most about `n` tokens per step.
+    /// They keep every token stored: the store checks run without a storage budget.
+    static func selectionPolicies(budget n: Int) -> [CachePolicy] {
+        [
+            try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0),
+            try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0, gqa: .queryHead),
+            try! Loki(calibration: calibration, rank: .fraction(0.5), topK: .tokens(n)),
+            try! Loki(calibration: calibration, rank: .explainedVariance(0.9), topK: .tokens(n), gqa: .queryHead),
+            try! OracleTopK(topK: .tokens(n)),
+            try! OracleTopK(topK: .tokens(n), gqa: .queryHead),
+            PolicyStack([try! SnapKV(budget: .tokens(max(n, 16)), window: 8), try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0)]),
+        ]
+    }
+
     /// Runs prefill + decode, checking invariants after every step; returns all logits.
     func run(_ policy: CachePolicy, budget: Int?, file: StaticString = #filePath, line: UInt = #line) -> [Float] {
         let m = Self.model
@@ -79,10 +95,22 @@ final class PolicyContractTests: XCTestCase {
             let logits = run(p, budget: nil)
             XCTAssertEqual(logits, full, "\(p.name) with budget >= context changed the logits")
         }
+        for p in Self.selectionPolicies(budget: Self.prompt.count + Self.decodeTokens.count) {
+            let logits = run(p, budget: nil)
+            if p is Loki {
+                // Keys stored in the calibrated basis: equal up to float rounding of the rotation.
+                let scale = full.map { abs($0) }.max()!
+                let err = zip(logits, full).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(err / scale, 1e-4, "\(p.name) with k = T changed the logits by \(err)")
+            } else {
+                XCTAssertEqual(logits, full, "\(p.name) with budget >= context changed the logits")
+            }
+        }
     }
 
     func testRetainedNeverExceedsBudgetAndBytesMatchStore() {
         for p in Self.policies(budget: 40) { _ = run(p, budget: 40) }
+        for p in Self.selectionPolicies(budget: 40) { _ = run(p, budget: nil) }
     }
 
     func testEvictionReallyFreesMemory() {
@@ -116,12 +144,18 @@ final class PolicyContractTests: XCTestCase {
         for (a, b) in zip(Self.policies(budget: 40), Self.policies(budget: 40)) {
             XCTAssertEqual(run(a, budget: 40), run(b, budget: 40), "\(a.name) is not deterministic")
         }
+        for (a, b) in zip(Self.selectionPolicies(budget: 40), Self.selectionPolicies(budget: 40)) {
+            XCTAssertEqual(run(a, budget: nil), run(b, budget: nil), "\(a.name) is not deterministic")
+        }
     }
 
     func testBudgetBelowContextChangesSomething() {
         let full = run(FullCachePolicy(), budget: nil)
         for p in Self.policies(budget: 24) {
             XCTAssertNotEqual(run(p, budget: 24), full, "\(p.name) at budget 24 of 96 changed nothing")
+        }
+        for p in Self.selectionPolicies(budget: 24) {
+            XCTAssertNotEqual(run(p, budget: nil), full, "\(p.name) reading 24 of 96 tokens changed nothing")
         }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import KVPolicies
 
 /// `policies:` entries -> PolicySpec values, validated by building each policy (docs/config.md).
@@ -11,6 +12,9 @@ enum PolicyParser {
         "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta"],
         "tova": budgetKeys + ["schedule"],
         "knorm": budgetKeys + ["schedule"],
+        "quest": ["budget", "page_size", "dense_layers", "gqa"],
+        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
+        "oracle_topk": ["top_k", "k_fraction", "gqa"],
     ]
 
     static func expand(_ f: Field) throws -> [PolicySpec] {
@@ -64,6 +68,16 @@ enum PolicyParser {
         return .ratio(try r.double())
     }
 
+    /// `top_k` (tokens) or `k_fraction` (of the tokens held), exactly one unless there is a default.
+    static func size(_ p: [String: Field], at f: Field, default d: SelectionSize?) throws -> SelectionSize {
+        let given = ["top_k", "k_fraction"].filter { p[$0] != nil }
+        if given.count > 1 { throw f.error("expected one of top_k (tokens) or k_fraction, got both") }
+        if let k = p["top_k"] { return .tokens(try k.int()) }
+        if let k = p["k_fraction"] { return .fraction(try k.double()) }
+        guard let d else { throw f.error("expected top_k (tokens) or k_fraction (fraction of the tokens held)") }
+        return d
+    }
+
     static func make(_ name: String, _ p: [String: Field], at f: Field) throws -> PolicySpec {
         func int(_ k: String, _ d: Int) throws -> Int { try p[k]?.int() ?? d }
         func dbl(_ k: String, _ d: Double) throws -> Double { try p[k]?.double() ?? d }
@@ -87,6 +101,26 @@ enum PolicyParser {
             return .tova(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
         case "knorm":
             return .knorm(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .prefill)
+        case "quest":
+            guard let b = p["budget"] else { throw f.error("expected 'budget' (tokens read per decode step)") }
+            return .quest(budget: try b.int(), pageSize: try int("page_size", 16), denseLayers: try int("dense_layers", 2),
+                          gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
+        case "loki":
+            guard let c = p["calibration"] else { throw f.error("expected 'calibration: FILE' (written by `kvlab calibrate`)") }
+            var path = try c.string()
+            if !path.hasPrefix("/") {   // relative to the config file
+                path = URL(fileURLWithPath: f.file).deletingLastPathComponent().appendingPathComponent(path).standardized.path
+            }
+            let ranks = ["rank", "d_fraction", "explained_variance"].filter { p[$0] != nil }
+            if ranks.count > 1 { throw f.error("expected at most one of rank, d_fraction, explained_variance, got \(ranks.joined(separator: ", "))") }
+            let rank: Loki.Rank
+            if let r = p["rank"] { rank = .dims(try r.int()) }
+            else if let t = p["explained_variance"] { rank = .explainedVariance(try t.double()) }
+            else { rank = .fraction(try dbl("d_fraction", 0.25)) }
+            return .loki(calibration: path, rank: rank, topK: try size(p, at: f, default: .fraction(0.25)),
+                         gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
+        case "oracle_topk":
+            return .oracleTopK(topK: try size(p, at: f, default: nil), gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
         default:
             throw f.error("unknown policy '\(name)'")
         }

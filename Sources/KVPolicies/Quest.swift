@@ -1,0 +1,258 @@
+// Quest: query-aware page selection from per-page key bounds.
+// Paper: Tang et al., "Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference", arXiv 2406.10774.
+// Reference: github.com/mit-han-lab/Quest (kernel path: top P-1 pages by bound plus the last page, layers < 2 dense).
+import KVCache
+import KVTensor
+
+/// Pages of `pageSize` store indices (aligned to index 0). Per layer, KV head and page the
+/// elementwise max M and min m of the stored (post-RoPE) keys are kept, updated on every append
+/// and rebuilt for the pages an eviction changed. Prefill is dense. At a decode step in layers
+/// >= `denseLayers`, with page budget P = tokenBudget / pageSize: if the store has <= P pages
+/// the step is dense; otherwise every complete page is scored by the upper bound
+/// sum_i max(q_i M_i, q_i m_i) >= q.k of each of its keys, the top P-1 are read plus the last
+/// (partial or complete) page, and exact attention runs over those tokens only.
+///
+/// GQA (the reference is per head): `.kvGroup` (default) sums the g query heads' bounds, so the
+/// group reads P pages once and bytes read honour the budget; `.queryHead` lets each query head
+/// pick its pages and reads the union (up to g(P-1)+1 pages), as the per-head reference would.
+///
+/// Bound = q+ . M + q- . m with q+ = max(q, 0), q- = min(q, 0) (M >= m), so a page is scored with
+/// one dot product over its [M | m] row of 2d floats; summed over a group it is one dot with the
+/// summed [q+ | q-]. Per step the page rows are the only full-length read: 2/S of the keys.
+public final class Quest: CachePolicy {
+    public let tokenBudget: Int
+    public let pageSize: Int
+    public let denseLayers: Int
+    public let gqa: SelectionGQA
+
+    public init(tokenBudget: Int, pageSize: Int = 16, denseLayers: Int = 2, gqa: SelectionGQA = .kvGroup) throws {
+        let name = "quest"
+        if pageSize < 1 { throw PolicyError.invalidParameter(policy: name, field: "page_size", message: "expected >= 1, got \(pageSize)") }
+        if tokenBudget < pageSize {
+            throw PolicyError.invalidParameter(policy: name, field: "budget",
+                message: "expected at least one page (page_size \(pageSize) tokens), got \(tokenBudget)")
+        }
+        if denseLayers < 0 { throw PolicyError.invalidParameter(policy: name, field: "dense_layers", message: "expected >= 0, got \(denseLayers)") }
+        self.tokenBudget = tokenBudget; self.pageSize = pageSize; self.denseLayers = denseLayers; self.gqa = gqa
+    }
+
+    public var name: String { "quest(budget=\(tokenBudget),page=\(pageSize),dense_layers=\(denseLayers),\(gqa.rawValue))" }
+    /// Whole pages read per step (the last page included).
+    public var pageBudget: Int { tokenBudget / pageSize }
+
+    private var shape: CacheShape?
+    /// summaries[layer][kvHead], bound to the store they summarise on first use.
+    private var summaries: [[QuestPages]] = []
+
+    public func bind(shape: CacheShape) {
+        self.shape = shape
+        summaries = (0..<shape.layers).map { _ in (0..<shape.kvHeads).map { _ in QuestPages(headDim: shape.headDim, pageSize: pageSize) } }
+    }
+
+    public func reset() { for l in summaries { for s in l { s.clear() } } }
+
+    public var metadataBytes: Int { summaries.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } } }
+
+    public func didAppend(_ step: LayerStep) {
+        for (h, st) in step.stores.enumerated() {
+            let s = summaries[step.layer][h]
+            s.attach(st)
+            s.sync()
+        }
+    }
+
+    public func didRetain(layer: Int, head: Int, kept: [Int]) {
+        summaries[layer][head].remap(kept: kept)
+    }
+
+    /// The page summaries of the store `head` of this step reads (the store's own layer may differ
+    /// from `step.layer` under cross-layer sharing: summaries follow the store object).
+    func pages(_ step: LayerStep, head: Int) -> QuestPages {
+        let st = step.stores[head]
+        let own = summaries[step.layer][head]
+        if own.store === st { return own }
+        for l in summaries.indices where summaries[l][head].store === st { return summaries[l][head] }
+        own.attach(st)
+        return own
+    }
+
+    public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
+        guard step.layer >= denseLayers, step.phase == .decode else { return candidates }
+        let summary = pages(step, head: head)
+        summary.sync()
+        let st = step.stores[head], d = st.headDim, g = step.shape.groupSize, S = pageSize, P = pageBudget
+        let q = step.queries + head * g * d                     // [g, d] this group's query rows
+        let heads = gqa == .kvGroup ? 1 : g
+        let w = Quest.boundVectors(q, groups: g, dim: d, summed: gqa == .kvGroup)   // [heads, 2d]
+
+        if let cand = candidates {
+            // Stacked after another selector: pages that hold candidates; read at most P of them.
+            if cand.count <= tokenBudget { return cand }
+            var pageList: [Int32] = [], seen = Set<Int32>()
+            for c in cand where seen.insert(c / Int32(S)).inserted { pageList.append(c / Int32(S)) }
+            let lastPage = Int(cand.max()!) / S
+            if pageList.count <= P { return cand }
+            let scored = pageList.filter { Int($0) != lastPage }
+            let chosen = choose(summary: summary, pages: scored, w: w, heads: heads, keep: P - 1, meter: step.meter)
+            var keep = Set(chosen.map { Int($0) }); keep.insert(lastPage)
+            return cand.filter { keep.contains(Int($0) / S) }
+        }
+
+        let T = st.count
+        let nPages = (T + S - 1) / S
+        if nPages <= P { return nil }
+        let chosen = choose(summary: summary, pages: nil, count: nPages - 1, w: w, heads: heads, keep: P - 1, meter: step.meter)
+        var out = [Int32]()
+        out.reserveCapacity((chosen.count + 1) * S)
+        for p in chosen { let lo = Int(p) * S; for i in lo..<(lo + S) { out.append(Int32(i)) } }
+        for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) }
+        return out
+    }
+
+    /// Top `keep` pages (increasing) among `pages` (or 0..<count), by bound; union over heads.
+    private func choose(summary: QuestPages, pages: [Int32]? = nil, count: Int = 0, w: [Float], heads: Int,
+                        keep: Int, meter: ReadMeter) -> [Int32] {
+        let n = pages?.count ?? count
+        guard keep > 0, n > 0 else { return [] }
+        let d2 = 2 * summary.headDim
+        var scores = [Float](repeating: 0, count: heads * n)
+        scores.withUnsafeMutableBufferPointer { sb in
+            w.withUnsafeBufferPointer { wb in
+                if let pages {
+                    pages.withUnsafeBufferPointer { pb in
+                        SelectionKernels.rowDots(matrix: summary.rows, ld: d2, cols: d2, rows: n, indices: pb.baseAddress,
+                                                 vectors: wb.baseAddress!, m: heads, out: sb.baseAddress!)
+                    }
+                } else {
+                    SelectionKernels.rowDots(matrix: summary.rows, ld: d2, cols: d2, rows: n, indices: nil,
+                                             vectors: wb.baseAddress!, m: heads, out: sb.baseAddress!)
+                }
+            }
+        }
+        meter.metadataBytes += n * d2 * MemoryLayout<Float>.stride
+        let picks = (0..<heads).map { h in
+            scores.withUnsafeBufferPointer { SelectionKernels.topK($0.baseAddress! + h * n, count: n, k: keep) }
+        }
+        let local = SelectionKernels.union(picks, bound: n)
+        return pages.map { p in local.map { p[Int($0)] } } ?? local
+    }
+
+    /// The page rows [pages, 2d] (max | min of each page's keys) currently held for (layer, KV head),
+    /// brought up to date with the store first. For tests and tools.
+    public func pageSummaries(layer: Int, head: Int) -> [Float] {
+        let s = summaries[layer][head]
+        s.sync()
+        return Array(UnsafeBufferPointer(start: s.rows, count: s.pageCount * 2 * s.headDim))
+    }
+
+    /// [q+ | q-] rows, [heads, 2d]: one per query head, or their sum over the group.
+    static func boundVectors(_ q: UnsafePointer<Float>, groups g: Int, dim d: Int, summed: Bool) -> [Float] {
+        var w = [Float](repeating: 0, count: (summed ? 1 : g) * 2 * d)
+        for h in 0..<g {
+            let base = summed ? 0 : h * 2 * d
+            for i in 0..<d {
+                let v = q[h * d + i]
+                if v > 0 { w[base + i] += v } else { w[base + d + i] += v }
+            }
+        }
+        return w
+    }
+
+    /// Page bounds of `store` for query rows q [g, d] (per query head [g, pages], or summed [pages]):
+    /// the scores `select` ranks (the last, possibly partial, page included). For tests and tools.
+    public static func pageBounds(store: HeadStore, pageSize: Int, queries q: UnsafePointer<Float>, groups g: Int,
+                                  perQueryHead: Bool) -> [Float] {
+        let pages = QuestPages(headDim: store.headDim, pageSize: pageSize)
+        pages.attach(store)
+        pages.sync()
+        let d = store.headDim, heads = perQueryHead ? g : 1
+        let w = boundVectors(q, groups: g, dim: d, summed: !perQueryHead)
+        var out = [Float](repeating: 0, count: heads * pages.pageCount)
+        out.withUnsafeMutableBufferPointer { ob in
+            w.withUnsafeBufferPointer { wb in
+                SelectionKernels.rowDots(matrix: pages.rows, ld: 2 * d, cols: 2 * d, rows: pages.pageCount, indices: nil,
+                                         vectors: wb.baseAddress!, m: heads, out: ob.baseAddress!)
+            }
+        }
+        return out
+    }
+}
+
+/// Per-page key bounds of one store: row p = [max over the page's keys (d) | min (d)].
+final class QuestPages {
+    let headDim: Int
+    let pageSize: Int
+    private(set) weak var store: HeadStore?
+    private(set) var rows: UnsafeMutablePointer<Float>
+    private var capacity: Int            // pages
+    private(set) var covered = 0         // store tokens folded in
+
+    init(headDim: Int, pageSize: Int) {
+        self.headDim = headDim; self.pageSize = pageSize
+        capacity = 16
+        rows = .allocate(capacity: capacity * 2 * headDim)
+    }
+    deinit { rows.deallocate() }
+
+    var pageCount: Int { (covered + pageSize - 1) / pageSize }
+    var bytes: Int { pageCount * 2 * headDim * MemoryLayout<Float>.stride }
+
+    func attach(_ s: HeadStore) {
+        if store !== s { store = s; covered = 0 }
+    }
+    func clear() { covered = 0 }
+
+    private func reserve(pages n: Int) {
+        guard n > capacity else { return }
+        let newCap = max(n, capacity * 2)
+        let r = UnsafeMutablePointer<Float>.allocate(capacity: newCap * 2 * headDim)
+        r.update(from: rows, count: capacity * 2 * headDim)
+        rows.deallocate()
+        rows = r; capacity = newCap
+    }
+
+    /// Folds in the tokens appended since the last sync (or rebuilds if the store shrank unseen).
+    func sync() {
+        guard let st = store else { return }
+        if covered > st.count { covered = 0 }
+        guard covered < st.count else { return }
+        let d = headDim
+        reserve(pages: (st.count + pageSize - 1) / pageSize)
+        for j in covered..<st.count {
+            let p = j / pageSize, mx = rows + p * 2 * d, mn = mx + d, k = st.keys + j * d
+            if j % pageSize == 0 {
+                mx.update(from: k, count: d); mn.update(from: k, count: d)
+            } else {
+                for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
+            }
+        }
+        covered = st.count
+    }
+
+    /// The store now holds at index i the token that was at kept[i]: rebuild the pages whose
+    /// content changed (moved tokens, and the last page when the store shrank).
+    func remap(kept: [Int]) {
+        guard let st = store else { covered = 0; return }
+        let n = kept.count
+        if n == 0 { covered = 0; return }
+        let old = covered
+        var dirty = Set<Int>()
+        for i in 0..<n where kept[i] != i || kept[i] >= old { dirty.insert(i / pageSize) }
+        if old != n { dirty.insert((n - 1) / pageSize) }
+        precondition(st.count == n, "Quest: store size differs from the retention")
+        reserve(pages: (n + pageSize - 1) / pageSize)
+        for p in dirty { rebuild(page: p, store: st) }
+        covered = n
+    }
+
+    private func rebuild(page p: Int, store st: HeadStore) {
+        let d = headDim, lo = p * pageSize, hi = min(lo + pageSize, st.count)
+        guard lo < hi else { return }
+        let mx = rows + p * 2 * d, mn = mx + d
+        mx.update(from: st.keys + lo * d, count: d); mn.update(from: st.keys + lo * d, count: d)
+        for j in (lo + 1)..<hi {
+            let k = st.keys + j * d
+            for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
+        }
+    }
+}

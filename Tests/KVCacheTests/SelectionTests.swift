@@ -1,0 +1,464 @@
+import Foundation
+import XCTest
+import KVCache
+import KVModel
+import KVPolicies
+import KVTensor
+
+/// Shared fixtures of the selection tests (also used by the policy contract test).
+enum SelectionFixtures {
+    /// Loki calibration of a model, fitted on seeded random tokens through the cache.
+    static func calibration(_ m: LlamaModel, tokens n: Int = 256, seed: UInt64 = 11) -> LokiCalibration {
+        let recorder = KeyCovarianceRecorder()
+        let cache = m.makeCache(policy: recorder)
+        var rng = SeededRandom(seed: seed)
+        let ids = (0..<n).map { _ in Int(rng.next() % UInt64(m.config.vocabSize)) }
+        _ = m.forward(ids, startPosition: 0, cache: cache, phase: .prefill, logits: .none)
+        return try! LokiCalibration.fit(recorder)
+    }
+
+    /// A store of `n` random keys/values (uniform in [-1, 1)) of dimension d.
+    static func randomStore(n: Int, d: Int, seed: UInt64) -> HeadStore {
+        var rng = SeededRandom(seed: seed)
+        let st = HeadStore(headDim: d)
+        for t in 0..<n {
+            let k = (0..<d).map { _ in rng.nextUniform() * 2 - 1 }, v = (0..<d).map { _ in rng.nextUniform() * 2 - 1 }
+            st.append(key: k, value: v, position: t)
+        }
+        return st
+    }
+
+    static func random(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = SeededRandom(seed: seed)
+        return (0..<n).map { _ in rng.nextUniform() * 2 - 1 }
+    }
+
+    /// A random orthonormal d x d matrix (eigenvectors of a random symmetric matrix).
+    static func randomBasis(d: Int, seed: UInt64) -> [Float] {
+        let a = random(d * d, seed: seed).map(Double.init)
+        var s = [Double](repeating: 0, count: d * d)
+        for i in 0..<d { for j in 0..<d { s[i * d + j] = a[i * d + j] + a[j * d + i] } }
+        return try! LAPACK.symmetricEigen(s, n: d).vectors.map(Float.init)
+    }
+}
+
+/// Wraps a selection policy, checking every selection it makes: a subset of the candidates (or of
+/// the store), increasing, within `bound` tokens when the step is narrowed at all.
+final class SelectionCheck: CachePolicy {
+    let inner: CachePolicy
+    let bound: Int
+    var violations: [String] = []
+    var narrowed = 0
+    init(_ inner: CachePolicy, bound: Int) { self.inner = inner; self.bound = bound }
+    var name: String { inner.name }
+    var queryWindow: Int { inner.queryWindow }
+    func keyBasis(layer: Int, head: Int) -> [Float]? { inner.keyBasis(layer: layer, head: head) }
+    func bind(shape: CacheShape) { inner.bind(shape: shape) }
+    func didAppend(_ step: LayerStep) { inner.didAppend(step) }
+    func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
+        let out = inner.select(step, head: head, candidates: candidates)
+        guard let sel = out else {
+            if candidates != nil { violations.append("widened candidates to all tokens") }
+            return nil
+        }
+        let pool = Set(candidates ?? (0..<Int32(step.stores[head].count)).map { $0 })
+        if !sel.allSatisfy(pool.contains) { violations.append("layer \(step.layer): selected outside the candidates") }
+        if sel != sel.sorted() || Set(sel).count != sel.count { violations.append("layer \(step.layer): not strictly increasing") }
+        if sel.count > bound { violations.append("layer \(step.layer): \(sel.count) tokens > bound \(bound)") }
+        if sel.count < pool.count { narrowed += 1 }
+        return sel
+    }
+    func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
+        inner.observe(step, head: head, indices: indices, probs: probs, count: n)
+    }
+    func retain(_ step: LayerStep, head: Int) -> [Int]? { inner.retain(step, head: head) }
+    func didRetain(layer: Int, head: Int, kept: [Int]) { inner.didRetain(layer: layer, head: head, kept: kept) }
+    var metadataBytes: Int { inner.metadataBytes }
+    func reset() { inner.reset() }
+}
+
+final class SelectionTests: XCTestCase {
+    static let model = try! ModelSource.parse("synthetic:tiny,std=0.15").load()
+    static let calibration = SelectionFixtures.calibration(model)
+    static let prompt = (0..<96).map { ($0 * 53 + 7) % 256 }
+    static let decodeTokens = [3, 141, 59, 26, 53, 58, 97, 93, 23, 84]
+
+    /// Prefill + decode; returns all logits and the cache.
+    func run(_ policy: CachePolicy) -> ([Float], KVCache) {
+        let m = Self.model
+        let cache = m.makeCache(policy: policy)
+        var logits = m.forward(Self.prompt, startPosition: 0, cache: cache, phase: .prefill)
+        for (i, t) in Self.decodeTokens.enumerated() {
+            logits += m.forward([t], startPosition: Self.prompt.count + i, cache: cache, phase: .decode)
+        }
+        return (logits, cache)
+    }
+
+    /// max |a - b| / max |b| <= rel.
+    func assertClose(_ a: [Float], _ b: [Float], rel: Float, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, message, file: file, line: line)
+        let scale = max(b.map { abs($0) }.max() ?? 0, 1e-30)
+        let err = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(err / scale, rel, "\(message): relative error \(err / scale)", file: file, line: line)
+    }
+
+    var context: Int { Self.prompt.count + Self.decodeTokens.count }
+
+    // MARK: Exactness
+
+    func testQuestWithBudgetAtLeastContextGivesFullLogits() throws {
+        let full = run(FullCachePolicy()).0
+        for gqa in SelectionGQA.allCases {
+            for page in [1, 16] {
+                let q = try Quest(tokenBudget: context + page, pageSize: page, denseLayers: 0, gqa: gqa)
+                XCTAssertEqual(run(q).0, full, "\(q.name) with budget >= context changed the logits")
+            }
+        }
+    }
+
+    func testOracleWithKEqualToContextGivesFullLogits() throws {
+        let full = run(FullCachePolicy()).0
+        for gqa in SelectionGQA.allCases {
+            for k in [SelectionSize.tokens(context), .fraction(1)] {
+                let p = try OracleTopK(topK: k, gqa: gqa)
+                XCTAssertEqual(run(p).0, full, "\(p.name) changed the logits")
+            }
+        }
+    }
+
+    /// r = d and k = T: the only difference is the rotation of the stored keys (float rounding).
+    func testLokiFullRankAllTokensGivesFullLogits() throws {
+        let full = run(FullCachePolicy()).0
+        for gqa in SelectionGQA.allCases {
+            let loki = try Loki(calibration: Self.calibration, rank: .fraction(1), topK: .fraction(1), gqa: gqa)
+            assertClose(run(loki).0, full, rel: 1e-4, loki.name)
+            // The identity basis rotates nothing: bit-identical.
+            let id = LokiCalibration.identity(layers: 2, kvHeads: 2, headDim: 16)
+            XCTAssertEqual(run(try Loki(calibration: id, rank: .dims(16), topK: .tokens(10_000), gqa: gqa)).0, full)
+        }
+    }
+
+    /// An explicit all-token selection attends exactly as the dense path (same kernel, same order).
+    func testSelectingEveryIndexEqualsDense() {
+        let st = SelectionFixtures.randomStore(n: 77, d: 16, seed: 5)
+        let q = SelectionFixtures.random(2 * 16, seed: 6)
+        var p1 = [Float](repeating: 0, count: 2 * 77), p2 = p1, o1 = [Float](repeating: 0, count: 32), o2 = o1
+        let all = (0..<Int32(77)).map { $0 }
+        all.withUnsafeBufferPointer { idx in
+            _ = Attention.decode(q: q, groups: 2, store: st, indices: idx, scale: 0.25, probs: &p1, out: &o1)
+        }
+        _ = Attention.decode(q: q, groups: 2, store: st, indices: nil, scale: 0.25, probs: &p2, out: &o2)
+        XCTAssertEqual(o1, o2); XCTAssertEqual(p1, p2)
+    }
+
+    /// The decode kernel agrees with a plain softmax-attention reference (dense and gathered).
+    func testDecodeKernelMatchesReference() {
+        for (n, d, g) in [(1, 16, 1), (37, 16, 2), (300, 128, 4), (1029, 64, 3)] {
+            let st = SelectionFixtures.randomStore(n: n, d: d, seed: UInt64(n))
+            let q = SelectionFixtures.random(g * d, seed: UInt64(n + 1))
+            let idx: [Int32] = (0..<Int32(n)).filter { $0 % 3 != 1 }
+            for indices in [nil, idx] {
+                let rows = indices.map { $0.map(Int.init) } ?? Array(0..<n)
+                var probs = [Float](repeating: 0, count: g * rows.count), out = [Float](repeating: 0, count: g * d)
+                let scale = 1 / Float(d).squareRoot()
+                if let indices {
+                    indices.withUnsafeBufferPointer { _ = Attention.decode(q: q, groups: g, store: st, indices: $0, scale: scale, probs: &probs, out: &out) }
+                } else {
+                    _ = Attention.decode(q: q, groups: g, store: st, indices: nil, scale: scale, probs: &probs, out: &out)
+                }
+                for h in 0..<g {
+                    var s = rows.map { j -> Double in (0..<d).reduce(0.0) { $0 + Double(q[h * d + $1]) * Double(st.keys[j * d + $1]) } * Double(scale) }
+                    let m = s.max()!
+                    s = s.map { exp($0 - m) }
+                    let z = s.reduce(0, +)
+                    for (c, j) in rows.enumerated() {
+                        XCTAssertEqual(Double(probs[h * rows.count + c]), s[c] / z, accuracy: 1e-5)
+                        _ = j
+                    }
+                    for t in 0..<d {
+                        let ref = zip(rows, s).reduce(0.0) { $0 + $1.1 / z * Double(st.values[$1.0 * d + t]) }
+                        XCTAssertEqual(Double(out[h * d + t]), ref, accuracy: 1e-5, "n \(n) d \(d) g \(g) head \(h) dim \(t)")
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Scores
+
+    func testQuestPageBoundsEqualBruteForceAndBoundEveryKey() {
+        let d = 16, g = 2, S = 16, n = 100               // the last page is partial (4 tokens)
+        let st = SelectionFixtures.randomStore(n: n, d: d, seed: 42)
+        let q = SelectionFixtures.random(g * d, seed: 43)
+        let pages = (n + S - 1) / S
+        let perHead = Quest.pageBounds(store: st, pageSize: S, queries: q, groups: g, perQueryHead: true)
+        let summed = Quest.pageBounds(store: st, pageSize: S, queries: q, groups: g, perQueryHead: false)
+        XCTAssertEqual(perHead.count, g * pages); XCTAssertEqual(summed.count, pages)
+        for p in 0..<pages {
+            let tokens = (p * S)..<min((p + 1) * S, n)
+            var sumBound: Double = 0
+            for h in 0..<g {
+                // Independent brute force: max/min per dimension, then sum_i max(q_i M_i, q_i m_i).
+                var bound: Double = 0
+                for i in 0..<d {
+                    let vals = tokens.map { Double(st.keys[$0 * d + i]) }
+                    let qi = Double(q[h * d + i])
+                    bound += max(qi * vals.max()!, qi * vals.min()!)
+                }
+                sumBound += bound
+                XCTAssertEqual(Double(perHead[h * pages + p]), bound, accuracy: 1e-4, "page \(p) head \(h)")
+                for j in tokens {
+                    let dot = (0..<d).reduce(0.0) { $0 + Double(q[h * d + $1]) * Double(st.keys[j * d + $1]) }
+                    XCTAssertLessThanOrEqual(dot, bound + 1e-5, "q.k of token \(j) exceeds its page bound")
+                }
+            }
+            XCTAssertEqual(Double(summed[p]), sumBound, accuracy: 1e-4, "page \(p) summed over the group")
+        }
+    }
+
+    func testLokiFullRankScoresEqualExactScores() {
+        let d = 32, g = 4, n = 200
+        let st = SelectionFixtures.randomStore(n: n, d: d, seed: 7)
+        let p = SelectionFixtures.randomBasis(d: d, seed: 8)
+        let q = SelectionFixtures.random(g * d, seed: 9)
+        // The rotated store: k P (what the cache keeps for Loki), and rotated queries q P.
+        let rotated = HeadStore(headDim: d)
+        func rot(_ x: UnsafePointer<Float>) -> [Float] { (0..<d).map { j in (0..<d).reduce(Float(0)) { $0 + x[$1] * p[$1 * d + j] } } }
+        for t in 0..<n { rotated.append(key: rot(st.keys + t * d), value: Array(UnsafeBufferPointer(start: st.values + t * d, count: d)), position: t) }
+        let qr = q.withUnsafeBufferPointer { qb in (0..<g).flatMap { rot(qb.baseAddress! + $0 * d) } }
+        let scale = 1 / Float(d).squareRoot()
+        let approx = Loki.scores(queries: qr, groups: g, store: rotated, rank: d, indices: nil, perQueryHead: true, scale: scale)
+        let summed = Loki.scores(queries: qr, groups: g, store: rotated, rank: d, indices: nil, perQueryHead: false, scale: scale)
+        for j in 0..<n {
+            var total: Double = 0
+            for h in 0..<g {
+                let exact = (0..<d).reduce(0.0) { $0 + Double(q[h * d + $1]) * Double(st.keys[j * d + $1]) } * Double(scale)
+                total += exact
+                XCTAssertEqual(Double(approx[h * n + j]), exact, accuracy: 1e-4)
+            }
+            XCTAssertEqual(Double(summed[j]), total, accuracy: 1e-4)
+        }
+        // Rank r: exactly the first r rotated dimensions.
+        let r = 5
+        let low = Loki.scores(queries: qr, groups: g, store: rotated, rank: r, indices: [3, 10, 150], perQueryHead: true, scale: 1)
+        for (c, j) in [3, 10, 150].enumerated() {
+            for h in 0..<g {
+                let ref = (0..<r).reduce(Float(0)) { $0 + qr[h * d + $1] * rotated.keys[j * d + $1] }
+                XCTAssertEqual(low[h * 3 + c], ref, accuracy: 1e-5)
+            }
+        }
+    }
+
+    func testTopKIsExactAndIncreasing() {
+        var rng = SeededRandom(seed: 3)
+        for n in [1, 2, 7, 100, 1000] {
+            // Few distinct values: ties everywhere.
+            let s = (0..<n).map { _ in Float(rng.next() % 13) }
+            for k in [0, 1, n / 3, n - 1, n, n + 2] {
+                let got = s.withUnsafeBufferPointer { SelectionKernels.topK($0.baseAddress!, count: n, k: k) }
+                let ref = s.indices.sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }.prefix(max(0, min(k, n))).sorted().map { Int32($0) }
+                XCTAssertEqual(got, ref, "n \(n) k \(k)")
+            }
+        }
+    }
+
+    // MARK: Budgets, subsets, composition
+
+    func testSelectionsAreSubsetsWithinBudget() throws {
+        let cal = Self.calibration
+        let cases: [(CachePolicy, Int, Bool)] = [
+            (try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0), 32, true),
+            (try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0, gqa: .queryHead), 2 * 24 + 8, true),
+            (try Loki(calibration: cal, rank: .fraction(0.25), topK: .tokens(24)), 24, true),
+            (try Loki(calibration: cal, rank: .dims(4), topK: .tokens(24), gqa: .queryHead), 2 * 24, true),
+            (try OracleTopK(topK: .tokens(20)), 20, true),
+            (try OracleTopK(topK: .fraction(0.25), gqa: .queryHead), 2 * 27, true),
+        ]
+        for (p, bound, _) in cases {
+            let check = SelectionCheck(p, bound: bound)
+            _ = run(check)
+            XCTAssertEqual(check.violations, [], p.name)
+            XCTAssertGreaterThan(check.narrowed, 0, "\(p.name) never narrowed the tokens read")
+        }
+        // Stacked after another selector: choose within its candidates.
+        let stacks: [(CachePolicy, CachePolicy, Int)] = [
+            (try OracleTopK(topK: .tokens(64)), try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0), 32),
+            (try Quest(tokenBudget: 64, pageSize: 8, denseLayers: 0), try Loki(calibration: cal, topK: .tokens(20)), 20),
+            (try Loki(calibration: cal, topK: .tokens(60)), try OracleTopK(topK: .tokens(10)), 10),
+        ]
+        for (first, second, bound) in stacks {
+            let check = SelectionCheck(second, bound: bound)
+            _ = run(PolicyStack([first, check]))
+            XCTAssertEqual(check.violations, [], "\(first.name) + \(second.name)")
+            XCTAssertGreaterThan(check.narrowed, 0, "\(second.name) after \(first.name) never narrowed")
+        }
+    }
+
+    func testQuestReadsOnlyItsPagesAndMetersMetadata() throws {
+        let S = 8, budget = 32
+        let quest = try Quest(tokenBudget: budget, pageSize: S, denseLayers: 0)
+        let (_, cache) = run(quest)
+        let full = run(FullCachePolicy()).1
+        let d = 16, hkv = 2, L = 2
+        // Per step: the top P-1 pages + the last page of K and V, and every page summary (2d floats).
+        var expectedKV = 0, expectedMeta = 0
+        for s in 0..<Self.decodeTokens.count {
+            let T = Self.prompt.count + s + 1
+            let pages = (T + S - 1) / S
+            let lastTokens = T - (pages - 1) * S
+            expectedKV += L * hkv * ((budget / S - 1) * S + lastTokens) * d * 4 * 2
+            expectedMeta += L * hkv * (pages - 1) * 2 * d * 4
+        }
+        XCTAssertEqual(cache.stats.decodeKeyBytesRead + cache.stats.decodeValueBytesRead, expectedKV)
+        XCTAssertEqual(cache.stats.decodeMetadataBytesRead, expectedMeta)
+        XCTAssertLessThan(cache.stats.decodeBytesRead, full.stats.decodeBytesRead / 2)
+        XCTAssertEqual(cache.stats.bytesStored, full.stats.bytesStored, "selection stores everything")
+        XCTAssertEqual(quest.metadataBytes, L * hkv * ((context + S - 1) / S) * 2 * d * 4)
+    }
+
+    func testLokiMetersLowRankKeyReads() throws {
+        let loki = try Loki(calibration: Self.calibration, rank: .dims(4), topK: .tokens(16))
+        let (_, cache) = run(loki)
+        var keys = 0, values = 0
+        for s in 0..<Self.decodeTokens.count {
+            let T = Self.prompt.count + s + 1
+            keys += 2 * 2 * (T * 4 + 16 * 16) * 4          // layers x heads x (r dims of T keys + k full keys)
+            values += 2 * 2 * 16 * 16 * 4
+        }
+        XCTAssertEqual(cache.stats.decodeKeyBytesRead, keys)
+        XCTAssertEqual(cache.stats.decodeValueBytesRead, values)
+    }
+
+    func testQuestPageSummariesFollowEvictions() throws {
+        // H2O evicts one token per decode step by moving the last token into the hole; SnapKV
+        // compacts once at the end of prefill; StreamingLLM + restore order.
+        let stacks: [() throws -> (PolicyStack, Quest)] = [
+            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (PolicyStack([try H2O(budget: .tokens(48)), q]), q) },
+            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (PolicyStack([try SnapKV(budget: .tokens(40), window: 8), q]), q) },
+            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (PolicyStack([try StreamingLLM(budget: .tokens(40)), q]), q) },
+        ]
+        for make in stacks {
+            let (stack, quest) = try make()
+            let cache = Self.model.makeCache(policy: stack)
+            _ = Self.model.forward(Self.prompt, startPosition: 0, cache: cache, phase: .prefill)
+            for (i, t) in Self.decodeTokens.enumerated() {
+                _ = Self.model.forward([t], startPosition: Self.prompt.count + i, cache: cache, phase: .decode)
+                for l in 0..<2 { for h in 0..<2 {
+                    let st = cache.stores[l][h], d = st.headDim
+                    var fresh: [Float] = []
+                    for p in 0..<((st.count + 3) / 4) {
+                        let toks = (p * 4)..<min(p * 4 + 4, st.count)
+                        fresh += (0..<d).map { i in toks.map { st.keys[$0 * d + i] }.max()! }
+                        fresh += (0..<d).map { i in toks.map { st.keys[$0 * d + i] }.min()! }
+                    }
+                    XCTAssertEqual(quest.pageSummaries(layer: l, head: h), fresh, "\(stack.name): layer \(l) head \(h) step \(i)")
+                } }
+            }
+        }
+    }
+
+    func testSelectionStackedAfterEvictionReadsLessAndStoresTheSame() throws {
+        let cal = Self.calibration
+        let snap = { try SnapKV(budget: .tokens(48), window: 8) }
+        let alone = run(try snap()).1
+        for sel in [try Quest(tokenBudget: 16, pageSize: 8, denseLayers: 0) as CachePolicy,
+                    try Loki(calibration: cal, rank: .fraction(0.25), topK: .fraction(0.25)),
+                    try Loki(calibration: cal, rank: .explainedVariance(0.9), topK: .tokens(12))] {
+            let (logits, stacked) = run(PolicyStack([try snap(), sel]))
+            XCTAssertFalse(logits.contains { !$0.isFinite }, sel.name)
+            XCTAssertEqual(stacked.stats.bytesStored, alone.stats.bytesStored, "snapkv + \(sel.name) stores differently")
+            XCTAssertEqual(stacked.stats.peakBytesStored, alone.stats.peakBytesStored, sel.name)
+            XCTAssertLessThan(stacked.stats.decodeBytesRead, alone.stats.decodeBytesRead, "snapkv + \(sel.name) reads no less")
+        }
+    }
+
+    func testQuestDenseLayersAndShortContextsAreDense() throws {
+        let full = run(FullCachePolicy()).0
+        // Every layer below denseLayers (the tiny model has 2): no selection at all.
+        XCTAssertEqual(run(try Quest(tokenBudget: 16, denseLayers: 2)).0, full)
+        XCTAssertNotEqual(run(try Quest(tokenBudget: 16, pageSize: 8, denseLayers: 1)).0, full)
+    }
+
+    // MARK: Calibration
+
+    func testCalibrationFitsALowRankSubspace() throws {
+        // Keys drawn from a 3-dimensional subspace (plus an offset): 3 directions explain everything.
+        let d = 16, shape = CacheShape(layers: 1, queryHeads: 2, kvHeads: 1, headDim: d)
+        let recorder = KeyCovarianceRecorder()
+        let cache = KVCache(shape: shape, policy: recorder)
+        let basis = SelectionFixtures.random(3 * d, seed: 1)
+        var rng = SeededRandom(seed: 2)
+        let rows = 64
+        for chunk in 0..<4 {
+            var keys = [Float](repeating: 0, count: rows * d)
+            for r in 0..<rows {
+                let z = (0..<3).map { _ in rng.nextNormal() }
+                for i in 0..<d { keys[r * d + i] = 5 + z[0] * basis[i] + z[1] * basis[d + i] + 0.5 * z[2] * basis[2 * d + i] }
+            }
+            let q = [Float](repeating: 0.1, count: rows * 2 * d), v = keys
+            var out = [Float](repeating: 0, count: rows * 2 * d)
+            cache.attention(layer: 0, phase: .prefill, rows: rows, queries: q, keys: keys, values: v,
+                            positions: Array((chunk * rows)..<((chunk + 1) * rows)), output: &out)
+            cache.endStep(phase: .prefill)
+        }
+        let cal = try LokiCalibration.fit(recorder)
+        XCTAssertEqual(cal.tokens, 4 * rows)
+        let ratios = cal.ratios(layer: 0, head: 0)
+        XCTAssertEqual(Double(ratios.reduce(0, +)), 1, accuracy: 1e-5)
+        XCTAssertEqual(ratios, ratios.sorted(by: >))
+        XCTAssertEqual(Double(ratios[0...2].reduce(0, +)), 1, accuracy: 1e-5)
+        XCTAssertEqual(cal.rankReaching(0.999, layer: 0, head: 0), 3)
+        XCTAssertEqual(Double(cal.means[0]), 5 + 0, accuracy: 0.5)
+        // Orthonormal columns.
+        let p = cal.basis(layer: 0, head: 0)
+        for a in 0..<d { for b in 0..<d {
+            let s = (0..<d).reduce(Float(0)) { $0 + p[$1 * d + a] * p[$1 * d + b] }
+            XCTAssertEqual(s, a == b ? 1 : 0, accuracy: 1e-5)
+        } }
+    }
+
+    func testCalibrationFileRoundTripAndRanks() throws {
+        let cal = Self.calibration
+        let path = NSTemporaryDirectory() + "kvlab-loki-\(getpid()).h5"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var tagged = cal
+        tagged.attributes = ["model": "synthetic:tiny"]
+        try tagged.save(to: path)
+        let back = try LokiCalibration.load(path)
+        XCTAssertEqual(back, tagged)
+        XCTAssertEqual(back.layers, 2); XCTAssertEqual(back.kvHeads, 2); XCTAssertEqual(back.headDim, 16)
+        // PolicySpec builds Loki from the file; ranks resolve per layer.
+        let spec = PolicySpec.loki(calibration: path, rank: .explainedVariance(0.9), topK: .fraction(0.5), gqa: .kvGroup)
+        let loki = try XCTUnwrap(try spec.make() as? Loki)
+        XCTAssertEqual(loki.ranks, (0..<2).map { cal.referenceRank(0.9, layer: $0) })
+        XCTAssertEqual(spec.family, "selection")
+        XCTAssertEqual(spec.kind, "loki")
+        XCTAssertThrowsError(try PolicySpec.loki(calibration: path + ".missing", rank: .fraction(0.25), topK: .fraction(0.25), gqa: .kvGroup).make())
+        // The reference's threshold rank: directions whose cumulative ratio stays below t.
+        for l in 0..<2 {
+            let r = cal.referenceRank(0.9, layer: l)
+            XCTAssertTrue(r >= 1 && r <= 16)
+            XCTAssertLessThanOrEqual(r, (0..<2).map { cal.rankReaching(0.9, layer: l, head: $0) }.max()!)
+        }
+    }
+
+    func testSpecsAndParameterValidation() throws {
+        XCTAssertThrowsError(try Quest(tokenBudget: 8, pageSize: 16))
+        XCTAssertThrowsError(try Quest(tokenBudget: 64, pageSize: 0))
+        XCTAssertThrowsError(try Quest(tokenBudget: 64, denseLayers: -1))
+        XCTAssertThrowsError(try OracleTopK(topK: .tokens(0)))
+        XCTAssertThrowsError(try OracleTopK(topK: .fraction(1.5)))
+        XCTAssertThrowsError(try Loki(calibration: Self.calibration, rank: .dims(17)))
+        XCTAssertThrowsError(try Loki(calibration: Self.calibration, rank: .fraction(0)))
+        XCTAssertThrowsError(try Loki(calibration: Self.calibration, rank: .explainedVariance(1.2)))
+        let q = PolicySpec.quest(budget: 256, pageSize: 16, denseLayers: 2, gqa: .kvGroup)
+        XCTAssertEqual(q.label, "quest(budget=256,page_size=16,dense_layers=2,gqa=kv_group)")
+        XCTAssertEqual(q.family, "selection")
+        XCTAssertEqual(q.budget, .tokens(256))
+        XCTAssertTrue(try q.make() is Quest)
+        let o = PolicySpec.oracleTopK(topK: .fraction(0.25), gqa: .queryHead)
+        XCTAssertEqual(o.label, "oracle_topk(k_fraction=0.25,gqa=query_head)")
+        XCTAssertTrue(try o.make() is OracleTopK)
+        XCTAssertTrue(PolicySpec.names.contains("quest") && PolicySpec.names.contains("loki") && PolicySpec.names.contains("oracle_topk"))
+    }
+}
