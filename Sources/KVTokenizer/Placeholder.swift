@@ -1,1 +1,0 @@
-// Hugging Face tokenizer.json support (in progress)
