@@ -12,6 +12,6 @@ struct TokenizerCodec: TextCodec {
         return TokenizerCodec(tokenizer: try Tokenizer(path: path))
     }
 
-    func encode(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: false) }
+    func encode(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: true) }   // BOS as HF tokenizers add it
     func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
 }

@@ -1,0 +1,385 @@
+// The crash-safe writer of a results file.
+//
+// HDF5 files open for writing can be left unreadable by a crash mid-write (the metadata cache is
+// not journaled), so the file at `path` is never modified in place. Every commit builds a whole
+// new file next to it, `.<name>.tmp-<pid>-<random>`, fsyncs it and renames it over `path`: a
+// kill at any moment leaves either the previous file or the new one, both complete. The new file
+// is built one of two ways:
+// - append (the usual case): a byte copy of the current file (finished runs stay byte-identical),
+//   opened read-write, gets the new run groups and a rebuilt /summary. Each append leaves the
+//   replaced summary's space unused in the file (HDF5 does not reclaim it);
+// - rewrite (compaction): a fresh file with the provenance, the models, every committed run
+//   copied from the current one (see `copyRun`), the new runs and the summary. Done when the
+//   file has grown to twice its size after the last rewrite (and at least 1 MiB more), so the
+//   wasted space stays below the live data and the cost per commit stays proportional to the
+//   file size; and by `close()`/`compact()`.
+// A lock file (`.<name>.lock`, flock) keeps two writers off one file.
+import Foundation
+import KVHDF5
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes finished runs to a results file, one atomic replacement of the file per commit. Not
+/// thread-safe: use one store from one thread at a time.
+public final class ResultsStore {
+    /// The results file.
+    public let path: String
+    /// The file's provenance (the one it was created with; a resumed file keeps it, and each run
+    /// records the kvlab version, git commit, host and time of its own commit).
+    public private(set) var provenance: Provenance
+    /// The models stored in the file.
+    public private(set) var models: [ModelRecord]
+    /// Committed runs: grid index -> key.
+    public private(set) var finished: [Int: String] = [:]
+    /// Where `open(force: true)` set an older file aside (`<path>.bak-<UTC time>`), if it did.
+    public private(set) var backupPath: String?
+
+    /// Summary rows of the committed runs, sorted by grid index.
+    private var rows: [ResultsIO.Row] = []
+    /// The file's size after the last rewrite (or when opened).
+    private var compactSize = 0
+    private let writer: Provenance
+    private var lockFD: Int32
+
+    private init(path: String, provenance: Provenance, models: [ModelRecord], writer: Provenance, lockFD: Int32) {
+        self.path = path; self.provenance = provenance; self.models = models; self.writer = writer; self.lockFD = lockFD
+    }
+
+    deinit { releaseLock() }
+
+    /// The lock file of the results file at `path`: `<dir>/.<name>.lock`.
+    public static func lockPath(for path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).lock").path
+    }
+
+    /// Opens the results file at `path` for writing, creating it (with no runs) when absent.
+    ///
+    /// - An existing results file of the same `config_hash` is resumed: `finished` lists its runs.
+    /// - One of another config (or not a readable KVLab results file, or of an unsupported schema
+    ///   version, or holding a model of the same id with other hashes) is refused; with `force`
+    ///   it is renamed to `<path>.bak-<UTC time>` (never deleted) and a new file is started.
+    /// - `models` are added to the file's models.
+    /// - `provenance.schemaVersion` is ignored: the file gets `ResultsSchema.version`; an empty
+    ///   `created` is filled with the current UTC time.
+    /// Left-over temporary files of killed writers (`.<name>.tmp-*`) are removed.
+    public static func open(path: String, provenance: Provenance, models: [ModelRecord], force: Bool) throws -> ResultsStore {
+        var writer = provenance
+        writer.schemaVersion = ResultsSchema.version
+        if writer.created.isEmpty { writer.created = ResultsIO.utcNow() }
+        let newModels = try uniqueModels(models, file: path)
+
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ResultsError.failed(file: path, reason: "is a directory, not a results file")
+        }
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let fd = try acquireLock(for: path)
+        let store = ResultsStore(path: path, provenance: writer, models: newModels, writer: writer, lockFD: fd)
+        do {
+            removeStaleTemporaries(of: path)
+            if FileManager.default.fileExists(atPath: path) {
+                do {
+                    try store.load(requested: writer, models: newModels)
+                    return store
+                } catch let error as ResultsError {
+                    guard force else { throw error }
+                    store.backupPath = try setAside(path)
+                    store.provenance = writer; store.models = newModels; store.finished = [:]; store.rows = []
+                }
+            }
+            try store.rewrite(adding: [])
+            return store
+        } catch {
+            store.releaseLock()
+            throw error
+        }
+    }
+
+    /// Whether run `index` is committed with this `key` (resume skips it).
+    public func isFinished(index: Int, key: String) -> Bool { finished[index] == key }
+
+    /// Commits one finished run (one atomic replacement of the file). A grid index that is
+    /// already committed (with the same key or another one) is refused.
+    public func commit(_ run: RunRecord) throws { try commitBatch([run]) }
+
+    /// Commits several finished runs with one replacement of the file: all of them or none.
+    public func commitBatch(_ runs: [RunRecord]) throws {
+        guard lockFD >= 0 else { throw ResultsError.failed(file: path, reason: "the results store is closed") }
+        if runs.isEmpty { return }
+        var batch: [Int: String] = [:]
+        for r in runs {
+            try ResultsIO.validate(r, file: path)
+            if let existing = finished[r.index] ?? batch[r.index] {
+                throw ResultsError.duplicateRun(file: path, index: r.index, key: r.key, existingKey: existing)
+            }
+            batch[r.index] = r.key
+        }
+        let size = FileOps.fileSize(path)
+        if Self.alwaysRewrite || size - compactSize > max(compactSize, Self.slack) {
+            try rewrite(adding: runs)
+        } else {
+            try append(runs)
+        }
+    }
+
+    /// Rewrites the file without the space left by replaced summaries (done by `close()` too).
+    public func compact() throws {
+        guard lockFD >= 0 else { throw ResultsError.failed(file: path, reason: "the results store is closed") }
+        if FileOps.fileSize(path) > compactSize { try rewrite(adding: []) }
+    }
+
+    /// Compacts the file if appends left unused space in it (best effort: the file is complete
+    /// either way), then releases the lock. Further commits throw. Idempotent.
+    public func close() {
+        guard lockFD >= 0 else { return }
+        try? compact()
+        releaseLock()
+    }
+
+    /// Growth (bytes) tolerated before a commit compacts, on top of the size after the last rewrite.
+    static let slack = 1 << 20
+    /// Tests: make every commit a full rewrite (the compaction path).
+    static var alwaysRewrite = false
+
+    // MARK: - Internals
+
+    private func releaseLock() {
+        if lockFD >= 0 { _ = flock(lockFD, LOCK_UN); FileOps.posixClose(lockFD) }
+        lockFD = -1
+    }
+
+    /// Loads an existing file of the same config; throws a ResultsError for anything else.
+    private func load(requested: Provenance, models requestedModels: [ModelRecord]) throws {
+        let stored: Provenance
+        let storedModels: [ModelRecord]
+        let storedRows: [ResultsIO.Row]
+        do {
+            let file = try ResultsIO.openResultsFile(path)
+            defer { try? file.close() }
+            stored = try ResultsIO.readRootProvenance(file)
+            guard stored.configHash == requested.configHash else {
+                throw ResultsError.configMismatch(file: path, fileHash: stored.configHash, requestedHash: requested.configHash)
+            }
+            storedModels = try ResultsIO.readModels(file)
+            storedRows = try ResultsIO.readRunRows(file)
+        } catch let error as H5Error {
+            throw ResultsError.unreadable(file: path, reason: error.localizedDescription)
+        }
+        var merged = storedModels
+        for m in requestedModels {
+            if let old = storedModels.first(where: { $0.id == m.id }) {
+                if old.configHash != m.configHash {
+                    throw ResultsError.modelMismatch(file: path, id: m.id,
+                                                     reason: "config_hash \(old.configHash) in the file, \(m.configHash) now; " +
+                                                        "use another output file, or --force to start a new one")
+                }
+                if old.weightsHash != m.weightsHash {
+                    throw ResultsError.modelMismatch(file: path, id: m.id,
+                                                     reason: "weights_hash \(old.weightsHash) in the file, \(m.weightsHash) now; " +
+                                                        "use another output file, or --force to start a new one")
+                }
+            } else {
+                merged.append(m)
+            }
+        }
+        provenance = stored
+        models = merged
+        rows = storedRows
+        finished = Dictionary(rows.map { ($0.index, $0.key) }, uniquingKeysWith: { a, _ in a })
+        compactSize = FileOps.fileSize(path)
+        if merged.count != storedModels.count { try rewrite(adding: []) }
+    }
+
+    private func stamp() -> ResultsIO.Stamp {
+        ResultsIO.Stamp(kvlabVersion: writer.kvlabVersion, gitCommit: writer.gitCommit, host: writer.host, committed: ResultsIO.utcNow())
+    }
+
+    /// Writes a new file (provenance, models, committed runs copied, `runs`, summary) and renames
+    /// it over `path`.
+    private func rewrite(adding runs: [RunRecord]) throws {
+        let stamp = stamp()
+        let committed = rows
+        let added = runs.map { ResultsIO.Row($0, stamp: stamp) }
+        try H5File.writeAtomically(to: path) { out in
+            try ResultsIO.writeProvenance(provenance, to: out.root)
+            try ResultsIO.writeModels(models, to: out.root)
+            let group = try out.root.createGroup("runs")
+            if !committed.isEmpty {
+                let current = try H5File.open(path)
+                defer { try? current.close() }
+                let source = try current.root.group("runs")
+                for row in committed { try ResultsIO.copyRun(row, from: source, to: group) }
+            }
+            for r in runs { try ResultsIO.writeRun(r, stamp: stamp, to: group) }
+            try ResultsIO.writeSummary(committed + added, to: out.root)
+        }
+        compactSize = FileOps.fileSize(path)
+        record(added)
+    }
+
+    /// Copies the file byte for byte, adds `runs` and a new /summary to the copy, and renames it
+    /// over `path`.
+    private func append(_ runs: [RunRecord]) throws {
+        let stamp = stamp()
+        let added = runs.map { ResultsIO.Row($0, stamp: stamp) }
+        let all = rows + added
+        try FileOps.replaceAtomically(path, withModifiedCopy: { file in
+            let group = try file.root.group("runs")
+            for r in runs { try ResultsIO.writeRun(r, stamp: stamp, to: group) }
+            try file.root.remove("summary")
+            try ResultsIO.writeSummary(all, to: file.root)
+        })
+        record(added)
+    }
+
+    private func record(_ added: [ResultsIO.Row]) {
+        for row in added {
+            finished[row.index] = row.key
+            rows.append(row)
+        }
+        if zip(rows, rows.dropFirst()).contains(where: { $0.index > $1.index }) { rows.sort { $0.index < $1.index } }
+    }
+
+    private static func uniqueModels(_ models: [ModelRecord], file: String) throws -> [ModelRecord] {
+        var result: [ModelRecord] = []
+        for m in models {
+            if let other = result.first(where: { $0.id == m.id }) {
+                if other != m { throw ResultsError.modelMismatch(file: file, id: m.id, reason: "given twice, differently") }
+                continue
+            }
+            result.append(m)
+        }
+        return result
+    }
+
+    private static func acquireLock(for path: String) throws -> Int32 {
+        let lock = lockPath(for: path)
+        let fd = FileOps.posixOpen(lock)
+        guard fd >= 0 else {
+            throw ResultsError.failed(file: path, reason: "cannot create lock file '\(lock)': \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            FileOps.posixClose(fd)
+            if code == EWOULDBLOCK { throw ResultsError.locked(file: path) }
+            throw ResultsError.failed(file: path, reason: "cannot lock '\(lock)': \(String(cString: strerror(code)))")
+        }
+        return fd
+    }
+
+    /// Removes `.<name>.tmp-*` files of writers killed mid-commit (safe: we hold the lock).
+    private static func removeStaleTemporaries(of path: String) {
+        let url = URL(fileURLWithPath: path)
+        let prefix = ".\(url.lastPathComponent).tmp-"
+        let directory = url.deletingLastPathComponent()
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+        }
+    }
+
+    /// Renames `path` to `<path>.bak-<UTC time>` (with a counter if taken); returns the new path.
+    private static func setAside(_ path: String) throws -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let base = "\(path).bak-\(f.string(from: Date()))"
+        var candidate = base
+        var n = 1
+        while FileManager.default.fileExists(atPath: candidate) { n += 1; candidate = "\(base)-\(n)" }
+        guard rename(path, candidate) == 0 else {
+            throw ResultsError.failed(file: path, reason: "cannot rename it to '\(candidate)': \(String(cString: strerror(errno)))")
+        }
+        return candidate
+    }
+}
+
+/// File-system steps of the store (POSIX).
+private enum FileOps {
+    static func posixOpen(_ path: String) -> Int32 { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+    static func posixClose(_ fd: Int32) { _ = close(fd) }
+
+    /// The size of the file at `path` in bytes (0 when unknown).
+    static func fileSize(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : 0
+    }
+
+    static func errnoText() -> String { String(cString: strerror(errno)) }
+
+    /// Replaces `path` crash-safely with a modified copy of it: copies the bytes to
+    /// `.<name>.tmp-<pid>-<random>` next to it, opens the copy read-write for `body`, closes and
+    /// fsyncs it, and renames it over `path` (then fsyncs the directory). On any error the copy is
+    /// removed and `path` is untouched.
+    static func replaceAtomically(_ path: String, withModifiedCopy body: (H5File) throws -> Void) throws {
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent().path
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(String(UInt32.random(in: 0 ... .max), radix: 16))").path
+        func fail(_ step: String) -> ResultsError { .failed(file: path, reason: "\(step): \(errnoText())") }
+        do {
+            try copyFile(path, to: temporary, fail: fail)
+            let file = try H5File.open(temporary, writable: true)
+            do {
+                try body(file)
+                try file.close()
+            } catch {
+                try? file.close()
+                throw error
+            }
+            let fd = open(temporary, O_RDONLY)
+            guard fd >= 0 else { throw fail("open '\(temporary)' for fsync") }
+            let synced = fsync(fd)
+            FileOps.posixClose(fd)
+            guard synced == 0 else { throw fail("fsync '\(temporary)'") }
+            guard rename(temporary, path) == 0 else { throw fail("rename '\(temporary)'") }
+        } catch {
+            _ = unlink(temporary)
+            throw error
+        }
+        let dirFD = open(directory, O_RDONLY)
+        if dirFD >= 0 { _ = fsync(dirFD); FileOps.posixClose(dirFD) }
+    }
+
+    /// Copies the regular file `source` to the new file `destination` (created exclusively).
+    static func copyFile(_ source: String, to destination: String, fail: (String) -> ResultsError) throws {
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw fail("open '\(source)'") }
+        defer { FileOps.posixClose(input) }
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw fail("create '\(destination)'") }
+        defer { FileOps.posixClose(output) }
+        #if os(Linux)
+        // In-kernel copy; falls back to read/write where sendfile cannot do files.
+        var offset: off_t = 0
+        while true {
+            let n = sendfile(output, input, &offset, 1 << 30)
+            if n > 0 { continue }
+            if n == 0 { return }
+            if errno == EINTR { continue }
+            if errno == EINVAL || errno == ENOSYS, offset == 0 { break }
+            throw fail("copy '\(source)' to '\(destination)'")
+        }
+        #endif
+        let size = 1 << 18
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(input, buffer, size)
+            if n < 0 { if errno == EINTR { continue }; throw fail("read '\(source)'") }
+            if n == 0 { break }
+            var written = 0
+            while written < n {
+                let w = write(output, buffer + written, n - written)
+                if w < 0 { if errno == EINTR { continue }; throw fail("write '\(destination)'") }
+                written += w
+            }
+        }
+    }
+}
