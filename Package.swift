@@ -30,11 +30,13 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
+        // Header-only: a software-prefetch hint for the gathered attention kernels.
+        .systemLibrary(name: "CPrefetch"),
         .target(name: "KVTensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
         .target(name: "KVHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(name: "KVTokenizer", swiftSettings: swiftSettings),
         .target(name: "KVModel", dependencies: ["KVTensor", "KVCache"], swiftSettings: swiftSettings),
-        .target(name: "KVCache", dependencies: ["KVTensor"], swiftSettings: swiftSettings),
+        .target(name: "KVCache", dependencies: ["KVTensor", "CPrefetch"], swiftSettings: swiftSettings),
         .target(name: "KVPolicies", dependencies: ["KVCache", "KVTensor", "KVHDF5"], swiftSettings: swiftSettings),
         .target(name: "KVExperiments", dependencies: [
             "KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer",

@@ -52,6 +52,8 @@ public protocol CachePolicy: AnyObject {
     /// New tokens were appended to the layer's stores (keep metadata: page min/max, rotations...).
     func didAppend(_ step: LayerStep)
     /// Decode: the store indices KV head `head` attends, narrowed from `candidates` (nil = all).
+    /// May be called concurrently for the different KV heads of one layer step (each call gets
+    /// its own `step.meter`): touch only state of `head`, never another head's or shared state.
     func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]?
     /// Decode: attention probabilities [g, n] over the attended indices (nil = all n tokens).
     func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int)

@@ -141,24 +141,30 @@ public final class KVCache {
     private func decodeAttention(_ step: LayerStep, scale: Float, output: UnsafeMutablePointer<Float>) {
         let d = shape.headDim, hkv = shape.kvHeads, g = shape.groupSize
         let heads = step.stores
-        let selections = (0..<hkv).map { policy.select(step, head: $0, candidates: nil) }
-        for h in 0..<hkv {
-            if let sel = selections[h] {
-                precondition(sel.allSatisfy { $0 >= 0 && Int($0) < heads[h].count }, "\(policy.name): selected a token not in the store")
-            }
-        }
         ensureScratch(g * (heads.map(\.count).max() ?? 0))
+        let parallel = threads > 1 && hkv > 1 && heads[0].count >= 256
+        // Selection runs inside each head's work, so heads select in parallel too; each head
+        // meters into its own ReadMeter (merged below), as `CachePolicy.select` documents.
+        let meters = parallel ? (0..<hkv).map { _ in ReadMeter() } : []
+        let selections = UnsafeMutablePointer<[Int32]?>.allocate(capacity: hkv)
+        selections.initialize(repeating: nil, count: hkv)
         let readRows = UnsafeMutablePointer<Int>.allocate(capacity: hkv)
-        defer { readRows.deallocate() }
+        defer { selections.deinitialize(count: hkv); selections.deallocate(); readRows.deallocate() }
         let work = { (h: Int) in
+            let sel = self.policy.select(parallel ? step.with(meter: meters[h]) : step, head: h, candidates: nil)
+            if let sel {
+                precondition(sel.allSatisfy { $0 >= 0 && Int($0) < heads[h].count }, "\(self.policy.name): selected a token not in the store")
+            }
+            selections[h] = sel
             let run = { (idx: UnsafeBufferPointer<Int32>?) in
                 readRows[h] = Attention.decode(q: step.queries + h * g * d, groups: g, store: heads[h], indices: idx,
                                                scale: scale, probs: self.scratch[h], out: output + h * g * d)
             }
-            if let sel = selections[h] { sel.withUnsafeBufferPointer { run($0) } } else { run(nil) }
+            if let sel { sel.withUnsafeBufferPointer { run($0) } } else { run(nil) }
         }
-        if threads > 1 && hkv > 1 && heads[0].count >= 256 {
+        if parallel {
             DispatchQueue.concurrentPerform(iterations: hkv, execute: work)
+            for m in meters { meter.keyBytes += m.keyBytes; meter.valueBytes += m.valueBytes; meter.metadataBytes += m.metadataBytes }
         } else {
             for h in 0..<hkv { work(h) }
         }
@@ -230,5 +236,14 @@ public final class KVCache {
         scratch.forEach { $0.deallocate() }
         scratchCapacity = max(n, scratchCapacity * 2, 1024)
         scratch = (0..<shape.kvHeads).map { _ in .allocate(capacity: scratchCapacity) }
+    }
+}
+
+extension LayerStep {
+    /// The same step metering into `m` (per-head meters while heads select in parallel).
+    func with(meter m: ReadMeter) -> LayerStep {
+        LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compress, rows: rows, queries: queries,
+                  positions: positions, recentQueries: recentQueries, recentCount: recentCount, stores: stores,
+                  shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, meter: m)
     }
 }
