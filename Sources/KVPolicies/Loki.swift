@@ -17,6 +17,14 @@ import KVTensor
 /// GQA (the reference repeats the KV heads and selects per query head): `.kvGroup` (default)
 /// ranks by the scores summed over the group (one pass with the summed query: (sum_h q_h).k),
 /// reading k tokens once per group; `.queryHead` selects per query head and reads the union.
+///
+/// Layout: the store keeps rows of d floats, so the first r dims of every key are a strided
+/// read (r of every d floats), which a CPU's cache lines and prefetchers turn into nearly a
+/// full key read. With `lowRankCopy` (default) the policy also keeps the first r rotated dims
+/// of every stored key contiguously ([T, r] per layer and KV head, maintained on append and
+/// eviction, counted in `metadataBytes`): the scoring pass then really reads r/d of the keys,
+/// for r/d of the keys' memory extra. Without it nothing extra is held and the strided slice is
+/// read. Bytes read are metered the same way (r/d of the keys) either way.
 public final class Loki: CachePolicy {
     public enum Rank: Hashable, Sendable, CustomStringConvertible {
         case fraction(Double)
@@ -37,9 +45,13 @@ public final class Loki: CachePolicy {
     public let gqa: SelectionGQA
     /// Rank used in each layer (resolved from `rank` and the calibration).
     public let ranks: [Int]
+    /// Whether the first r dims of the keys are also kept contiguously (see the type's comment).
+    public let lowRankCopy: Bool
+    /// [layer][kvHead] contiguous low-rank key rows, bound to the store they mirror.
+    private var mirrors: [[LowRankKeys]] = []
 
     public init(calibration: LokiCalibration, rank: Rank = .fraction(0.25), topK: SelectionSize = .fraction(0.25),
-                gqa: SelectionGQA = .kvGroup) throws {
+                gqa: SelectionGQA = .kvGroup, lowRankCopy: Bool = true) throws {
         let name = "loki"
         switch rank {
         case .fraction(let f) where !(f > 0 && f <= 1):
@@ -51,7 +63,7 @@ public final class Loki: CachePolicy {
         default: break
         }
         try topK.validate(policy: name, field: "top_k")
-        self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa
+        self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.lowRankCopy = lowRankCopy
         let d = calibration.headDim
         ranks = (0..<calibration.layers).map { l in
             switch rank {
@@ -68,12 +80,39 @@ public final class Loki: CachePolicy {
         precondition(calibration.matches(shape),
             "loki: the calibration is for \(calibration.layers) layers x \(calibration.kvHeads) KV heads x d \(calibration.headDim), " +
             "the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim): calibrate this model with `kvlab calibrate`")
+        mirrors = lowRankCopy ? ranks.map { r in (0..<shape.kvHeads).map { _ in LowRankKeys(rank: r) } } : []
+    }
+
+    public func reset() { for l in mirrors { for m in l { m.clear() } } }
+
+    public func didAppend(_ step: LayerStep) {
+        guard lowRankCopy else { return }
+        for (h, st) in step.stores.enumerated() { let m = mirrors[step.layer][h]; m.attach(st); m.sync() }
+    }
+
+    public func didRetain(layer: Int, head: Int, kept: [Int]) {
+        if lowRankCopy { mirrors[layer][head].remap(kept: kept) }
+    }
+
+    /// The mirror of the store `head` of this step reads (it follows the store object under sharing).
+    private func mirror(_ step: LayerStep, head: Int, rank r: Int) -> LowRankKeys? {
+        guard lowRankCopy else { return nil }
+        let st = step.stores[head]
+        let own = mirrors[step.layer][head]
+        var m = own.store === st ? own : nil
+        if m == nil { for l in mirrors.indices where mirrors[l][head].store === st { m = mirrors[l][head]; break } }
+        if m == nil { own.attach(st); m = own }
+        guard let found = m, found.rank >= r else { return nil }
+        found.sync()
+        return found
     }
 
     public func keyBasis(layer: Int, head: Int) -> [Float]? { calibration.basis(layer: layer, head: head) }
 
-    /// The bases held (the policy's metadata; nothing per token).
-    public var metadataBytes: Int { calibration.bases.count * MemoryLayout<Float>.stride }
+    /// The bases held, plus the contiguous low-rank key rows when `lowRankCopy`.
+    public var metadataBytes: Int {
+        calibration.bases.count * MemoryLayout<Float>.stride + mirrors.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } }
+    }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
         guard step.phase == .decode else { return candidates }
@@ -82,8 +121,15 @@ public final class Loki: CachePolicy {
         let k = topK.count(of: n)
         guard k < n else { return candidates }
         let r = ranks[min(step.layer, ranks.count - 1)]
-        let scores = Loki.scores(queries: step.queries + head * g * d, groups: g, store: st, rank: r,
+        let q = step.queries + head * g * d
+        let scores: [Float]
+        if let m = mirror(step, head: head, rank: r) {
+            scores = Loki.scores(queries: q, groups: g, dim: d, rows: m.rows, ld: m.rank, count: st.count, rank: r,
                                  indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
+        } else {
+            scores = Loki.scores(queries: q, groups: g, store: st, rank: r, indices: candidates,
+                                 perQueryHead: gqa == .queryHead, scale: 1)
+        }
         step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
         let heads = gqa == .queryHead ? g : 1
         let picks = scores.withUnsafeBufferPointer { sb in
@@ -98,7 +144,14 @@ public final class Loki: CachePolicy {
     /// [g, n] per query head, or [n] summed over the group.
     public static func scores(queries q: UnsafePointer<Float>, groups g: Int, store: HeadStore, rank r: Int,
                               indices: [Int32]?, perQueryHead: Bool, scale: Float) -> [Float] {
-        let d = store.headDim, n = indices?.count ?? store.count
+        scores(queries: q, groups: g, dim: store.headDim, rows: store.keys, ld: store.headDim, count: store.count, rank: r,
+               indices: indices, perQueryHead: perQueryHead, scale: scale)
+    }
+
+    /// The same from key rows `ld` floats apart (the store's, or a contiguous low-rank copy).
+    static func scores(queries q: UnsafePointer<Float>, groups g: Int, dim d: Int, rows keys: UnsafePointer<Float>, ld: Int,
+                       count: Int, rank r: Int, indices: [Int32]?, perQueryHead: Bool, scale: Float) -> [Float] {
+        let n = indices?.count ?? count
         var vec = [Float](repeating: 0, count: (perQueryHead ? g : 1) * r)
         for h in 0..<g { for i in 0..<r { vec[(perQueryHead ? h * r : 0) + i] += q[h * d + i] * scale } }
         var out = [Float](repeating: 0, count: (perQueryHead ? g : 1) * n)
@@ -109,14 +162,78 @@ public final class Loki: CachePolicy {
                 let v = vb.baseAddress!
                 if let indices {
                     indices.withUnsafeBufferPointer {
-                        SelectionKernels.rowDots(matrix: store.keys, ld: d, cols: r, rows: n, indices: $0.baseAddress,
+                        SelectionKernels.rowDots(matrix: keys, ld: ld, cols: r, rows: n, indices: $0.baseAddress,
                                                  vectors: v, m: m, out: o)
                     }
                 } else {
-                    SelectionKernels.rowDots(matrix: store.keys, ld: d, cols: r, rows: n, indices: nil, vectors: v, m: m, out: o)
+                    SelectionKernels.rowDots(matrix: keys, ld: ld, cols: r, rows: n, indices: nil, vectors: v, m: m, out: o)
                 }
             }
         }
         return out
+    }
+}
+
+/// The first `rank` dims of every key of one store, contiguous ([count, rank]), kept in step with
+/// the store: appended rows folded in by `sync`, moved rows by `remap`.
+final class LowRankKeys {
+    let rank: Int
+    private(set) weak var store: HeadStore?
+    private(set) var rows: UnsafeMutablePointer<Float>
+    private var capacity: Int
+    private(set) var covered = 0
+
+    init(rank: Int) {
+        self.rank = rank
+        capacity = 64
+        rows = .allocate(capacity: capacity * rank)
+    }
+    deinit { rows.deallocate() }
+
+    var bytes: Int { covered * rank * MemoryLayout<Float>.stride }
+
+    func attach(_ s: HeadStore) { if store !== s { store = s; covered = 0 } }
+    func clear() { covered = 0 }
+
+    private func reserve(_ n: Int) {
+        guard n > capacity else { return }
+        let newCap = max(n, capacity * 2)
+        let r = UnsafeMutablePointer<Float>.allocate(capacity: newCap * rank)
+        r.update(from: rows, count: covered * rank)
+        rows.deallocate()
+        rows = r; capacity = newCap
+    }
+
+    func sync() {
+        guard let st = store else { return }
+        if covered > st.count { covered = 0 }
+        guard covered < st.count else { return }
+        reserve(st.count)
+        let d = st.headDim
+        for j in covered..<st.count { (rows + j * rank).update(from: st.keys + j * d, count: rank) }
+        covered = st.count
+    }
+
+    /// Row i now holds the token that was at kept[i].
+    func remap(kept: [Int]) {
+        guard let st = store else { covered = 0; return }
+        let old = covered, d = st.headDim
+        var increasing = true
+        for i in 1..<max(kept.count, 1) where kept[i] <= kept[i - 1] { increasing = false; break }
+        if increasing {
+            for (i, k) in kept.enumerated() where k != i || k >= old {
+                if k < old { (rows + i * rank).update(from: rows + k * rank, count: rank) }
+                else { (rows + i * rank).update(from: st.keys + i * d, count: rank) }
+            }
+        } else {
+            let fresh = UnsafeMutablePointer<Float>.allocate(capacity: max(capacity, kept.count) * rank)
+            for (i, k) in kept.enumerated() {
+                if k < old { (fresh + i * rank).update(from: rows + k * rank, count: rank) }
+                else { (fresh + i * rank).update(from: st.keys + i * d, count: rank) }
+            }
+            rows.deallocate()
+            rows = fresh; capacity = max(capacity, kept.count)
+        }
+        covered = kept.count
     }
 }

@@ -85,48 +85,55 @@ public enum SelectionKernels {
         }
     }
 
-    /// Increasing indices (into 0..<n) of the k largest scores; ties go to the lower index.
-    /// Linear time: a quickselect finds the k-th largest value, one scan collects the indices.
+    /// Increasing indices (into 0..<n) of the k largest scores; ties go to the lower index
+    /// (NaN ranks lowest). Linear time: a radix select over the order-preserving bit patterns
+    /// (11 + 11 + 10 bits) finds the k-th largest value, one scan collects the indices.
     public static func topK(_ scores: UnsafePointer<Float>, count n: Int, k: Int) -> [Int32] {
         if k >= n { return (0..<Int32(n)).map { $0 } }
         if k <= 0 { return [] }
-        let work = UnsafeMutablePointer<Float>.allocate(capacity: n)
-        defer { work.deallocate() }
-        for i in 0..<n { let s = scores[i]; work[i] = s.isNaN ? -.infinity : s }
-        let threshold = kthLargest(work, count: n, k: k)
+        let threshold = kthLargestKey(scores, count: n, k: k)
         var above = 0
-        for i in 0..<n where scores[i] > threshold { above += 1 }
+        for i in 0..<n where orderKey(scores[i]) > threshold { above += 1 }
         var ties = k - above
         var out = [Int32]()
         out.reserveCapacity(k)
         for i in 0..<n {
-            let s = scores[i]
-            if s > threshold { out.append(Int32(i)) } else if s == threshold && ties > 0 { out.append(Int32(i)); ties -= 1 }
+            let key = orderKey(scores[i])
+            if key > threshold { out.append(Int32(i)) } else if key == threshold && ties > 0 { out.append(Int32(i)); ties -= 1 }
         }
         return out
     }
 
-    /// The k-th largest value of x[0..<n] (1-based k), reordering x. Median-of-three quickselect.
-    static func kthLargest(_ x: UnsafeMutablePointer<Float>, count n: Int, k: Int) -> Float {
-        @inline(__always) func swap(_ a: Int, _ b: Int) { let t = x[a]; x[a] = x[b]; x[b] = t }
-        var lo = 0, hi = n - 1
-        let target = k - 1                         // position in descending order
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2
-            // Median of three as the pivot, descending order.
-            if x[mid] > x[lo] { swap(mid, lo) }
-            if x[hi] > x[lo] { swap(hi, lo) }
-            if x[hi] > x[mid] { swap(hi, mid) }
-            let pivot = x[mid]
-            var i = lo, j = hi
-            while i <= j {
-                while x[i] > pivot { i += 1 }
-                while x[j] < pivot { j -= 1 }
-                if i <= j { swap(i, j); i += 1; j -= 1 }
-            }
-            if target <= j { hi = j } else if target >= i { lo = i } else { return x[target] }
-        }
-        return x[target]
+    /// A UInt32 whose unsigned order is the float order (-0 == +0; NaN below everything).
+    @inline(__always)
+    static func orderKey(_ x: Float) -> UInt32 {
+        if x.isNaN { return 0 }
+        let b = x == 0 ? 0 : x.bitPattern
+        return (b & 0x8000_0000) != 0 ? ~b : b | 0x8000_0000
+    }
+
+    /// The order key of the k-th largest of x[0..<n] (1-based k < n): three histogram passes.
+    static func kthLargestKey(_ x: UnsafePointer<Float>, count n: Int, k: Int) -> UInt32 {
+        var remaining = k                               // rank still to find inside the chosen bucket
+        var hist = [Int](repeating: 0, count: 2048)
+        // Pass 1: the top 11 bits over everything.
+        for i in 0..<n { hist[Int(orderKey(x[i]) >> 21)] += 1 }
+        var b1 = 2047
+        while hist[b1] < remaining { remaining -= hist[b1]; b1 -= 1 }
+        var bucket = [UInt32]()
+        bucket.reserveCapacity(hist[b1])
+        for i in 0..<n { let key = orderKey(x[i]); if Int(key >> 21) == b1 { bucket.append(key) } }
+        // Pass 2: the next 11 bits inside the bucket.
+        for i in 0..<2048 { hist[i] = 0 }
+        for key in bucket { hist[Int((key >> 10) & 0x7FF)] += 1 }
+        var b2 = 2047
+        while hist[b2] < remaining { remaining -= hist[b2]; b2 -= 1 }
+        // Pass 3: the last 10 bits.
+        for i in 0..<1024 { hist[i] = 0 }
+        for key in bucket where Int((key >> 10) & 0x7FF) == b2 { hist[Int(key & 0x3FF)] += 1 }
+        var b3 = 1023
+        while hist[b3] < remaining { remaining -= hist[b3]; b3 -= 1 }
+        return UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3)
     }
 
     /// Sum of the g query rows of one KV group: [d] from q [g, d] (the group's summed logit direction).

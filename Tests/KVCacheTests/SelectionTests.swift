@@ -47,8 +47,11 @@ enum SelectionFixtures {
 final class SelectionCheck: CachePolicy {
     let inner: CachePolicy
     let bound: Int
-    var violations: [String] = []
-    var narrowed = 0
+    private let lock = NSLock()             // select may run concurrently for different heads
+    private var _violations: [String] = []
+    private var _narrowed = 0
+    var violations: [String] { lock.lock(); defer { lock.unlock() }; return _violations }
+    var narrowed: Int { lock.lock(); defer { lock.unlock() }; return _narrowed }
     init(_ inner: CachePolicy, bound: Int) { self.inner = inner; self.bound = bound }
     var name: String { inner.name }
     var queryWindow: Int { inner.queryWindow }
@@ -57,15 +60,16 @@ final class SelectionCheck: CachePolicy {
     func didAppend(_ step: LayerStep) { inner.didAppend(step) }
     func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
         let out = inner.select(step, head: head, candidates: candidates)
+        lock.lock(); defer { lock.unlock() }
         guard let sel = out else {
-            if candidates != nil { violations.append("widened candidates to all tokens") }
+            if candidates != nil { _violations.append("widened candidates to all tokens") }
             return nil
         }
         let pool = Set(candidates ?? (0..<Int32(step.stores[head].count)).map { $0 })
-        if !sel.allSatisfy(pool.contains) { violations.append("layer \(step.layer): selected outside the candidates") }
-        if sel != sel.sorted() || Set(sel).count != sel.count { violations.append("layer \(step.layer): not strictly increasing") }
-        if sel.count > bound { violations.append("layer \(step.layer): \(sel.count) tokens > bound \(bound)") }
-        if sel.count < pool.count { narrowed += 1 }
+        if !sel.allSatisfy(pool.contains) { _violations.append("layer \(step.layer): selected outside the candidates") }
+        if sel != sel.sorted() || Set(sel).count != sel.count { _violations.append("layer \(step.layer): not strictly increasing") }
+        if sel.count > bound { _violations.append("layer \(step.layer): \(sel.count) tokens > bound \(bound)") }
+        if sel.count < pool.count { _narrowed += 1 }
         return sel
     }
     func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
@@ -251,12 +255,15 @@ final class SelectionTests: XCTestCase {
 
     func testTopKIsExactAndIncreasing() {
         var rng = SeededRandom(seed: 3)
-        for n in [1, 2, 7, 100, 1000] {
-            // Few distinct values: ties everywhere.
-            let s = (0..<n).map { _ in Float(rng.next() % 13) }
+        let special: [Float] = [-.infinity, .infinity, -0.0, 0, -1e-30, 1e-30, .nan, -3.5, 2.25]
+        for n in [1, 2, 7, 100, 1000, 5000] {
+            // Few distinct values (ties everywhere), negatives, infinities and NaN (ranked lowest).
+            let s = (0..<n).map { i -> Float in i % 7 == 3 ? special[Int(rng.next() % 9)] : Float(Int(rng.next() % 13) - 6) * 0.5 }
             for k in [0, 1, n / 3, n - 1, n, n + 2] {
                 let got = s.withUnsafeBufferPointer { SelectionKernels.topK($0.baseAddress!, count: n, k: k) }
-                let ref = s.indices.sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }.prefix(max(0, min(k, n))).sorted().map { Int32($0) }
+                // Reference: by value (NaN lowest, below -inf; -0 == 0), ties to the lower index.
+                func key(_ i: Int) -> (Int, Float) { s[i].isNaN ? (0, 0) : (1, s[i] == 0 ? 0 : s[i]) }
+                let ref = s.indices.sorted { key($0) != key($1) ? key($0) > key($1) : $0 < $1 }.prefix(max(0, min(k, n))).sorted().map { Int32($0) }
                 XCTAssertEqual(got, ref, "n \(n) k \(k)")
             }
         }
@@ -353,6 +360,26 @@ final class SelectionTests: XCTestCase {
                     }
                     XCTAssertEqual(quest.pageSummaries(layer: l, head: h), fresh, "\(stack.name): layer \(l) head \(h) step \(i)")
                 } }
+            }
+        }
+    }
+
+    /// Loki's contiguous low-rank key copy follows appends and every kind of eviction: the same
+    /// selections (hence logits) as scoring the store's strided rows directly.
+    func testLokiLowRankCopyFollowsEvictions() throws {
+        let cal = Self.calibration
+        let evictions: [() throws -> CachePolicy] = [
+            { try H2O(budget: .tokens(48)) }, { try SnapKV(budget: .tokens(40), window: 8) },
+            { try StreamingLLM(budget: .tokens(40)) }, { try Knorm(budget: .tokens(40), schedule: .always) },
+        ]
+        for ev in evictions {
+            for gqa in SelectionGQA.allCases {
+                let copy = try Loki(calibration: cal, rank: .dims(5), topK: .tokens(12), gqa: gqa)
+                let strided = try Loki(calibration: cal, rank: .dims(5), topK: .tokens(12), gqa: gqa, lowRankCopy: false)
+                let a = run(PolicyStack([try ev(), copy])), b = run(PolicyStack([try ev(), strided]))
+                XCTAssertEqual(a.0, b.0, "\(a.1.policy.name)")
+                XCTAssertEqual(a.1.stats.decodeBytesRead, b.1.stats.decodeBytesRead)
+                XCTAssertGreaterThan(copy.metadataBytes, strided.metadataBytes)
             }
         }
     }
