@@ -1,4 +1,3 @@
-import Foundation
 import KVPolicies
 
 /// `policies:` entries -> PolicySpec values, validated by building each policy (docs/config.md).
@@ -107,10 +106,7 @@ enum PolicyParser {
                           gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
         case "loki":
             guard let c = p["calibration"] else { throw f.error("expected 'calibration: FILE' (written by `kvlab calibrate`)") }
-            var path = try c.string()
-            if !path.hasPrefix("/") {   // relative to the config file
-                path = URL(fileURLWithPath: f.file).deletingLastPathComponent().appendingPathComponent(path).standardized.path
-            }
+            let path = try c.string()   // relative to the current directory, like model paths
             let ranks = ["rank", "d_fraction", "explained_variance"].filter { p[$0] != nil }
             if ranks.count > 1 { throw f.error("expected at most one of rank, d_fraction, explained_variance, got \(ranks.joined(separator: ", "))") }
             let rank: Loki.Rank
