@@ -20,6 +20,8 @@ import KVTensor
 /// one dot product over its [M | m] row of 2d floats; summed over a group it is one dot with the
 /// summed [q+ | q-]. Per step the page rows are the only full-length read: 2/S of the keys.
 public final class Quest: CachePolicy {
+    /// Fault injection for the regression tests: forget Quest's always-read last page.
+    nonisolated(unsafe) static var dropLastPageForTesting = false
     public let tokenBudget: Int
     public let pageSize: Int
     public let denseLayers: Int
@@ -94,7 +96,8 @@ public final class Quest: CachePolicy {
             if pageList.count <= P { return cand }
             let scored = pageList.filter { Int($0) != lastPage }
             let chosen = choose(summary: summary, pages: scored, w: w, heads: heads, keep: P - 1, meter: step.meter)
-            var keep = Set(chosen.map { Int($0) }); keep.insert(lastPage)
+            var keep = Set(chosen.map { Int($0) })
+            if !Self.dropLastPageForTesting { keep.insert(lastPage) }
             return cand.filter { keep.contains(Int($0) / S) }
         }
 
@@ -105,7 +108,7 @@ public final class Quest: CachePolicy {
         var out = [Int32]()
         out.reserveCapacity((chosen.count + 1) * S)
         for p in chosen { let lo = Int(p) * S; for i in lo..<(lo + S) { out.append(Int32(i)) } }
-        for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) }
+        if !Self.dropLastPageForTesting { for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) } }
         return out
     }
 

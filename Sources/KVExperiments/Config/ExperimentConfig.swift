@@ -22,6 +22,8 @@ public struct ExperimentConfig {
     public var retentionMaps: Bool
     public var models: [ModelEntry]
     public var tasks: [TaskSpec]
+    /// Per task point, the model ids it runs on (nil = every model): `models: [...]` in a task entry.
+    public var taskModels: [[String]?]
     public var policies: [PolicySpec]
 
     static let topKeys = ["name", "description", "output", "threads", "seed", "retention_maps", "models", "tasks", "policies"]
@@ -66,12 +68,13 @@ public struct ExperimentConfig {
         for (i, m) in models.enumerated() where models[..<i].contains(where: { $0.id == m.id }) {
             throw modelFields[i].error("model id '\(m.id)' appears twice")
         }
-        let tasks = try required("tasks").list().flatMap { try TaskParser.expand($0, defaultSeed: seed) }
-        if tasks.isEmpty { throw try required("tasks").error("expected at least one task") }
+        let taskPoints = try required("tasks").list().flatMap { try TaskParser.expand($0, defaultSeed: seed, modelIDs: models.map(\.id)) }
+        if taskPoints.isEmpty { throw try required("tasks").error("expected at least one task") }
         let policies = try required("policies").list().flatMap { try PolicyParser.expand($0) }
         if policies.isEmpty { throw try required("policies").error("expected at least one policy") }
         return ExperimentConfig(file: file, text: text, name: name, output: output, threads: threads, seed: seed,
-                                retentionMaps: retention, models: models, tasks: tasks, policies: policies)
+                                retentionMaps: retention, models: models, tasks: taskPoints.map(\.0),
+                                taskModels: taskPoints.map(\.1), policies: policies)
     }
 
     static func parseModel(_ f: Field, index: Int) throws -> ModelEntry {
@@ -101,7 +104,7 @@ public struct ExperimentConfig {
     /// references serve all its policies).
     public var grid: [GridPoint] {
         var out: [GridPoint] = []
-        for m in models { for t in tasks { for p in policies {
+        for m in models { for (t, only) in zip(tasks, taskModels) where only?.contains(m.id) ?? true { for p in policies {
             out.append(GridPoint(index: out.count + 1, model: m, task: t, policy: p))
         } } }
         return out

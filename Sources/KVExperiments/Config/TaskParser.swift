@@ -3,35 +3,46 @@ import KVPolicies
 
 /// `tasks:` entries -> TaskSpec values (docs/config.md).
 enum TaskParser {
-    static let keys = ["task", "context", "samples", "seed", "depth", "text_file", "eval_tokens", "suffix"]
+    static let keys = ["task", "context", "samples", "seed", "depth", "text_file", "eval_tokens", "suffix", "models"]
 
-    static func expand(_ f: Field, defaultSeed: UInt64) throws -> [TaskSpec] {
-        let points = try Sweep.expand(f, allowed: keys, fixed: ["task", "text_file"])
-        return try points.map { p in
-            guard let kindField = p["task"] else { throw f.error("missing 'task' (one of \(TaskKind.allCases.map(\.rawValue).joined(separator: ", ")))") }
-            let kind = try kindField.choice(TaskKind.self)
-            guard let ctx = p["context"] else { throw f.error("missing 'context' (tokens)") }
-            let context = try ctx.int(min: 16)
-            var depth: Double? = nil
-            if let d = p["depth"], !d.isNull {
-                let v = try d.double()
-                guard v >= 0 && v <= 1 else { throw d.error("expected a depth fraction in [0, 1], got \(v)") }
-                depth = v
+    /// The task points of one entry, with the model ids it is restricted to (nil = every model).
+    static func expand(_ f: Field, defaultSeed: UInt64, modelIDs: [String]) throws -> [(TaskSpec, [String]?)] {
+        let points = try Sweep.expand(f, allowed: keys, fixed: ["task", "text_file", "models"])
+        var only: [String]? = nil
+        if let m = f.child("models") {
+            only = try m.values().map { v in
+                let id = try v.string()
+                guard modelIDs.contains(id) else { throw v.error("no model with id '\(id)'; models: \(modelIDs.joined(separator: ", "))") }
+                return id
             }
-            var textFile: String? = nil
-            if let t = p["text_file"] {
-                let path = try t.string()
-                guard FileManager.default.isReadableFile(atPath: path) else { throw t.error("text file '\(path)' not found or unreadable") }
-                textFile = path
-            }
-            let evalTokens = try p["eval_tokens"]?.int(min: 1) ?? 32
-            if kind.isTeacherForced && evalTokens >= context {
-                throw (p["eval_tokens"] ?? ctx).error("eval_tokens (\(evalTokens)) must be smaller than the context (\(context))")
-            }
-            return TaskSpec(kind: kind, context: context, samples: try p["samples"]?.int(min: 1) ?? 10,
-                            seed: try p["seed"].map { UInt64(try $0.int(min: 0)) } ?? defaultSeed,
-                            depth: depth, textFile: textFile, evalTokens: evalTokens,
-                            suffixMode: try p["suffix"]?.choice(SuffixMode.self))
         }
+        return try points.map { p -> (TaskSpec, [String]?) in (try spec(p, f, defaultSeed), only) }
+    }
+
+    static func spec(_ p: [String: Field], _ f: Field, _ defaultSeed: UInt64) throws -> TaskSpec {
+        guard let kindField = p["task"] else { throw f.error("missing 'task' (one of \(TaskKind.allCases.map(\.rawValue).joined(separator: ", ")))") }
+        let kind = try kindField.choice(TaskKind.self)
+        guard let ctx = p["context"] else { throw f.error("missing 'context' (tokens)") }
+        let context = try ctx.int(min: 16)
+        var depth: Double? = nil
+        if let d = p["depth"], !d.isNull {
+            let v = try d.double()
+            guard v >= 0 && v <= 1 else { throw d.error("expected a depth fraction in [0, 1], got \(v)") }
+            depth = v
+        }
+        var textFile: String? = nil
+        if let t = p["text_file"] {
+            let path = try t.string()
+            guard FileManager.default.isReadableFile(atPath: path) else { throw t.error("text file '\(path)' not found or unreadable") }
+            textFile = path
+        }
+        let evalTokens = try p["eval_tokens"]?.int(min: 1) ?? 32
+        if kind.isTeacherForced && evalTokens >= context {
+            throw (p["eval_tokens"] ?? ctx).error("eval_tokens (\(evalTokens)) must be smaller than the context (\(context))")
+        }
+        return TaskSpec(kind: kind, context: context, samples: try p["samples"]?.int(min: 1) ?? 10,
+                        seed: try p["seed"].map { UInt64(try $0.int(min: 0)) } ?? defaultSeed,
+                        depth: depth, textFile: textFile, evalTokens: evalTokens,
+                        suffixMode: try p["suffix"]?.choice(SuffixMode.self))
     }
 }

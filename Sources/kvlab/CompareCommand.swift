@@ -1,0 +1,37 @@
+import ArgumentParser
+import Foundation
+import KVExperiments
+
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Compare a results file with a baseline; exit 1 on any regression, missing run or schema mismatch.",
+        discussion: """
+        Runs are matched by key (model, task, policy and parameters). A metric regresses when it moves \
+        in its worse direction (score down, bytes or KL up; unknown metrics: any change) by more than \
+        abs + rel x |baseline|. Default tolerance: abs 1e-9, rel 1e-6; timings are ignored.
+        """)
+
+    @Argument(help: "The new results file.") var new: String
+    @Argument(help: "The baseline results file.") var baseline: String
+    @Option(name: .customLong("tol"), help: "Tolerance METRIC=ABS[,REL] (repeatable), e.g. --tol score=0.05.")
+    var tolerances: [String] = []
+    @Option(name: .customLong("ignore"), help: "Metric to skip (repeatable).")
+    var ignore: [String] = []
+
+    func run() throws {
+        var o = ResultsCompare.Options()
+        for t in tolerances {
+            let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
+            let nums = parts.count == 2 ? parts[1].split(separator: ",").compactMap { Double($0) } : []
+            guard parts.count == 2, (1...2).contains(nums.count) else {
+                throw ValidationError("--tol: expected METRIC=ABS[,REL], got '\(t)'")
+            }
+            o.tolerances[parts[0]] = .init(abs: nums[0], rel: nums.count > 1 ? nums[1] : 0)
+        }
+        o.ignored.formUnion(ignore)
+        let report = ResultsCompare.compare(new: try ResultsFile.read(new), baseline: try ResultsFile.read(baseline), options: o)
+        print(report.text())
+        if !report.passed { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import XCTest
+@testable import KVExperiments
+@testable import KVPolicies
+
+/// Reruns experiments/regression.yaml and compares it with results/baselines/regression.h5
+/// through the same code path as `kvlab compare`; an injected fault must be caught.
+final class RegressionBaselineTests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvlab-regress-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // Model paths in the config are relative to the repository root.
+        FileManager.default.changeCurrentDirectoryPath(Self.root.path)
+    }
+    override func tearDownWithError() throws {
+        Quest.dropLastPageForTesting = false
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func sweep(onlyPolicy kind: String? = nil) throws -> ResultsFile {
+        var config = try ExperimentConfig.load("experiments/regression.yaml")
+        if let kind { config.policies = config.policies.filter { $0.kind == kind } }
+        var o = RunOptions()
+        o.output = dir.appendingPathComponent("new.h5").path
+        o.progress = false
+        _ = try SweepRunner(config: config, options: o).run { _ in }
+        return try ResultsFile.read(o.output!)
+    }
+
+    func baseline() throws -> ResultsFile { try ResultsFile.read("results/baselines/regression.h5") }
+
+    func testRegressionSweepMatchesTheBaseline() throws {
+        let report = ResultsCompare.compare(new: try sweep(), baseline: try baseline())
+        XCTAssertTrue(report.passed, report.text())
+        XCTAssertEqual(report.compared, try baseline().runs.count)
+    }
+
+    func testInjectedQuestFaultIsCaught() throws {
+        Quest.dropLastPageForTesting = true
+        let new = try sweep(onlyPolicy: "quest")
+        var base = try baseline()
+        base.runs = base.runs.filter { $0.policyKind == "quest" }
+        let report = ResultsCompare.compare(new: new, baseline: base)
+        XCTAssertFalse(report.passed)
+        XCTAssertFalse(report.regressions.isEmpty)
+        XCTAssertTrue(report.regressions.allSatisfy { $0.policy.hasPrefix("quest(") })
+        XCTAssertTrue(report.text().contains("REGRESSIONS"))
+        XCTAssertTrue(report.regressions.contains { $0.metric == "score" || $0.metric == "kl_mean" || $0.metric == "top1_agreement" },
+                      report.text())
+    }
+
+    func testMissingRunsAndSchemaMismatchFail() throws {
+        var base = try baseline()
+        var new = base
+        new.runs.removeLast()
+        XCTAssertEqual(ResultsCompare.compare(new: new, baseline: base).missing.count, 1)
+        new = base
+        new.provenance.schemaVersion += 1
+        XCTAssertNotNil(ResultsCompare.compare(new: new, baseline: base).schemaMismatch)
+        // A better score is an improvement, not a failure; a worse one beyond tolerance fails.
+        new = base
+        let i = try XCTUnwrap(new.runs.firstIndex { $0.policyKind == "streaming_llm" })
+        let s = try XCTUnwrap(new.runs[i].scalars.firstIndex { $0.name == "score" })
+        new.runs[i].scalars[s].value += 0.25
+        var r = ResultsCompare.compare(new: new, baseline: base)
+        XCTAssertTrue(r.passed); XCTAssertEqual(r.improvements.count, 1)
+        new.runs[i].scalars[s].value -= 0.5
+        r = ResultsCompare.compare(new: new, baseline: base)
+        XCTAssertFalse(r.passed); XCTAssertEqual(r.regressions.first?.metric, "score")
+        var loose = ResultsCompare.Options(); loose.tolerances["score"] = .init(abs: 0.3)
+        XCTAssertTrue(ResultsCompare.compare(new: new, baseline: base, options: loose).passed)
+        base.runs = []
+        XCTAssertTrue(ResultsCompare.compare(new: new, baseline: base).passed)
+    }
+}
