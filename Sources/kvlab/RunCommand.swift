@@ -24,8 +24,10 @@ struct RunCommand: ParsableCommand {
     var output: String?
     @Option(help: "BLAS and attention threads (default: the config's, else all cores).")
     var threads: Int?
-    @Flag(help: "No progress lines.")
+    @Flag(help: "No progress lines (the default when stderr is not a terminal, e.g. in CI).")
     var quiet = false
+    @Flag(help: "Progress lines even when stderr is not a terminal.")
+    var progress = false
 
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
@@ -33,7 +35,7 @@ struct RunCommand: ParsableCommand {
         opts.force = force
         opts.output = output
         opts.threads = threads
-        opts.progress = !quiet
+        opts.progress = !quiet && (progress || isatty(STDERR_FILENO) != 0)
         if let s = shard {
             let parts = s.split(separator: "/").compactMap { Int($0) }
             guard parts.count == 2, parts[1] > 0, parts[0] >= 0, parts[0] < parts[1] else {
