@@ -86,51 +86,77 @@ public enum SelectionKernels {
     }
 
     /// Increasing indices (into 0..<n) of the k largest scores; ties go to the lower index
-    /// (NaN ranks lowest). Linear time: a radix select over the order-preserving bit patterns
+    /// (NaN ranks lowest). Linear time and branch-free inner loops (scores of either sign are
+    /// unpredictable branches): a radix select over the order-preserving bit patterns
     /// (11 + 11 + 10 bits) finds the k-th largest value, one scan collects the indices.
     public static func topK(_ scores: UnsafePointer<Float>, count n: Int, k: Int) -> [Int32] {
         if k >= n { return (0..<Int32(n)).map { $0 } }
         if k <= 0 { return [] }
-        let threshold = kthLargestKey(scores, count: n, k: k)
+        let keys = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
+        defer { keys.deallocate() }
+        for i in 0..<n { keys[i] = orderKey(scores[i]) }
+        let threshold = kthLargestKey(keys, count: n, k: k)
         var above = 0
-        for i in 0..<n where orderKey(scores[i]) > threshold { above += 1 }
-        var ties = k - above
-        var out = [Int32]()
-        out.reserveCapacity(k)
-        for i in 0..<n {
-            let key = orderKey(scores[i])
-            if key > threshold { out.append(Int32(i)) } else if key == threshold && ties > 0 { out.append(Int32(i)); ties -= 1 }
+        for i in 0..<n { above &+= greater(keys[i], threshold) }
+        var ties = k - above                                  // threshold-valued entries to take, lowest index first
+        return [Int32](unsafeUninitializedCapacity: k + 1) { buf, count in
+            var c = 0
+            for i in 0..<n {
+                let key = keys[i]
+                let tie = equal(key, threshold) & Int(truncatingIfNeeded: UInt64(bitPattern: Int64(-ties)) >> 63)   // ties > 0
+                buf[c] = Int32(i)                             // always written; kept only if taken
+                c &+= greater(key, threshold) | tie
+                ties &-= tie
+            }
+            count = c
         }
-        return out
     }
+
+    // Comparisons as arithmetic (1 or 0): with random scores any branch mispredicts half the
+    // time, and the compiler turns `cond ? 1 : 0` inside a loop back into a branch.
+    @inline(__always) static func greater(_ a: UInt32, _ b: UInt32) -> Int { Int(truncatingIfNeeded: (UInt64(b) &- UInt64(a)) >> 63) }
+    @inline(__always) static func equal(_ a: UInt32, _ b: UInt32) -> Int { Int(truncatingIfNeeded: (UInt64(a ^ b) &- 1) >> 63) }
 
     /// A UInt32 whose unsigned order is the float order (-0 == +0; NaN below everything).
     @inline(__always)
     static func orderKey(_ x: Float) -> UInt32 {
-        if x.isNaN { return 0 }
-        let b = x == 0 ? 0 : x.bitPattern
-        return (b & 0x8000_0000) != 0 ? ~b : b | 0x8000_0000
+        let raw = x.bitPattern, mag = raw & 0x7FFF_FFFF
+        let b = raw & (UInt32(truncatingIfNeeded: equal(mag, 0)) &- 1)                 // -0 -> +0
+        let flip = UInt32(bitPattern: Int32(bitPattern: b) >> 31) | 0x8000_0000          // negative: all bits; else the sign bit
+        return (b ^ flip) & (UInt32(truncatingIfNeeded: greater(mag, 0x7F80_0000)) &- 1)  // NaN -> 0
     }
 
-    /// The order key of the k-th largest of x[0..<n] (1-based k < n): three histogram passes.
-    static func kthLargestKey(_ x: UnsafePointer<Float>, count n: Int, k: Int) -> UInt32 {
-        var remaining = k                               // rank still to find inside the chosen bucket
-        var hist = [Int](repeating: 0, count: 2048)
-        // Pass 1: the top 11 bits over everything.
-        for i in 0..<n { hist[Int(orderKey(x[i]) >> 21)] += 1 }
+    /// The k-th largest of keys[0..<n] (1-based k < n): three histogram passes.
+    static func kthLargestKey(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
+        var remaining = k                                     // rank still to find inside the chosen bucket
+        let hist = UnsafeMutablePointer<Int>.allocate(capacity: 2048)
+        let bucket = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
+        defer { hist.deallocate(); bucket.deallocate() }
+        // Pass 1: the top 11 bits over everything. Scores cluster in few buckets, so four
+        // interleaved histograms keep consecutive increments off one memory dependency chain.
+        let h4 = UnsafeMutablePointer<UInt32>.allocate(capacity: 4 * 2048)
+        defer { h4.deallocate() }
+        h4.initialize(repeating: 0, count: 4 * 2048)
+        var i4 = 0
+        while i4 + 4 <= n {
+            h4[Int(keys[i4] >> 21)] &+= 1; h4[2048 + Int(keys[i4 + 1] >> 21)] &+= 1
+            h4[4096 + Int(keys[i4 + 2] >> 21)] &+= 1; h4[6144 + Int(keys[i4 + 3] >> 21)] &+= 1
+            i4 += 4
+        }
+        while i4 < n { h4[Int(keys[i4] >> 21)] &+= 1; i4 += 1 }
+        for b in 0..<2048 { hist[b] = Int(h4[b]) + Int(h4[2048 + b]) + Int(h4[4096 + b]) + Int(h4[6144 + b]) }
         var b1 = 2047
         while hist[b1] < remaining { remaining -= hist[b1]; b1 -= 1 }
-        var bucket = [UInt32]()
-        bucket.reserveCapacity(hist[b1])
-        for i in 0..<n { let key = orderKey(x[i]); if Int(key >> 21) == b1 { bucket.append(key) } }
+        var m = 0
+        for i in 0..<n { let key = keys[i]; bucket[m] = key; m &+= equal(key >> 21, UInt32(b1)) }
         // Pass 2: the next 11 bits inside the bucket.
-        for i in 0..<2048 { hist[i] = 0 }
-        for key in bucket { hist[Int((key >> 10) & 0x7FF)] += 1 }
+        hist.initialize(repeating: 0, count: 2048)
+        for i in 0..<m { hist[Int((bucket[i] >> 10) & 0x7FF)] += 1 }
         var b2 = 2047
         while hist[b2] < remaining { remaining -= hist[b2]; b2 -= 1 }
         // Pass 3: the last 10 bits.
-        for i in 0..<1024 { hist[i] = 0 }
-        for key in bucket where Int((key >> 10) & 0x7FF) == b2 { hist[Int(key & 0x3FF)] += 1 }
+        hist.initialize(repeating: 0, count: 1024)
+        for i in 0..<m where Int((bucket[i] >> 10) & 0x7FF) == b2 { hist[Int(bucket[i] & 0x3FF)] += 1 }
         var b3 = 1023
         while hist[b3] < remaining { remaining -= hist[b3]; b3 -= 1 }
         return UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3)
