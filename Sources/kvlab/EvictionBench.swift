@@ -50,39 +50,46 @@ struct EvictionBench: ParsableCommand {
         let ctxs = try parseIds(contexts, field: "--contexts")
         var rng = SeededRandom(seed: 99)
         let V = lm.config.vocabSize
-        print("model \(model), \(threads) threads, keep \(keep), \(steps) steps x \(repeats) repeats (median ms per decode step)")
-        print("context  policy               t_policy   t_small    t_full   overhead  (KV stored / full)")
+        print("model \(model), \(threads) threads, keep \(keep), \(steps) steps x \(repeats) repeats, interleaved (median ms per decode step)")
+        print("context  policy                 t_policy   t_small    t_full   overhead   KV stored/full")
         for T in ctxs {
             let prompt = (0..<T).map { _ in Int(rng.next() % UInt64(V)) }
             let decode = (0..<(steps * repeats)).map { _ in Int(rng.next() % UInt64(V)) }
             let B = max(Int(Double(T) * keep), 1)
-            let tFull = time(FullCachePolicy(), prompt: prompt, decode: decode, lm: lm).ms
-            let tSmall = time(FullCachePolicy(), prompt: Array(prompt.suffix(B)), decode: decode, lm: lm).ms
-            for (name, p) in try policies(B) {
-                let r = time(p, prompt: prompt, decode: decode, lm: lm)
-                let overhead = (r.ms - tSmall) / (tFull - tSmall)
-                print(String(format: "%7d  %-20@ %8.3f  %8.3f  %8.3f  %8.3f   %.3f", T, name as NSString, r.ms, tSmall, tFull,
-                             overhead, r.storedFraction))
+            // Every cache is prefilled first, then timed in turns, so load changes hit all alike.
+            var runs: [(name: String, cache: KVCache, position: Int)] = []
+            func prepare(_ name: String, _ policy: CachePolicy, _ tokens: [Int]) {
+                let cache = lm.makeCache(policy: policy, initialCapacity: tokens.count + decode.count)
+                _ = lm.forward(tokens, startPosition: 0, cache: cache, phase: .prefill, logits: .none)
+                runs.append((name, cache, tokens.count))
             }
-        }
-    }
-
-    /// Prefill (untimed), then `repeats` blocks of `steps` decode steps; median ms per step.
-    func time(_ policy: CachePolicy, prompt: [Int], decode: [Int], lm: LlamaModel) -> (ms: Double, storedFraction: Double) {
-        let cache = lm.makeCache(policy: policy, initialCapacity: prompt.count + decode.count)
-        _ = lm.forward(prompt, startPosition: 0, cache: cache, phase: .prefill, logits: .none)
-        var blocks: [Double] = []
-        var pos = prompt.count
-        for r in 0..<repeats {
-            let t = clock {
-                for i in 0..<steps {
-                    _ = lm.forward([decode[r * steps + i]], startPosition: pos, cache: cache, phase: .decode)
-                    pos += 1
+            prepare("full (T tokens)", FullCachePolicy(), prompt)
+            prepare("full (B tokens)", FullCachePolicy(), Array(prompt.suffix(B)))
+            for (name, p) in try policies(B) { prepare(name, p, prompt) }
+            var times = Array(repeating: [Double](), count: runs.count)
+            for r in 0..<repeats {
+                for i in runs.indices {
+                    let cache = runs[i].cache
+                    var pos = runs[i].position
+                    let t = clock {
+                        for k in 0..<steps {
+                            _ = lm.forward([decode[r * steps + k]], startPosition: pos, cache: cache, phase: .decode)
+                            pos += 1
+                        }
+                    }
+                    runs[i].position = pos
+                    times[i].append(t * 1000 / Double(steps))
                 }
             }
-            blocks.append(t * 1000 / Double(steps))
+            let med = times.map { $0.sorted()[$0.count / 2] }
+            let tFull = med[0], tSmall = med[1]
+            for i in 2..<runs.count {
+                let c = runs[i].cache
+                let stored = Double(c.stats.bytesStored) / Double(c.stats.tokensSeen * c.shape.fullBytesPerToken)
+                let name = runs[i].name.padding(toLength: 21, withPad: " ", startingAt: 0)
+                print(String(format: "%7d  %@ %8.3f  %8.3f  %8.3f   %7.3f   %.3f", T, name, med[i], tSmall, tFull,
+                             (med[i] - tSmall) / (tFull - tSmall), stored))
+            }
         }
-        let full = Double(cache.stats.tokensSeen * cache.shape.fullBytesPerToken)
-        return (blocks.sorted()[blocks.count / 2], Double(cache.stats.bytesStored) / full)
     }
 }
