@@ -79,13 +79,12 @@ public enum Attention {
     /// - out:     [g, d]
     /// Returns the number of token rows read (each row = one key + one value).
     ///
-    /// Memory-bound by design: key rows are scored four at a time for all g heads (SIMD8 fused
-    /// multiply-adds, each query chunk loaded once per four rows), a vectorised exp normalises,
-    /// and value rows are accumulated four at a time with the outputs held in registers across
-    /// the four. Gathered rows (selection policies) are software-prefetched one batch ahead so
-    /// their cache misses overlap. Each row's score, and the order in which rows are added to
-    /// the output, do not depend on which other rows are attended: attending every index gives
-    /// exactly the dense result.
+    /// Memory-bound by design: SIMD8 fused multiply-adds score a key row for four heads at a time
+    /// (each key chunk loaded once for the four), a vectorised exp normalises, and each value row
+    /// is added to four heads' outputs per chunk load. Gathered rows (selection policies) go four
+    /// rows at a time, software-prefetched 16 rows ahead, so their cache misses overlap. Each
+    /// row's score, and the order in which rows are added to the output, do not depend on which
+    /// other rows are attended: attending every index gives exactly the dense result.
     @discardableResult
     public static func decode(q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
                               indices: UnsafeBufferPointer<Int32>?, scale: Float,
@@ -101,44 +100,42 @@ public enum Attention {
         return n
     }
 
-    /// Gathered rows are processed in batches; the next batch's rows are prefetched first.
-    static let prefetchBatch = 8
+    /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows per block).
+    static let prefetchDistance = 16
 
     /// Dense rows stream row by row (what the hardware prefetchers follow best); gathered rows
-    /// go four at a time (independent misses overlap) with the next batch prefetched. Per row the
-    /// arithmetic is the same either way.
+    /// go four at a time (independent misses overlap) with the rows `prefetchDistance` ahead
+    /// software-prefetched. Per row the arithmetic is the same either way.
     @inline(__always)
     static func run<R: RowMap>(_ rows: R, q: UnsafePointer<Float>, g: Int, store: HeadStore, n: Int, scale: Float,
                                probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        let d = store.headDim, keys = store.keys, values = store.values, B = prefetchBatch
-        var j = 0
-        if !R.gathers {
-            for j in 0..<n { scoreOne(keys + j * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n) }
-        }
-        while R.gathers && j < n {
-            let end = min(j + B, n)
-            for t in end..<min(end + B, n) { prefetchRow(keys + rows.row(t) * d, d) }
-            while j + 4 <= end {
+        let d = store.headDim, keys = store.keys, values = store.values, ahead = prefetchDistance
+        if R.gathers {
+            for t in 0..<min(ahead, n) { prefetchRow(keys + rows.row(t) * d, d) }
+            var j = 0
+            while j + 4 <= n {
+                for t in min(j + ahead, n)..<min(j + ahead + 4, n) { prefetchRow(keys + rows.row(t) * d, d) }
                 scoreFour(keys + rows.row(j) * d, keys + rows.row(j + 1) * d, keys + rows.row(j + 2) * d,
                           keys + rows.row(j + 3) * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n)
                 j += 4
             }
-            while j < end { scoreOne(keys + rows.row(j) * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n); j += 1 }
+            while j < n { scoreOne(keys + rows.row(j) * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n); j += 1 }
+        } else {
+            for j in 0..<n { scoreOne(keys + j * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n) }
         }
         for h in 0..<g { softmax(probs + h * n, count: n) }
-        if !R.gathers {
-            for j in 0..<n { accumulateOne(values + j * d, probs: probs + j, stride: n, g: g, d: d, out: out) }
-        }
-        j = 0
-        while R.gathers && j < n {
-            let end = min(j + B, n)
-            for t in end..<min(end + B, n) { prefetchRow(values + rows.row(t) * d, d) }
-            while j + 4 <= end {
+        if R.gathers {
+            for t in 0..<min(ahead, n) { prefetchRow(values + rows.row(t) * d, d) }
+            var j = 0
+            while j + 4 <= n {
+                for t in min(j + ahead, n)..<min(j + ahead + 4, n) { prefetchRow(values + rows.row(t) * d, d) }
                 accumulateFour(values + rows.row(j) * d, values + rows.row(j + 1) * d, values + rows.row(j + 2) * d,
                                values + rows.row(j + 3) * d, probs: probs + j, stride: n, g: g, d: d, out: out)
                 j += 4
             }
-            while j < end { accumulateOne(values + rows.row(j) * d, probs: probs + j, stride: n, g: g, d: d, out: out); j += 1 }
+            while j < n { accumulateOne(values + rows.row(j) * d, probs: probs + j, stride: n, g: g, d: d, out: out); j += 1 }
+        } else {
+            for j in 0..<n { accumulateOne(values + j * d, probs: probs + j, stride: n, g: g, d: d, out: out) }
         }
     }
 
@@ -154,13 +151,43 @@ public enum Attention {
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>, _ i: Int) -> V8 { UnsafeRawPointer(p + i).loadUnaligned(as: V8.self) }
 
-    /// One row's score for every head: two accumulators (even and odd 8-float chunks), summed,
-    /// then the scalar tail. `scoreFour` computes exactly the same per row.
+    /// One row's score for every head: per head two accumulators (even and odd 8-float chunks),
+    /// summed, then the scalar tail. Heads go four at a time with the chunk loop outside, so each
+    /// key chunk is loaded once for the four; `scoreFour` computes exactly the same per row.
     @inline(__always)
     static func scoreOne(_ k: UnsafePointer<Float>, q: UnsafePointer<Float>, g: Int, d: Int, scale: Float,
                          probs: UnsafeMutablePointer<Float>, stride: Int) {
         let d8 = d & ~7
-        for h in 0..<g {
+        var h = 0
+        while h + 4 <= g {
+            let q0 = q + h * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d
+            var a0 = V8(), a1 = V8(), a2 = V8(), a3 = V8(), b0 = V8(), b1 = V8(), b2 = V8(), b3 = V8()
+            var c = 0
+            while c + 16 <= d8 {
+                let ka = load(k, c), kb = load(k, c + 8)
+                a0.addProduct(load(q0, c), ka); b0.addProduct(load(q0, c + 8), kb)
+                a1.addProduct(load(q1, c), ka); b1.addProduct(load(q1, c + 8), kb)
+                a2.addProduct(load(q2, c), ka); b2.addProduct(load(q2, c + 8), kb)
+                a3.addProduct(load(q3, c), ka); b3.addProduct(load(q3, c + 8), kb)
+                c += 16
+            }
+            if c < d8 {
+                let ka = load(k, c)
+                a0.addProduct(load(q0, c), ka); a1.addProduct(load(q1, c), ka)
+                a2.addProduct(load(q2, c), ka); a3.addProduct(load(q3, c), ka)
+                c += 8
+            }
+            var s0 = (a0 + b0).sum(), s1 = (a1 + b1).sum(), s2 = (a2 + b2).sum(), s3 = (a3 + b3).sum()
+            while c < d {
+                s0 = s0.addingProduct(q0[c], k[c]); s1 = s1.addingProduct(q1[c], k[c])
+                s2 = s2.addingProduct(q2[c], k[c]); s3 = s3.addingProduct(q3[c], k[c])
+                c += 1
+            }
+            probs[h * stride] = s0 * scale; probs[(h + 1) * stride] = s1 * scale
+            probs[(h + 2) * stride] = s2 * scale; probs[(h + 3) * stride] = s3 * scale
+            h += 4
+        }
+        while h < g {
             let qh = q + h * d
             var a = V8(), b = V8()
             var c = 0
@@ -169,6 +196,7 @@ public enum Attention {
             var s = (a + b).sum()
             while c < d { s = s.addingProduct(qh[c], k[c]); c += 1 }
             probs[h * stride] = s * scale
+            h += 1
         }
     }
 
@@ -206,13 +234,37 @@ public enum Attention {
         }
     }
 
-    /// out[h] += p[h, j] * v_j for one row (fused multiply-adds). `accumulateFour` adds four rows
-    /// in the same order with the same operations, keeping the output chunk in a register.
+    /// out[h] += p[h, j] * v_j for one row (fused multiply-adds), heads four at a time so each
+    /// value chunk is loaded once for the four. `accumulateFour` adds four rows in the same order
+    /// with the same operations, keeping the output chunk in a register.
     @inline(__always)
     static func accumulateOne(_ v: UnsafePointer<Float>, probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int,
                               out: UnsafeMutablePointer<Float>) {
         let d8 = d & ~7
-        for h in 0..<g {
+        var h = 0
+        while h + 4 <= g {
+            let w0 = V8(repeating: p[h * stride]), w1 = V8(repeating: p[(h + 1) * stride])
+            let w2 = V8(repeating: p[(h + 2) * stride]), w3 = V8(repeating: p[(h + 3) * stride])
+            let o0 = out + h * d, o1 = o0 + d, o2 = o1 + d, o3 = o2 + d
+            var c = 0
+            while c < d8 {
+                let vc = load(v, c)
+                var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
+                x0.addProduct(w0, vc); x1.addProduct(w1, vc); x2.addProduct(w2, vc); x3.addProduct(w3, vc)
+                UnsafeMutableRawPointer(o0 + c).storeBytes(of: x0, as: V8.self)
+                UnsafeMutableRawPointer(o1 + c).storeBytes(of: x1, as: V8.self)
+                UnsafeMutableRawPointer(o2 + c).storeBytes(of: x2, as: V8.self)
+                UnsafeMutableRawPointer(o3 + c).storeBytes(of: x3, as: V8.self)
+                c += 8
+            }
+            while c < d {
+                o0[c] = o0[c].addingProduct(w0[0], v[c]); o1[c] = o1[c].addingProduct(w1[0], v[c])
+                o2[c] = o2[c].addingProduct(w2[0], v[c]); o3[c] = o3[c].addingProduct(w3[0], v[c])
+                c += 1
+            }
+            h += 4
+        }
+        while h < g {
             let w = V8(repeating: p[h * stride]), o = out + h * d
             var c = 0
             while c < d8 {
@@ -222,6 +274,7 @@ public enum Attention {
                 c += 8
             }
             while c < d { o[c] = o[c].addingProduct(w[0], v[c]); c += 1 }
+            h += 1
         }
     }
 
