@@ -162,13 +162,6 @@ public enum SelectionKernels {
         return UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3)
     }
 
-    /// Sum of the g query rows of one KV group: [d] from q [g, d] (the group's summed logit direction).
-    static func groupSum(_ q: UnsafePointer<Float>, groups g: Int, dim d: Int) -> [Float] {
-        var s = [Float](repeating: 0, count: d)
-        for h in 0..<g { for i in 0..<d { s[i] += q[h * d + i] } }
-        return s
-    }
-
     /// Increasing union of index lists (each increasing).
     static func union(_ lists: [[Int32]], bound n: Int) -> [Int32] {
         if lists.count == 1 { return lists[0] }
