@@ -45,6 +45,9 @@ public protocol CachePolicy: AnyObject {
     /// the cache stores k P and multiplies queries by P before attention, so q.k is unchanged
     /// (Loki's rotated keys). nil = the identity (the default).
     func keyBasis(layer: Int, head: Int) -> [Float]?
+    /// How many KV heads the cache stores for a model with `modelKVHeads` (head pooling, MHA -> GQA/MQA:
+    /// each stored head holds the mean of its group's K and V). Default: all of them.
+    func storedKVHeads(modelKVHeads: Int) -> Int
     /// Called once before use; allocate per-layer state.
     func bind(shape: CacheShape)
     /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
@@ -73,6 +76,7 @@ public protocol CachePolicy: AnyObject {
 extension CachePolicy {
     public var queryWindow: Int { 0 }
     public func keyBasis(layer: Int, head: Int) -> [Float]? { nil }
+    public func storedKVHeads(modelKVHeads: Int) -> Int { modelKVHeads }
     public func bind(shape: CacheShape) {}
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}

@@ -9,7 +9,10 @@ import KVTensor
 /// appends, selects, attends, observes and retains. The model never knows which policy
 /// runs, and policies never see the model.
 public final class KVCache {
+    /// The geometry the cache stores and policies bind to (fewer KV heads under head pooling).
     public let shape: CacheShape
+    /// The model's geometry: what `attention` receives.
+    public let modelShape: CacheShape
     public let policy: CachePolicy
     /// stores[layer][kvHead]; a layer that reads another layer's store (sharing) holds nothing.
     public private(set) var stores: [[HeadStore]]
@@ -26,12 +29,18 @@ public final class KVCache {
     private var meter = ReadMeter()
     private var bases: [[[Float]?]] = []                     // [layer][kvHead] key basis P [d, d] or nil
     private var rotatedQueries: [Float] = []                 // scratch [rows, H*d]
+    private var pooledKeys: [Float] = [], pooledValues: [Float] = []   // scratch [rows, Hkv'*d]
     private var scratch: [UnsafeMutablePointer<Float>] = []   // per KV head: probabilities [g, n]
     private var scratchCapacity = 0
     private var recent: [[Float]]                             // per layer: last queryWindow query rows [W, H*d]
 
-    public init(shape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
+    public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
+        let stored = policy.storedKVHeads(modelKVHeads: modelShape.kvHeads)
+        precondition(stored >= 1 && modelShape.kvHeads % stored == 0, "\(policy.name): stored KV heads must divide the model's")
+        let shape = CacheShape(layers: modelShape.layers, queryHeads: modelShape.queryHeads, kvHeads: stored,
+                               headDim: modelShape.headDim)
         self.shape = shape
+        self.modelShape = modelShape
         self.policy = policy
         policy.bind(shape: shape)
         stores = (0..<shape.layers).map { l in
@@ -64,6 +73,15 @@ public final class KVCache {
         let source = policy.sourceLayer(layer)
         let owns = source == layer
         let heads = stores[source]
+        // Head pooling: each stored KV head holds the mean of the model's r = Hkv / Hkv' heads.
+        var keys = keys, values = values
+        let r = modelShape.kvHeads / hkv
+        if owns && r > 1 {
+            pooledKeys = Self.meanPool(keys, rows: rows, heads: modelShape.kvHeads, factor: r, dim: d)
+            pooledValues = Self.meanPool(values, rows: rows, heads: modelShape.kvHeads, factor: r, dim: d)
+            keys = pooledKeys.withUnsafeBufferPointer { $0.baseAddress! }
+            values = pooledValues.withUnsafeBufferPointer { $0.baseAddress! }
+        }
         if owns {
             for h in 0..<hkv {
                 let st = heads[h]
@@ -185,6 +203,19 @@ public final class KVCache {
         recent[layer].append(contentsOf: UnsafeBufferPointer(start: queries, count: rows * width))
         let excess = recent[layer].count / width - w
         if excess > 0 { recent[layer].removeFirst(excess * width) }
+    }
+
+    /// x [rows, heads * d] -> [rows, heads / factor * d]: each output head the mean of `factor` adjacent heads.
+    static func meanPool(_ x: UnsafePointer<Float>, rows: Int, heads: Int, factor: Int, dim d: Int) -> [Float] {
+        let out = heads / factor
+        var y = [Float](repeating: 0, count: rows * out * d)
+        let inv = 1 / Float(factor)
+        for r in 0..<rows { for p in 0..<out { for m in 0..<factor {
+            let src = x + (r * heads + p * factor + m) * d
+            let dst = (r * out + p) * d
+            for i in 0..<d { y[dst + i] += src[i] * inv }
+        } } }
+        return y
     }
 
     /// x [rows, ld] (each row's first d entries) <- x P, in place, for a basis P [d, d].

@@ -14,6 +14,11 @@ public final class PolicyStack: CachePolicy {
 
     public var name: String { children.map(\.name).joined(separator: "+") }
     public var queryWindow: Int { children.map(\.queryWindow).max() ?? 0 }
+    /// The first child that pools heads decides how many are stored.
+    public func storedKVHeads(modelKVHeads: Int) -> Int {
+        for c in children { let n = c.storedKVHeads(modelKVHeads: modelKVHeads); if n != modelKVHeads { return n } }
+        return modelKVHeads
+    }
     /// The first child's basis (two rotating children do not compose; the first wins).
     public func keyBasis(layer: Int, head: Int) -> [Float]? {
         for c in children { if let b = c.keyBasis(layer: layer, head: head) { return b } }

@@ -10,6 +10,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double)
     case tova(budget: Budget, schedule: EvictionSchedule)
     case knorm(budget: Budget, schedule: EvictionSchedule)
+    case headPooling(kvHeads: Int)
     case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
     case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA)
     case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
@@ -25,6 +26,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .pyramidKV(b, w, k, p, beta): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta)
         case let .tova(b, s): return try TOVA(budget: b, schedule: s)
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
+        case let .headPooling(n): return try HeadPooling(kvHeads: n)
         case let .quest(b, page, dense, gqa): return try Quest(tokenBudget: b, pageSize: page, denseLayers: dense, gqa: gqa)
         case let .loki(path, rank, k, gqa):
             let cal: LokiCalibration
@@ -40,7 +42,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     }
 
     /// Registered policy names (what configs and the command line accept).
-    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "stack"]
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "stack"]
 
     /// The policy's name in configs and results.
     public var kind: String {
@@ -52,6 +54,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .pyramidKV: return "pyramidkv"
         case .tova: return "tova"
         case .knorm: return "knorm"
+        case .headPooling: return "head_pooling"
         case .quest: return "quest"
         case .loki: return "loki"
         case .oracleTopK: return "oracle_topk"
@@ -65,6 +68,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .full: return "full"
         case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
         case .quest, .loki, .oracleTopK: return "selection"
+        case .headPooling: return "sharing"
         case .stack(let c): return c.map(\.family).joined(separator: "+")
         }
     }
@@ -81,6 +85,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)")]
         case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
+        case let .headPooling(n): return [("kv_heads", "\(n)")]
         case let .quest(b, page, dense, gqa):
             return [("budget", "\(b)"), ("page_size", "\(page)"), ("dense_layers", "\(dense)"), ("gqa", gqa.rawValue)]
         case let .loki(path, rank, k, gqa):
@@ -111,7 +116,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     /// The budget a plot puts on its x axis (the first child's, for stacks).
     public var budget: Budget? {
         switch self {
-        case .full: return nil
+        case .full, .headPooling: return nil
         case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)

@@ -14,6 +14,7 @@ enum PolicyParser {
         "quest": ["budget", "page_size", "dense_layers", "gqa"],
         "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
         "oracle_topk": ["top_k", "k_fraction", "gqa"],
+        "head_pooling": ["kv_heads"],
     ]
 
     static func expand(_ f: Field) throws -> [PolicySpec] {
@@ -115,6 +116,9 @@ enum PolicyParser {
             else { rank = .fraction(try dbl("d_fraction", 0.25)) }
             return .loki(calibration: path, rank: rank, topK: try size(p, at: f, default: .fraction(0.25)),
                          gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
+        case "head_pooling":
+            guard let n = p["kv_heads"] else { throw f.error("missing 'kv_heads' (KV heads stored after pooling)") }
+            return .headPooling(kvHeads: try n.int(min: 1))
         case "oracle_topk":
             return .oracleTopK(topK: try size(p, at: f, default: nil), gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
         default:

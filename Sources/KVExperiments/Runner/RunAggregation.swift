@@ -8,6 +8,11 @@ extension SweepRunner {
     func runPoint(_ point: GridPoint, model m: LlamaModel, codec: TextCodec?, samples: [TaskSample],
                   refs: [SampleOutcome]) throws -> RunRecord {
         let isFull = point.policy == .full
+        let stored = try point.policy.make().storedKVHeads(modelKVHeads: m.config.kvHeads)
+        guard stored >= 1, m.config.kvHeads % stored == 0 else {
+            throw PolicyError.invalidParameter(policy: point.policy.kind, field: "kv_heads",
+                message: "expected a divisor of the model's \(m.config.kvHeads) KV heads, got \(stored)")
+        }
         let outs = isFull ? refs : try samples.map { s in
             evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
         }
