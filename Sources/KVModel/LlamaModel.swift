@@ -2,8 +2,9 @@ import Foundation
 import KVTensor
 import KVCache
 
-/// Which logits a forward pass returns.
-public enum LogitsRequest: Sendable { case none, last, all }
+/// Which logits a forward pass returns; `.hidden` returns the final normed hidden states
+/// [rows, D] of every row instead (what the LM head reads; e.g. KVSharer's calibration).
+public enum LogitsRequest: Sendable { case none, last, all, hidden }
 
 /// A Llama-family decoder (RMSNorm, RoPE, GQA/MQA, SwiGLU MLP, optional biases, tied
 /// embeddings) running on Float32 weights with OpenBLAS. Attention goes through a
@@ -46,7 +47,7 @@ public final class LlamaModel {
         while start < tokens.count {
             let end = min(start + (phase == .decode ? 1 : prefillChunk), tokens.count)
             let isLast = end == tokens.count
-            let want: LogitsRequest = request == .all ? .all : (request == .last && isLast ? .last : .none)
+            let want: LogitsRequest = request == .all || request == .hidden ? request : (request == .last && isLast ? .last : .none)
             let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
                                    cache: cache, phase: phase, isStepEnd: isLast, logits: want)
             result += out
@@ -84,10 +85,11 @@ public final class LlamaModel {
             linear(ws.gate, T, I, w.wDown, w.bDown, D, ws.x, accumulate: true)
         }
         guard request != .none else { return [] }
-        let first = request == .all ? 0 : T - 1, rows = T - first
+        let first = request == .last ? T - 1 : 0, rows = T - first
         weights.finalNorm.withUnsafeBufferPointer {
             Ops.rmsNorm(ws.x + first * D, weight: $0.baseAddress!, rows: rows, dim: D, eps: c.rmsNormEps, into: ws.h)
         }
+        if request == .hidden { return Array(UnsafeBufferPointer(start: ws.h, count: rows * D)) }
         var out = [Float](repeating: 0, count: rows * c.vocabSize)
         let head = weights.lmHead ?? weights.embedding
         out.withUnsafeMutableBufferPointer { o in

@@ -14,6 +14,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
     case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA)
     case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
+    /// Cross-layer sharing: CLA grouping, or a KVSharer map file (which overrides the grouping).
+    case cla(shareFactor: Int, layers: CrossLayerSharing.Layers, map: String?)
     case stack([PolicySpec])
 
     /// Builds the policy (validating its parameters).
@@ -35,6 +37,13 @@ public indirect enum PolicySpec: Hashable, Sendable {
             }
             return try Loki(calibration: cal, rank: rank, topK: k, gqa: gqa)
         case let .oracleTopK(k, gqa): return try OracleTopK(topK: k, gqa: gqa)
+        case let .cla(factor, layers, path):
+            guard let path else { return try CrossLayerSharing(shareFactor: factor, layers: layers) }
+            let m: KVSharerMap
+            do { m = try KVSharerMap.loadCached(path) } catch let e as PolicyError { throw e } catch {
+                throw PolicyError.invalidParameter(policy: "cla", field: "map_file", message: "\(path): \(error.localizedDescription)")
+            }
+            return try CrossLayerSharing(shareFactor: factor, layers: layers, map: m.map)
         case .stack(let children):
             if children.isEmpty { throw PolicyError.invalidParameter(policy: "stack", field: "stack", message: "expected at least one policy") }
             return PolicyStack(try children.map { try $0.make() })
@@ -42,7 +51,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     }
 
     /// Registered policy names (what configs and the command line accept).
-    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "stack"]
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "cla", "stack"]
 
     /// The policy's name in configs and results.
     public var kind: String {
@@ -55,6 +64,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .tova: return "tova"
         case .knorm: return "knorm"
         case .headPooling: return "head_pooling"
+        case .cla: return "cla"
         case .quest: return "quest"
         case .loki: return "loki"
         case .oracleTopK: return "oracle_topk"
@@ -68,7 +78,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .full: return "full"
         case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
         case .quest, .loki, .oracleTopK: return "selection"
-        case .headPooling: return "sharing"
+        case .headPooling, .cla: return "sharing"
         case .stack(let c): return c.map(\.family).joined(separator: "+")
         }
     }
@@ -86,6 +96,11 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .headPooling(n): return [("kv_heads", "\(n)")]
+        case let .cla(factor, layers, path):
+            if let path { return [("map_file", path)] }
+            let l: String
+            switch layers { case .all: l = "all"; case .upperHalf: l = "upper_half"; case .from(let n): l = "\(n)" }
+            return [("share_factor", "\(factor)"), ("layers", l)]
         case let .quest(b, page, dense, gqa):
             return [("budget", "\(b)"), ("page_size", "\(page)"), ("dense_layers", "\(dense)"), ("gqa", gqa.rawValue)]
         case let .loki(path, rank, k, gqa):
@@ -116,7 +131,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     /// The budget a plot puts on its x axis (the first child's, for stacks).
     public var budget: Budget? {
         switch self {
-        case .full, .headPooling: return nil
+        case .full, .headPooling, .cla: return nil
         case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)

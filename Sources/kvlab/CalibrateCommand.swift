@@ -5,10 +5,10 @@ import KVModel
 import KVPolicies
 import KVTokenizer
 
-/// `kvlab calibrate`: Loki's offline PCA of the post-RoPE keys, saved to HDF5.
-struct CalibrateCommand: ParsableCommand {
+/// `kvlab calibrate [loki]`: Loki's offline PCA of the post-RoPE keys, saved to HDF5.
+struct LokiCalibrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "calibrate",
+        commandName: "loki",
         abstract: "Fit Loki's per-layer, per-KV-head PCA of the post-RoPE keys and save it to HDF5.",
         discussion: """
         Runs the model densely over calibration tokens (--text-file through the model's tokenizer, \

@@ -15,6 +15,7 @@ enum PolicyParser {
         "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
         "oracle_topk": ["top_k", "k_fraction", "gqa"],
         "head_pooling": ["kv_heads"],
+        "cla": ["share_factor", "layers", "map_file"],
     ]
 
     static func expand(_ f: Field) throws -> [PolicySpec] {
@@ -121,6 +122,26 @@ enum PolicyParser {
             return .headPooling(kvHeads: try n.int(min: 1))
         case "oracle_topk":
             return .oracleTopK(topK: try size(p, at: f, default: nil), gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
+        case "cla":
+            if let m = p["map_file"] {
+                let given = ["share_factor", "layers"].filter { p[$0] != nil }
+                if !given.isEmpty { throw f.error("map_file sets which layers share; drop \(given.joined(separator: " and "))") }
+                return .cla(shareFactor: 2, layers: .all, map: try m.string())   // relative to the current directory
+            }
+            var layers = CrossLayerSharing.Layers.all
+            if let l = p["layers"] {
+                if let n = try? l.int() {
+                    guard n >= 0 else { throw l.error("expected all, upper_half or a first layer >= 0, got \(n)") }
+                    layers = .from(n)
+                } else {
+                    switch try l.string() {
+                    case "all": layers = .all
+                    case "upper_half": layers = .upperHalf
+                    case let v: throw l.error("expected all, upper_half or a first layer (an integer), got '\(v)'")
+                    }
+                }
+            }
+            return .cla(shareFactor: try int("share_factor", 2), layers: layers, map: nil)
         default:
             throw f.error("unknown policy '\(name)'")
         }

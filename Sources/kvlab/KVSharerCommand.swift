@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import KVExperiments
+import KVModel
+import KVPolicies
+import KVTokenizer
+
+/// `kvlab calibrate`: offline calibrations; `loki` (the default) or `kvsharer`.
+struct CalibrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate",
+        abstract: "Offline calibrations: Loki's key PCA (default) or a KVSharer layer-sharing map.",
+        subcommands: [LokiCalibrateCommand.self, KVSharerCalibrateCommand.self],
+        defaultSubcommand: LokiCalibrateCommand.self)
+}
+
+/// `kvlab calibrate kvsharer`: KVSharer's strategy search, saved as a layer map.
+struct KVSharerCalibrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kvsharer",
+        abstract: "Search a KVSharer cross-layer sharing map (layer -> source layer) and save it (JSON or HDF5).",
+        discussion: """
+        Runs the model densely over calibration tokens, averages each layer's post-RoPE K and V over \
+        tokens, ranks layer pairs (i > j) by descending Euclidean distance between the averages, and \
+        greedily accepts "layer i reuses layer j's cache" while the cosine similarity of the final \
+        hidden states to the dense run stays above --threshold, up to --max-shared layers. Writes \
+        the map, the threshold, the similarities and the ranking (.json: JSON; otherwise HDF5) and \
+        prints them. Use the file with `policy: cla, map_file: FILE`.
+        """)
+
+    @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
+    var model: String
+    @Option(help: "Output map file (.json, or .h5 for HDF5).")
+    var out: String
+    @Option(help: "Number of seeded random calibration tokens (when no file is given).")
+    var tokens: Int = 1024
+    @Option(help: "Seed of the random tokens.")
+    var seed: UInt64 = 0
+    @Option(name: .customLong("text-file"), help: "Calibration text, encoded with --tokenizer (default: the model folder's tokenizer.json).")
+    var textFile: String?
+    @Option(help: "tokenizer.json for --text-file.")
+    var tokenizer: String?
+    @Option(name: .customLong("max-tokens"), help: "Use at most this many tokens of the text file.")
+    var maxTokens: Int?
+    @Option(name: .customLong("sequence-length"), help: "Tokens per calibration sequence (each a fresh prefill from position 0).")
+    var sequenceLength: Int = 128
+    @Option(help: "Keep a pair while the final hidden states' cosine similarity to the dense model exceeds this.")
+    var threshold: Double = 0.5
+    @Option(name: .customLong("max-shared"), help: "Stop once this many layers share (default: a quarter of the layers).")
+    var maxShared: Int?
+    @Option(help: "BLAS threads (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        guard tokens >= 1 else { throw ValidationError("--tokens: expected >= 1, got \(tokens)") }
+        guard sequenceLength >= 1 else { throw ValidationError("--sequence-length: expected >= 1, got \(sequenceLength)") }
+        guard threshold.isFinite && threshold <= 1 else { throw ValidationError("--threshold: expected a cosine similarity <= 1, got \(threshold)") }
+        if let m = maxShared, m < 0 { throw ValidationError("--max-shared: expected >= 0, got \(m)") }
+    }
+
+    func run() throws {
+        let lm = try loadModel(model, threads: threads)
+        var source: LokiCalibrator.Source = .random(count: tokens, seed: seed)
+        if let path = textFile {
+            var tokPath = tokenizer
+            if tokPath == nil, case .checkpoint(let dir) = try ModelSource.parse(model) {
+                tokPath = URL(fileURLWithPath: dir).appendingPathComponent("tokenizer.json").path
+            }
+            guard let tp = tokPath, FileManager.default.fileExists(atPath: tp) else {
+                throw ValidationError("--text-file needs a tokenizer: give --tokenizer tokenizer.json (the model has none)")
+            }
+            let ids = try Tokenizer(path: tp).encode(try String(contentsOfFile: path, encoding: .utf8), addSpecialTokens: false)
+            source = .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "text file \(path) via \(tp)")
+        }
+        let t0 = Date()
+        let result = try KVSharerCalibrator.calibrate(model: lm, source: source, sequenceLength: sequenceLength,
+                                                      threshold: threshold, maxShared: maxShared ?? lm.config.layers / 4,
+                                                      modelLabel: model)
+        try result.save(to: out)
+        let tried = result.ranking.filter { $0.similarity != nil }.count
+        note(String(format: "searched %d of %d pairs on %d tokens in %.1f s; wrote %@", tried, result.ranking.count,
+                    result.tokens, Date().timeIntervalSince(t0), out))
+        print("map (layer -> source): \(result.summary)")
+        print(String(format: "shared %d of %d layers (max %d); similarity %.4f (threshold %.3f)", result.map.count, result.layers,
+                     result.maxShared, result.similarity, result.threshold))
+        print("rank  layer  source  distance  similarity  accepted")
+        for (r, c) in result.ranking.enumerated() {
+            let s = c.similarity.map { String(format: "%10.4f", $0) } ?? "         -"
+            print(String(format: "%4d  %5d  %6d  %8.4f  %@  %@", r, c.layer, c.source, c.distance, s as NSString, c.accepted ? "yes" : ""))
+        }
+    }
+}
