@@ -12,9 +12,18 @@ Checks, each over seeded samples (seed printed in the log):
       - streaming: keys j < 4 (sinks) or j > pos - n/8 (recent window), n = prompt length
       - oracle top-k: per head and query, only the n/8 keys with the largest q.k score
   * attention diagnostics: the pointer head's weight on the needle at the answer step
-    and the smallest top1 - top2 logit margin over answer tokens.
+    and the smallest top1 - top2 logit margin over answer tokens;
+  * KV sharing without retraining: a layer using an earlier layer's K/V (CLA style) and
+    GQA -> MQA pooling of the KV projections (both expected to break the circuit);
+  * long contexts (8192 and 16000 tokens) with sdpa attention (eager's score matrices
+    would not fit in memory);
+  * KVLab's Swift decoder (.build/release/kvlab generate, when built): greedy ids and
+    prompt logits against transformers.
 
-Run:  python3 scripts/model/eval_retrieval_model.py [--model DIR] [--log FILE] [--quick]
+Prompts are rendered exactly as KVLab's Swift task generator does (retrieval_tasks.Renderer).
+
+Run:  python3 scripts/model/eval_retrieval_model.py [--model DIR] [--log FILE [--append]]
+                                                    [--quick] [--sections a,b,...]
 """
 
 import argparse
@@ -59,6 +68,32 @@ def restricted_attention(module, query, key, value, attention_mask, scaling, dro
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     out = torch.matmul(weights, value_states).transpose(1, 2).contiguous()
     return out, weights
+
+
+# ----------------------------------------------------------------- KV sharing
+SHARE = {"map": {}}   # layer -> the layer whose K/V it uses (cross-layer sharing, CLA style)
+_SAVED_KV = {}
+
+
+def shared_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Eager attention where a layer may use an earlier layer's (full, post-RoPE) K and V."""
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+    li = module.layer_idx
+    _SAVED_KV[li] = (key, value)
+    if li in SHARE["map"]:
+        key, value = _SAVED_KV[SHARE["map"][li]]
+    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+
+
+def pool_kv_heads(model, layers):
+    """GQA -> MQA on the weights (GQA paper): each layer's KV heads replaced by their mean."""
+    with torch.no_grad():
+        for li in layers:
+            att = model.model.layers[li].self_attn
+            kv, hd = model.config.num_key_value_heads, model.config.head_dim
+            for proj in (att.k_proj, att.v_proj):
+                w = proj.weight.view(kv, hd, -1)
+                proj.weight.copy_(w.mean(0, keepdim=True).expand_as(w).reshape(kv * hd, -1))
 
 
 def load_model(path, f16_weights=False, attn="eager"):
@@ -198,15 +233,47 @@ def tokenizer_check(path, log):
     return ok and ok2
 
 
+def swift_check(model, kvlab, model_dir, log):
+    """Greedy ids and prompt logits of KVLab's Swift decoder (kvlab generate) against transformers."""
+    import subprocess
+    import tempfile
+    import h5py
+    for n, depth, key in [(1024, 0.37, 40823), (4096, 0.8, 7)]:
+        ids, _, _ = renderer().passkey(n, depth, key)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "logits.h5")
+            r = subprocess.run([kvlab, "generate", "--model", model_dir, "--prompt-ids", ",".join(map(str, ids)),
+                                "--max-new-tokens", "10", "--threads", "1", "--logits-out", out],
+                               capture_output=True, text=True, check=True)
+            with h5py.File(out) as f:
+                sw_logits = f["logits"][:]
+        sw_ids = [int(x) for x in r.stdout.strip().split(",")]
+        hf_ids, _ = greedy(model, ids, 10)
+        with torch.no_grad():
+            hf_logits = model(torch.tensor([ids])).logits[0].numpy()
+        log(f"  {len(ids)} tokens, K={key}: same greedy ids {sw_ids == hf_ids} "
+            f"({' '.join(T.VOCAB[i] for i in sw_ids)}); max |logit diff| over the prompt "
+            f"{float(np.abs(sw_logits - hf_logits).max()):.2e} (max |logit| {float(np.abs(hf_logits).max()):.1f})")
+
+
+SECTIONS = ["tokenizer", "full", "niah", "f16", "restricted", "sharing", "long", "swift"]
+DEFAULT_SECTIONS = "tokenizer,full,niah,f16,restricted,sharing,long,swift"
+
+
 def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.abspath(os.path.join(here, "..", ".."))
     ap.add_argument("--model", default=os.path.join(root, "models", "kvlab-retrieval"))
     ap.add_argument("--log", default=None)
+    ap.add_argument("--append", action="store_true", help="append to --log instead of replacing it")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sections", default=DEFAULT_SECTIONS, help=f"comma-separated subset of {SECTIONS}")
+    ap.add_argument("--kvlab", default=os.path.join(root, ".build", "release", "kvlab"),
+                    help="kvlab binary for the swift section")
     args = ap.parse_args()
+    sections = args.sections.split(",")
     torch.set_num_threads(args.threads)
     buf = io.StringIO()
 
@@ -217,48 +284,88 @@ def main():
     import transformers
     from transformers import AttentionInterface
     AttentionInterface.register("kvlab_restricted", restricted_attention)
+    AttentionInterface.register("kvlab_shared", shared_attention)
     t0 = time.time()
-    log(f"kvlab-retrieval evaluation  (eval seed {EVAL_SEED})")
+    log(f"kvlab-retrieval evaluation  (eval seed {EVAL_SEED}; sections {','.join(sections)})")
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, "
         f"{args.threads} CPU threads, {time.strftime('%Y-%m-%d %H:%M:%S')}")
     files = {f: os.path.getsize(os.path.join(args.model, f)) for f in sorted(os.listdir(args.model))
              if os.path.isfile(os.path.join(args.model, f))}
     log("files: " + ", ".join(f"{k} {v:,} B" for k, v in files.items()))
-    log("")
-    log("[tokenizer]")
-    tokenizer_check(args.model, log)
+    if "tokenizer" in sections:
+        log("")
+        log("[tokenizer]")
+        tokenizer_check(args.model, log)
 
     n = 10 if args.quick else 50
     lengths = [1024, 2048] if args.quick else [1024, 2048, 4096]
-    log("")
-    log("[full cache, float32 weights, eager attention]  LlamaForCausalLM.from_pretrained(..., "
-        "attn_implementation='eager', dtype=float32)")
-    model = load_model(args.model)
-    log(f"  parameters: {sum(p.numel() for p in model.parameters()):,}")
-    diagnostics(model, log, length=2048 if args.quick else 4096)
-    summary = {"passkey": run_passkey(model, lengths, n, EVAL_SEED, log=log)}
-    summary["niah"] = run_niah(model, [256, 512, 1024, 2048] + ([] if args.quick else [4096]), log=log)
-
-    log("")
-    log("[full cache, weights rounded to float16]")
-    m16 = load_model(args.model, f16_weights=True)
-    run_passkey(m16, [1024] if args.quick else [1024, 4096], 10 if args.quick else 20, EVAL_SEED + 2,
-                log=log, tag="f16 ")
-    del m16
-
-    log("")
-    rn = 10 if args.quick else 20
-    rlengths = [1024] if args.quick else [1024, 2048]
-    log("[restricted attention, budget n/8 keys per head; applied to every query row]")
-    mr = load_model(args.model, attn="kvlab_restricted")
-    log("  streaming (4 sink tokens + most recent n/8 positions):")
-    run_passkey(mr, rlengths, rn, EVAL_SEED + 3, restrict="streaming", log=log, tag="streaming ")
-    log("  oracle top-k (per head and query, the n/8 keys with the largest q.k):")
-    run_passkey(mr, rlengths, rn, EVAL_SEED + 3, restrict="topk", log=log, tag="top-k ")
+    model = None
+    if {"full", "niah", "swift"} & set(sections):
+        model = load_model(args.model)
+    if "full" in sections:
+        log("")
+        log("[full cache, float32 weights, eager attention]  LlamaForCausalLM.from_pretrained(..., "
+            "attn_implementation='eager', dtype=float32)")
+        log(f"  parameters: {sum(p.numel() for p in model.parameters()):,}")
+        diagnostics(model, log, length=2048 if args.quick else 4096)
+        run_passkey(model, lengths, n, EVAL_SEED, log=log)
+    if "niah" in sections:
+        log("")
+        log("[needle in a haystack, full cache, float32, eager]")
+        run_niah(model, [256, 512, 1024, 2048] + ([] if args.quick else [4096]), log=log)
+    if "f16" in sections:
+        log("")
+        log("[full cache, weights rounded to float16 (computation in float32)]")
+        m16 = load_model(args.model, f16_weights=True)
+        run_passkey(m16, [1024] if args.quick else [1024, 4096], 10 if args.quick else 20, EVAL_SEED + 2,
+                    log=log, tag="f16 ")
+        del m16
+    if "restricted" in sections:
+        log("")
+        rn = 10 if args.quick else 20
+        rlengths = [1024] if args.quick else [1024, 2048]
+        log("[restricted attention, budget n/8 keys per head; applied to every query row]")
+        mr = load_model(args.model, attn="kvlab_restricted")
+        log("  streaming (4 sink tokens + most recent n/8 positions):")
+        run_passkey(mr, rlengths, rn, EVAL_SEED + 3, restrict="streaming", log=log, tag="streaming ")
+        log("  oracle top-k (per head and query, the n/8 keys with the largest q.k):")
+        run_passkey(mr, rlengths, rn, EVAL_SEED + 3, restrict="topk", log=log, tag="top-k ")
+        del mr
+    if "sharing" in sections:
+        log("")
+        log("[KV sharing without retraining, passkey n=1024, 10 samples each]")
+        ms = load_model(args.model, attn="kvlab_shared")
+        for mp in [{1: 0}, {2: 1}, {3: 2}, {1: 0, 3: 2}]:
+            SHARE["map"] = mp
+            desc = ", ".join(f"layer {d} uses layer {s_}'s KV" for d, s_ in mp.items())
+            run_passkey(ms, [1024], 10, EVAL_SEED + 6, log=log, tag=f"cross-layer ({desc}) ")
+        SHARE["map"] = {}
+        del ms
+        for layers in [[0], [1], [2], [3], [0, 1, 2, 3]]:
+            mp_ = load_model(args.model)
+            pool_kv_heads(mp_, layers)
+            run_passkey(mp_, [1024], 10, EVAL_SEED + 6, log=log, tag=f"KV heads pooled (MQA) in layers {layers} ")
+            del mp_
+    if "long" in sections and not args.quick:
+        log("")
+        log("[long contexts, full cache, float32, sdpa attention (eager would need 8-32 GB of scores)]")
+        ml = load_model(args.model, attn="sdpa")
+        run_passkey(ml, [8192], 6, EVAL_SEED + 4, log=log, tag="sdpa ")
+        run_passkey(ml, [16000], 3, EVAL_SEED + 5, log=log, tag="sdpa ")
+        del ml
+    if "swift" in sections:
+        log("")
+        log(f"[KVLab Swift decoder: {args.kvlab} generate vs transformers eager float32]")
+        if os.path.exists(args.kvlab):
+            swift_check(model, args.kvlab, args.model, log)
+        else:
+            log("  skipped: binary not found")
     log("")
     log(f"total time {time.time() - t0:.0f}s")
     if args.log:
-        with open(args.log, "w") as f:
+        with open(args.log, "a" if args.append else "w") as f:
+            if args.append:
+                f.write("\n")
             f.write(buf.getvalue())
 
 

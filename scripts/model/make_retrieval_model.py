@@ -2,9 +2,9 @@
 """Build models/kvlab-retrieval: a small Llama checkpoint whose attention really retrieves.
 
 The weights are constructed analytically (compiled-transformer style); only the
-language-model part of the unembedding (the bigram/trigram readout used at
+language-model part of the unembedding (the n-gram readout used at
 non-answer positions) is fitted, by a convex logistic regression on seeded
-passkey text. Nothing is trained by gradient descent through attention.
+passkey and needle prompts. Nothing is trained by gradient descent through attention.
 
 Architecture: LlamaForCausalLM, 4 layers, hidden 256, 8 query heads and 2 KV
 heads of head_dim 64 (GQA), SwiGLU MLP with intermediate 128, RMSNorm,
@@ -27,7 +27,7 @@ RMSNorm weight is set to that constant, making every norm an identity):
   SU, SW  7   U and W of the previous position                      (layer 1 attention)
   A1     12   ANS symbol retrieved by pointer head P1               (layer 2 attention)
   A2     11   digit retrieved by pointer head P2                    (layer 3 attention)
-  FINAL  11   fallback: A2's digit when P1 found nothing            (layer 3 MLP)
+  FINAL  12   the answer symbol both pointer heads agree on         (layer 3 MLP)
 
 The circuit:
   layer 0 attn  six previous-token heads (lags 1..6): constant query and key
@@ -44,14 +44,19 @@ The circuit:
                 target is the needle's (i+1)-th digit, and finally its ".".
   layer 3 attn  P2: same query, key SW: points into the needle's second copy
                 of K ("Remember it. K is the pass key."), value digits -> A2.
-  layer 3 MLP   FINAL = A2 where A1 is none (a fallback when only the second
-                copy survives), AND gates again.
-  lm_head       logits = 30 * (A1 + FINAL) on digits/"." plus a fitted
+  layer 3 MLP   agreement: FINAL = d when A1 = d and A2 = d (digits), FINAL = "."
+                when A1 = "." and A2 = none (the second copy is followed by "is"),
+                AND gates again. Losing either pointer head loses the answer.
+  lm_head       logits = 30 * FINAL on digits/"." plus a fitted
                 log-linear n-gram readout from ID, ANS, CLASS, LAG1, LAG2.
+  unused        query heads not listed above have zero weights; the KV heads no
+                query head reads (layer 2 KV1, layer 3 KV0) hold positional keys
+                and CLASS values (not zeros), with zero o_proj.
 
 Run:  python3 scripts/model/make_retrieval_model.py [--out models/kvlab-retrieval] [--no-eval]
 It writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
-tasks.json and (unless --no-eval) runs eval_retrieval_model.py and writes BUILD_LOG.txt.
+tasks.json, circuit.json and BUILD_LOG.txt (the build facts), then (unless --no-eval) runs
+eval_retrieval_model.py, which appends its measurements to BUILD_LOG.txt.
 """
 
 import argparse
@@ -122,7 +127,7 @@ for name in ["U", "W", "SU", "SW"]:
     L.add(name, NOFF + 1)  # slot 0 = none, slot 1+k = offset k
 L.add("A1", len(ANS_SYMBOLS))
 L.add("A2", len(A2_SYMBOLS))
-L.add("FINAL", len(A2_SYMBOLS))
+L.add("FINAL", len(ANS_SYMBOLS))
 assert L.n <= HIDDEN, L.n
 
 
@@ -285,12 +290,22 @@ def build_weights():
     a2_map = [0] + list(range(1, 11)) + [0]          # ANS none/0..9/dot -> A2 none/0..9/none
     pointer(layers[3], 1, 4, "SW", a2_map, "A2")
 
-    # ---- layer 3 MLP: FINAL = A2 digit where A1 is none
+    # ---- the KV heads no query head reads (layer 2 KV1, layer 3 KV0) are not left zero:
+    # positional keys and CLASS values, so that a policy that pools or merges KV heads or
+    # layers meets ordinary vectors there (never 0/0); their query heads and o_proj are zero.
+    for li, kvh in [(2, 1), (3, 0)]:
+        positional_key(layers[li], kvh)
+        s0, n = L.blocks["CLASS"]
+        for a_ in range(n):
+            layers[li]["v"][kvh * hd + a_, s0 + a_] = 1.0
+
+    # ---- layer 3 MLP: FINAL = the symbol P1 and P2 agree on
     lay = layers[3]
     unit[0] = 0
     always_on(lay, L("FINAL", 0))
     for d in range(10):
-        and_gate(lay, [L("A2", 1 + d), L("A1", 0)], L("FINAL", 1 + d), L("FINAL", 0))
+        and_gate(lay, [L("A1", 1 + d), L("A2", 1 + d)], L("FINAL", 1 + d), L("FINAL", 0))
+    and_gate(lay, [L("A1", 11), L("A2", 0)], L("FINAL", 11), L("FINAL", 0))
 
     # ---- write HF parameters; norm weights = the constant RMS at that site
     for li, lay in enumerate(layers):
@@ -380,12 +395,10 @@ def fit_readout(seed=SEED, n_docs=60, l2=1e-3, clip=8.0):
 def set_lm_head(W, readout, cols):
     H = W["lm_head.weight"]
     H[:, cols] = readout
-    # answer readout: digits and "." from A1 and FINAL
+    # answer readout: digits and "." from FINAL
     for d in range(10):
-        tid = T.TOKEN_ID[str(d)]
-        H[tid, L("A1", 1 + d)] += ANSWER_LOGIT
-        H[tid, L("FINAL", 1 + d)] += ANSWER_LOGIT
-    H[T.DOT_ID, L("A1", 11)] += ANSWER_LOGIT
+        H[T.TOKEN_ID[str(d)], L("FINAL", 1 + d)] += ANSWER_LOGIT
+    H[T.DOT_ID, L("FINAL", 11)] += ANSWER_LOGIT
 
 
 # ------------------------------------------------------------------ save
@@ -438,12 +451,23 @@ def main():
     readout, cols, stats = fit_readout()
     set_lm_head(W, readout, cols)
     save(args.out, W, info, stats)
-    print(f"built in {time.time() - t0:.1f}s: {json.dumps(info)}")
-    print(f"readout fit: {json.dumps(stats)}")
+    lines = [
+        "kvlab-retrieval build log",
+        f"built by scripts/model/make_retrieval_model.py on {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        f"in {time.time() - t0:.1f}s (readout corpus seed {SEED})",
+        f"config: {LAYERS} layers, hidden {HIDDEN}, {HEADS} query heads, {KV_HEADS} KV heads, head_dim {HEAD_DIM}, "
+        f"intermediate {INTER}, vocab {T.VOCAB_SIZE}, rope_theta {ROPE_THETA:g}, max positions {MAX_POS}",
+        f"construction: {json.dumps(info)}",
+        f"n-gram readout fit (non-answer positions of the seeded corpus): {json.dumps(stats)}",
+        "",
+    ]
+    print("\n".join(lines))
+    log_path = os.path.join(args.out, "BUILD_LOG.txt")
+    with open(log_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
     if not args.no_eval:
         subprocess.run([sys.executable, os.path.join(here, "eval_retrieval_model.py"),
-                        "--model", args.out, "--log", os.path.join(args.out, "BUILD_LOG.txt")],
-                       check=True)
+                        "--model", args.out, "--log", log_path, "--append"], check=True)
 
 
 if __name__ == "__main__":
