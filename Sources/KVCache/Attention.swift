@@ -25,6 +25,9 @@ public enum Attention {
     /// - out: [rows, ldo]  the head's slice of the output rows
     public static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                               scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
+        if store.quantizedCount > 0 {   // a later prefill over a KIVI store: exact fp over dequantized rows
+            return causal(q: q, ldq: ldq, rows: rows, store: store.dequantizedCopy(), visible: visible, scale: scale, out: out, ldo: ldo)
+        }
         let d = store.headDim
         let bq = min(queryBlock, rows), bk = keyBlock
         let s = UnsafeMutablePointer<Float>.allocate(capacity: bq * bk)      // [bq, bk] scores / probs
@@ -89,7 +92,12 @@ public enum Attention {
     public static func decode(q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
                               indices: UnsafeBufferPointer<Int32>?, scale: Float,
                               probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
+        if let qs = store.quantized, qs.count > 0 {
+            return QuantizedAttention.decode(q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale,
+                                             probs: probs, out: out)
+        }
         let n = indices?.count ?? store.count
+        store.lastReadBytes = (n * store.headDim * MemoryLayout<Float>.stride, n * store.headDim * MemoryLayout<Float>.stride)
         out.initialize(repeating: 0, count: g * store.headDim)
         guard n > 0 else { return 0 }
         if let idx = indices, let base = idx.baseAddress {

@@ -48,6 +48,8 @@ public protocol CachePolicy: AnyObject {
     /// How many KV heads the cache stores for a model with `modelKVHeads` (head pooling, MHA -> GQA/MQA:
     /// each stored head holds the mean of its group's K and V). Default: all of them.
     func storedKVHeads(modelKVHeads: Int) -> Int
+    /// How the cache stores older tokens (KIVI codes); nil = Float32 (the default).
+    var quantization: QuantizationSpec? { get }
     /// Called once before use; allocate per-layer state.
     func bind(shape: CacheShape)
     /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
@@ -77,6 +79,7 @@ extension CachePolicy {
     public var queryWindow: Int { 0 }
     public func keyBasis(layer: Int, head: Int) -> [Float]? { nil }
     public func storedKVHeads(modelKVHeads: Int) -> Int { modelKVHeads }
+    public var quantization: QuantizationSpec? { nil }
     public func bind(shape: CacheShape) {}
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}

@@ -5,10 +5,22 @@
 public final class HeadStore {
     public let headDim: Int                               // d
     public private(set) var count: Int = 0                // T, tokens held
-    public private(set) var capacity: Int = 0
-    public private(set) var keys: UnsafeMutablePointer<Float>      // [capacity, d], post-RoPE
-    public private(set) var values: UnsafeMutablePointer<Float>    // [capacity, d]
-    public private(set) var positions: UnsafeMutablePointer<Int32> // [capacity], original positions
+    public private(set) var capacity: Int = 0                     // Float32 rows allocated
+    private var fpKeys: UnsafeMutablePointer<Float>                // [capacity, d], post-RoPE
+    private var fpValues: UnsafeMutablePointer<Float>              // [capacity, d]
+    /// Float32 keys [count, d] (post-RoPE): row i at `keys + i * d`. Under quantization only rows
+    /// i >= `quantizedCount` are held in Float32 (read older rows with `dequantizeKey`).
+    public var keys: UnsafeMutablePointer<Float> { fpKeys - quantizedCount * headDim }
+    /// Float32 values [count, d]; the same rule as `keys`.
+    public var values: UnsafeMutablePointer<Float> { fpValues - quantizedCount * headDim }
+    public private(set) var positions: UnsafeMutablePointer<Int32> // [positionCapacity], original positions
+    private var positionCapacity = 0
+    /// KIVI: the oldest tokens as packed codes (nil = everything Float32). See `enableQuantization`.
+    public private(set) var quantized: QuantizedStore?
+    /// Tokens held as codes: store indices [0, quantizedCount); the rest are Float32.
+    @inline(__always) public var quantizedCount: Int { quantized?.count ?? 0 }
+    /// Key and value bytes the last decode kernel call read from this store.
+    public internal(set) var lastReadBytes = (keys: 0, values: 0)
     /// Whether positions increase with the index. Single evictions during decoding move the last
     /// token into the hole (O(d) instead of shifting the whole window); the cache restores the
     /// order before a prefill needs it for causal masking.
@@ -17,46 +29,100 @@ public final class HeadStore {
     public init(headDim: Int, initialCapacity: Int = 64) {
         self.headDim = headDim
         let cap = max(initialCapacity, 1)
-        keys = .allocate(capacity: cap * headDim)
-        values = .allocate(capacity: cap * headDim)
+        fpKeys = .allocate(capacity: cap * headDim)
+        fpValues = .allocate(capacity: cap * headDim)
         positions = .allocate(capacity: cap)
-        capacity = cap
+        capacity = cap; positionCapacity = cap
     }
 
     deinit {
-        keys.deallocate(); values.deallocate(); positions.deallocate()
+        fpKeys.deallocate(); fpValues.deallocate(); positions.deallocate()
     }
 
-    /// Bytes of key and value payload held (what "KV bytes stored" means).
-    public var payloadBytes: Int { count * headDim * MemoryLayout<Float>.stride * 2 }
-    /// Bytes of bookkeeping held per token (original positions).
-    public var metadataBytes: Int { count * MemoryLayout<Int32>.stride }
+    /// Bytes of key and value payload held (what "KV bytes stored" means): Float32 rows, plus
+    /// codes, scales and zero points of the quantized tokens.
+    public var payloadBytes: Int { (count - quantizedCount) * headDim * MemoryLayout<Float>.stride * 2 + (quantized?.payloadBytes ?? 0) }
+    /// Bytes of bookkeeping held per token (original positions; key-group token counts when quantized).
+    public var metadataBytes: Int { count * MemoryLayout<Int32>.stride + (quantized?.metadataBytes ?? 0) }
     /// Bytes allocated, held or not.
-    public var allocatedBytes: Int { capacity * (headDim * MemoryLayout<Float>.stride * 2 + MemoryLayout<Int32>.stride) }
+    public var allocatedBytes: Int {
+        capacity * headDim * MemoryLayout<Float>.stride * 2 + positionCapacity * MemoryLayout<Int32>.stride + (quantized?.allocatedBytes ?? 0)
+    }
 
     /// Ensures room for `n` tokens (geometric growth).
     public func reserve(_ n: Int) {
-        guard n > capacity else { return }
-        resize(to: max(n, capacity * 2))
+        if n > positionCapacity {
+            let cap = max(n, positionCapacity * 2)
+            let np = UnsafeMutablePointer<Int32>.allocate(capacity: cap)
+            np.update(from: positions, count: count)
+            positions.deallocate(); positions = np; positionCapacity = cap
+        }
+        let rows = n - quantizedCount
+        guard rows > capacity else { return }
+        resize(to: max(rows, capacity * 2))
     }
 
     private func resize(to newCap: Int) {
+        let fp = count - quantizedCount
         let nk = UnsafeMutablePointer<Float>.allocate(capacity: newCap * headDim)
         let nv = UnsafeMutablePointer<Float>.allocate(capacity: newCap * headDim)
-        let np = UnsafeMutablePointer<Int32>.allocate(capacity: newCap)
-        nk.update(from: keys, count: count * headDim)
-        nv.update(from: values, count: count * headDim)
-        np.update(from: positions, count: count)
-        keys.deallocate(); values.deallocate(); positions.deallocate()
-        keys = nk; values = nv; positions = np; capacity = newCap
+        nk.update(from: fpKeys, count: fp * headDim)
+        nv.update(from: fpValues, count: fp * headDim)
+        fpKeys.deallocate(); fpValues.deallocate()
+        fpKeys = nk; fpValues = nv; capacity = newCap
+    }
+
+    /// Stores this head's older tokens as KIVI codes from now on (call while empty).
+    public func enableQuantization(_ spec: QuantizationSpec) {
+        precondition(count == 0, "enableQuantization: the store must be empty")
+        quantized = QuantizedStore(spec: spec, headDim: headDim)
+    }
+
+    /// At a step end: while more than R + G - 1 tokens are Float32, quantizes the oldest G of them
+    /// as one key group (so the newest R to R + G - 1 tokens stay Float32). Indices do not change.
+    public func quantizeResidual() {
+        guard let q = quantized else { return }
+        let g = q.spec.groupSize, d = headDim
+        var fp = count - q.count
+        guard fp >= q.spec.residual + g else { return }
+        var moved = 0
+        while fp - moved >= q.spec.residual + g {
+            q.appendGroup(keys: fpKeys + moved * d, values: fpValues + moved * d, rows: g)
+            moved += g
+        }
+        fp -= moved
+        fpKeys.update(from: fpKeys + moved * d, count: fp * d)
+        fpValues.update(from: fpValues + moved * d, count: fp * d)
+        if capacity > 256 && fp * 4 <= capacity { resize(to: max(fp * 2, 64)) }
+    }
+
+    /// Key of token i as Float32 (dequantized when it is held as codes). out: [d]
+    public func key(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+        if i < quantizedCount { quantized!.dequantizeKey(i, into: out) } else { out.update(from: keys + i * headDim, count: headDim) }
+    }
+
+    /// Value of token i as Float32 (dequantized when it is held as codes). out: [d]
+    public func value(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+        if i < quantizedCount { quantized!.dequantizeValue(i, into: out) } else { out.update(from: values + i * headDim, count: headDim) }
+    }
+
+    /// A Float32 store holding every token of this one, quantized tokens dequantized (exact prefill
+    /// attention and probability kernels over a quantized store read this temporary copy).
+    public func dequantizedCopy() -> HeadStore {
+        let c = HeadStore(headDim: headDim, initialCapacity: count)
+        let k = UnsafeMutablePointer<Float>.allocate(capacity: headDim), v = UnsafeMutablePointer<Float>.allocate(capacity: headDim)
+        defer { k.deallocate(); v.deallocate() }
+        for i in 0..<count { key(i, into: k); value(i, into: v); c.append(key: k, value: v, position: position(i)) }
+        return c
     }
 
     /// Appends one token: key [d], value [d] read with the given strides of 1.
     @inline(__always)
     public func append(key: UnsafePointer<Float>, value: UnsafePointer<Float>, position: Int) {
         reserve(count + 1)
-        (keys + count * headDim).update(from: key, count: headDim)
-        (values + count * headDim).update(from: value, count: headDim)
+        let r = count - quantizedCount
+        (fpKeys + r * headDim).update(from: key, count: headDim)
+        (fpValues + r * headDim).update(from: value, count: headDim)
         positions[count] = Int32(position)
         count += 1
     }
@@ -65,6 +131,7 @@ public final class HeadStore {
     /// Shrinks the allocation when at most a quarter of it stays in use.
     public func retain(_ indices: [Int]) {
         precondition(indices.count <= count, "retain: more indices than tokens")
+        if let q = quantized { retainQuantized(indices, q); return }
         var w = 0
         for i in indices {
             precondition(i >= w && i < count, "retain: indices must be increasing and in range")
@@ -79,11 +146,41 @@ public final class HeadStore {
         if capacity > 256 && count * 4 <= capacity { resize(to: max(count * 2, 64)) }
     }
 
+    /// Retention on a quantized store: codes of quantized tokens compact (`QuantizedStore.retain`),
+    /// Float32 rows compact after them; order is kept.
+    private func retainQuantized(_ indices: [Int], _ q: QuantizedStore) {
+        let qn = q.count, d = headDim
+        let split = indices.firstIndex { $0 >= qn } ?? indices.count
+        var w = 0
+        for i in indices {
+            precondition(i >= w && i < count, "retain: indices must be increasing and in range")
+            positions[w] = positions[i]; w += 1
+        }
+        q.retain(Array(indices[..<split]))
+        var r = 0
+        for i in indices[split...] {
+            let src = i - qn
+            if src != r {
+                (fpKeys + r * d).update(from: fpKeys + src * d, count: d)
+                (fpValues + r * d).update(from: fpValues + src * d, count: d)
+            }
+            r += 1
+        }
+        count = w
+        if capacity > 256 && r * 4 <= capacity { resize(to: max(r * 2, 64)) }
+    }
+
     /// Removes token `i` by moving the last token into its slot: O(d). Returns the mapping
     /// new index -> old index (what `CachePolicy.didRetain` receives).
     @discardableResult
     public func remove(at i: Int) -> [Int] {
         precondition(i >= 0 && i < count, "remove: index out of range")
+        if quantized != nil {
+            // Codes cannot take a Float32 row's slot: compact in order instead.
+            let keep = Array(0..<i) + Array((i + 1)..<count)
+            retain(keep)
+            return keep
+        }
         let last = count - 1
         if i != last {
             (keys + i * headDim).update(from: keys + last * headDim, count: headDim)
@@ -119,7 +216,7 @@ public final class HeadStore {
     }
 
     /// Removes every token.
-    public func removeAll() { count = 0; isOrdered = true }
+    public func removeAll() { count = 0; isOrdered = true; quantized?.removeAll() }
 
     /// Position of token i.
     @inline(__always) public func position(_ i: Int) -> Int { Int(positions[i]) }

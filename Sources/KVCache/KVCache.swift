@@ -49,6 +49,7 @@ public final class KVCache {
                 HeadStore(headDim: shape.headDim, initialCapacity: owns ? initialCapacity : 1)
             }
         }
+        if let q = policy.quantization { for layer in stores { for s in layer { s.enableQuantization(q) } } }
         recent = Array(repeating: [], count: shape.layers)
         bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { policy.keyBasis(layer: l, head: $0) } }
     }
@@ -130,6 +131,8 @@ public final class KVCache {
                     apply(keep: keep, layer: layer, head: h)
                 }
             }
+            // KIVI: quantize at the step end, after retention (scorers saw Float32 keys).
+            if owns && isStepEnd { for st in heads { st.quantizeResidual() } }
         }
     }
 
@@ -187,8 +190,8 @@ public final class KVCache {
             for h in 0..<hkv { work(h) }
         }
         for h in 0..<hkv {
-            meter.keyBytes += readRows[h] * d * MemoryLayout<Float>.stride
-            meter.valueBytes += readRows[h] * d * MemoryLayout<Float>.stride
+            meter.keyBytes += heads[h].lastReadBytes.keys      // readRows[h] Float32 rows, or codes (KIVI)
+            meter.valueBytes += heads[h].lastReadBytes.values
             policy.observe(step, head: h, indices: selections[h], probs: scratch[h], count: readRows[h])
             probe?.decodeProbabilities(layer: step.layer, head: h, store: heads[h], indices: selections[h],
                                        probs: scratch[h], count: readRows[h])

@@ -19,6 +19,8 @@ public final class PolicyStack: CachePolicy {
         for c in children { let n = c.storedKVHeads(modelKVHeads: modelKVHeads); if n != modelKVHeads { return n } }
         return modelKVHeads
     }
+    /// The first child that quantizes decides how (two quantizers do not compose).
+    public var quantization: QuantizationSpec? { children.lazy.compactMap(\.quantization).first }
     /// The first child's basis (two rotating children do not compose; the first wins).
     public func keyBasis(layer: Int, head: Int) -> [Float]? {
         for c in children { if let b = c.keyBasis(layer: layer, head: head) { return b } }

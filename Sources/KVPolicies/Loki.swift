@@ -144,8 +144,13 @@ public final class Loki: CachePolicy {
     /// [g, n] per query head, or [n] summed over the group.
     public static func scores(queries q: UnsafePointer<Float>, groups g: Int, store: HeadStore, rank r: Int,
                               indices: [Int32]?, perQueryHead: Bool, scale: Float) -> [Float] {
-        scores(queries: q, groups: g, dim: store.headDim, rows: store.keys, ld: store.headDim, count: store.count, rank: r,
-               indices: indices, perQueryHead: perQueryHead, scale: scale)
+        if store.quantizedCount > 0 {   // KIVI store: score the dequantized keys
+            let k = store.dequantizedCopy()
+            return scores(queries: q, groups: g, dim: k.headDim, rows: k.keys, ld: k.headDim, count: k.count, rank: r,
+                          indices: indices, perQueryHead: perQueryHead, scale: scale)
+        }
+        return scores(queries: q, groups: g, dim: store.headDim, rows: store.keys, ld: store.headDim, count: store.count, rank: r,
+                      indices: indices, perQueryHead: perQueryHead, scale: scale)
     }
 
     /// The same from key rows `ld` floats apart (the store's, or a contiguous low-rank copy).

@@ -16,6 +16,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
     /// Cross-layer sharing: CLA grouping, or a KVSharer map file (which overrides the grouping).
     case cla(shareFactor: Int, layers: CrossLayerSharing.Layers, map: String?)
+    /// KIVI quantization (bits >= 16: no quantization).
+    case kivi(bits: Int, groupSize: Int, residual: Int)
     case stack([PolicySpec])
 
     /// Builds the policy (validating its parameters).
@@ -44,6 +46,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
                 throw PolicyError.invalidParameter(policy: "cla", field: "map_file", message: "\(path): \(error.localizedDescription)")
             }
             return try CrossLayerSharing(shareFactor: factor, layers: layers, map: m.map)
+        case let .kivi(b, g, r): return try KIVI(bits: b, groupSize: g, residual: r)
         case .stack(let children):
             if children.isEmpty { throw PolicyError.invalidParameter(policy: "stack", field: "stack", message: "expected at least one policy") }
             return PolicyStack(try children.map { try $0.make() })
@@ -51,7 +54,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     }
 
     /// Registered policy names (what configs and the command line accept).
-    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "cla", "stack"]
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "cla", "kivi", "stack"]
 
     /// The policy's name in configs and results.
     public var kind: String {
@@ -68,6 +71,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .quest: return "quest"
         case .loki: return "loki"
         case .oracleTopK: return "oracle_topk"
+        case .kivi: return "kivi"
         case .stack(let c): return c.map(\.kind).joined(separator: "+")
         }
     }
@@ -79,6 +83,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
         case .quest, .loki, .oracleTopK: return "selection"
         case .headPooling, .cla: return "sharing"
+        case .kivi: return "quantization"
         case .stack(let c): return c.map(\.family).joined(separator: "+")
         }
     }
@@ -112,6 +117,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
             }
             return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case let .oracleTopK(k, gqa): return [Self.sizeParam(k), ("gqa", gqa.rawValue)]
+        case let .kivi(b, g, r): return [("bits", "\(b)"), ("group_size", "\(g)"), ("residual", "\(r)")]
         case .stack(let c): return c.enumerated().flatMap { i, p in [("\(i).policy", p.kind)] + p.parameters.map { ("\(i).\($0.0)", $0.1) } }
         }
     }
@@ -131,7 +137,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     /// The budget a plot puts on its x axis (the first child's, for stacks).
     public var budget: Budget? {
         switch self {
-        case .full, .headPooling, .cla: return nil
+        case .full, .headPooling, .cla, .kivi: return nil
         case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)

@@ -252,9 +252,13 @@ final class QuestPages {
         let d = headDim, lo = p * pageSize, hi = min(lo + pageSize, st.count)
         guard lo < hi else { return }
         let mx = rows + p * 2 * d, mn = mx + d
-        mx.update(from: st.keys + lo * d, count: d); mn.update(from: st.keys + lo * d, count: d)
+        // KIVI stores: rows held as codes are read dequantized.
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: d)
+        defer { buf.deallocate() }
+        func key(_ j: Int) -> UnsafePointer<Float> { j < st.quantizedCount ? { st.key(j, into: buf); return UnsafePointer(buf) }() : UnsafePointer(st.keys + j * d) }
+        mx.update(from: key(lo), count: d); mn.update(from: key(lo), count: d)
         for j in (lo + 1)..<hi {
-            let k = st.keys + j * d
+            let k = key(j)
             for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
         }
     }

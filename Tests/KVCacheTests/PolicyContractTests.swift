@@ -25,6 +25,7 @@ final class PolicyContractTests: XCTestCase {
             try! Knorm(budget: b, schedule: .always),
             PolicyStack([try! StreamingLLM(budget: b), try! Knorm(budget: b, schedule: .always)]),
             PolicyStack([try! SnapKV(budget: b, window: 8), try! H2O(budget: b)]),
+            PolicyStack([try! SnapKV(budget: b, window: 8), try! KIVI(bits: 16)]),   // KIVI's codes: KIVITests
         ]
     }
 
@@ -41,6 +42,7 @@ final class PolicyContractTests: XCTestCase {
             try! OracleTopK(topK: .tokens(n)),
             try! OracleTopK(topK: .tokens(n), gqa: .queryHead),
             PolicyStack([try! SnapKV(budget: .tokens(max(n, 16)), window: 8), try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0)]),
+            PolicyStack([try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0), try! KIVI(bits: 16)]),
         ]
     }
 

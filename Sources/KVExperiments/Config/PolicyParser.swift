@@ -15,6 +15,7 @@ enum PolicyParser {
         "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
         "oracle_topk": ["top_k", "k_fraction", "gqa"],
         "head_pooling": ["kv_heads"],
+        "kivi": ["bits", "group_size", "residual"],
         "cla": ["share_factor", "layers", "map_file"],
     ]
 
@@ -120,6 +121,8 @@ enum PolicyParser {
         case "head_pooling":
             guard let n = p["kv_heads"] else { throw f.error("missing 'kv_heads' (KV heads stored after pooling)") }
             return .headPooling(kvHeads: try n.int(min: 1))
+        case "kivi":
+            return .kivi(bits: try int("bits", 2), groupSize: try int("group_size", 32), residual: try int("residual", 128))
         case "oracle_topk":
             return .oracleTopK(topK: try size(p, at: f, default: nil), gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
         case "cla":

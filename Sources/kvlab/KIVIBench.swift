@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import KVCache
+import KVPolicies
+import KVTensor
+
+/// Decode attention over a KIVI-quantized cache (2 and 4 bits) next to the Float32 cache, in one run.
+struct KIVIBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kivi",
+        abstract: "One decode attention step per layer: Float32 cache vs KIVI 4-bit vs KIVI 2-bit (median of repeats, interleaved).",
+        discussion: """
+        Caches are filled with the same seeded random keys/values (no model: attention only) and the \
+        KIVI caches quantize everything but the residual; each repeat then times one decode step \
+        (KVCache.attention for every layer: append, attend from the packed codes, quantize at the step \
+        end when the residual fills) per cache, interleaved. Reports the median step time, the ratio to \
+        the Float32 cache either way, bytes read per step and bytes stored. Build with -c release.
+        """)
+
+    @Option(help: "Contexts (comma-separated).") var contexts: String = "16384"
+    @Option var layers: Int = 4
+    @Option(help: "Query heads.") var heads: Int = 8
+    @Option(name: .customLong("kv-heads")) var kvHeads: Int = 2
+    @Option(name: .customLong("head-dim")) var headDim: Int = 128
+    @Option(name: .customLong("group-size")) var groupSize: Int = 32
+    @Option var residual: Int = 128
+    @Option(help: "Timed decode steps per cache; the median is reported.") var repeats: Int = 21
+    @Option(help: "Attention threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func run() throws {
+        let ctxs = try parseIds(contexts, field: "--contexts")
+        let shape = CacheShape(layers: layers, queryHeads: heads, kvHeads: kvHeads, headDim: headDim)
+        print("kivi bench: \(layers) layers, \(heads) query heads, \(kvHeads) KV heads, d \(headDim); G \(groupSize), R \(residual); \(threads) threads; median of \(repeats) steps")
+        print("")
+        print("context   fp32 ms   kivi4 ms (fp32/kivi4)   kivi2 ms (fp32/kivi2)   kivi4/fp32 kivi2/fp32 (time)   MiB read/step fp32/kivi4/kivi2   MiB stored fp32/kivi4/kivi2")
+        for T in ctxs {
+            let policies: [CachePolicy] = [FullCachePolicy(), try KIVI(bits: 4, groupSize: groupSize, residual: residual),
+                                           try KIVI(bits: 2, groupSize: groupSize, residual: residual)]
+            var rng = SeededRandom(seed: UInt64(T))
+            let width = kvHeads * headDim
+            var kv = [Float](repeating: 0, count: layers * T * width * 2)
+            for i in kv.indices { kv[i] = rng.nextNormal() }
+            let caches: [KVCache] = policies.map { p in
+                let c = KVCache(shape: shape, policy: p, initialCapacity: T + repeats + 4)
+                c.threads = threads
+                kv.withUnsafeBufferPointer { b in
+                    for l in 0..<layers {
+                        let base = b.baseAddress! + l * T * width * 2
+                        for h in 0..<kvHeads {
+                            let st = c.stores[l][h]
+                            for t in 0..<T {
+                                st.append(key: base + t * width + h * headDim, value: base + T * width + t * width + h * headDim, position: t)
+                            }
+                            st.quantizeResidual()
+                        }
+                    }
+                }
+                c.endStep(phase: .prefill)
+                return c
+            }
+            kv = []
+            let steps = repeats + 1
+            var q = [Float](repeating: 0, count: steps * layers * heads * headDim)
+            var nk = [Float](repeating: 0, count: steps * layers * width), nv = nk
+            for i in q.indices { q[i] = rng.nextNormal() }
+            for i in nk.indices { nk[i] = rng.nextNormal(); nv[i] = rng.nextNormal() }
+            var out = [Float](repeating: 0, count: heads * headDim)
+            var times = Array(repeating: [Double](), count: caches.count)
+            var bytes = Array(repeating: 0, count: caches.count)
+            for s in 0..<steps {                       // step 0 warms up
+                for (i, cache) in caches.enumerated() {
+                    let t = q.withUnsafeBufferPointer { qb in nk.withUnsafeBufferPointer { kb in nv.withUnsafeBufferPointer { vb in
+                        out.withUnsafeMutableBufferPointer { ob in
+                            clock {
+                                for l in 0..<layers {
+                                    let o = s * layers + l
+                                    cache.attention(layer: l, phase: .decode, rows: 1, queries: qb.baseAddress! + o * heads * headDim,
+                                                    keys: kb.baseAddress! + o * width, values: vb.baseAddress! + o * width,
+                                                    positions: [T + s], output: ob.baseAddress!)
+                                }
+                            }
+                        }
+                    } } }
+                    cache.endStep(phase: .decode)
+                    if s > 0 { times[i].append(t) }
+                    bytes[i] = cache.stats.lastStepBytesRead
+                }
+            }
+            func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+            let med = times.map { median($0) * 1000 }
+            let mib = bytes.map { String(format: "%.2f", Double($0) / 1048576) }.joined(separator: "/")
+            let stored = caches.map { String(format: "%.2f", Double($0.stats.bytesStored) / 1048576) }.joined(separator: "/")
+            print(String(format: "%7d  %8.3f   %8.3f (%5.2fx)        %8.3f (%5.2fx)        %6.2f     %6.2f               %@              %@",
+                         T, med[0], med[1], med[0] / med[1], med[2], med[0] / med[2], med[1] / med[0], med[2] / med[0],
+                         mib as NSString, stored as NSString))
+        }
+    }
+}
