@@ -21,7 +21,8 @@ extension SweepRunner {
         func add(_ k: String, _ v: Double) { per[k, default: []].append(v) }
         var recall = [Float](repeating: 0, count: c.layers * c.heads)
         var outErr = recall
-        var kept = [Float](repeating: 0, count: c.layers * c.kvHeads)
+        let storedHeads = outs.first?.retained.first?.count ?? c.kvHeads   // fewer under head pooling
+        var kept = [Float](repeating: 0, count: c.layers * storedHeads)
         var klAll: [Double] = []
 
         for (i, (s, out)) in zip(samples, outs).enumerated() {
@@ -60,7 +61,7 @@ extension SweepRunner {
                 }
             }
             if let rp = ref.probe, let pp = out.probe {
-                let r = Metrics.attentionRecall(reference: rp, policy: pp, layers: c.layers, heads: c.heads, group: c.heads / c.kvHeads)
+                let r = Metrics.attentionRecall(reference: rp, policy: pp, layers: c.layers, heads: c.heads, group: c.heads / storedHeads)
                 let e = Metrics.outputError(reference: rp, policy: pp, layers: c.layers, heads: c.heads, headDim: c.headDim)
                 for j in recall.indices { recall[j] += r[j] / Float(samples.count); outErr[j] += e[j] / Float(samples.count) }
                 add("attention_recall", Double(r.reduce(0, +)) / Double(r.count))
@@ -78,9 +79,9 @@ extension SweepRunner {
             add("prefill_s_per_token", out.prefillSeconds / Double(max(out.prefillTokens, 1)))
             add("decode_s_per_token", out.decodeSteps > 0 ? out.decodeSeconds / Double(out.decodeSteps) : .nan)
             for (key, v) in s.meta.sorted(by: { $0.key < $1.key }) { add("meta_" + key, v) }
-            for l in 0..<c.layers { for h in 0..<c.kvHeads {
-                let full = max(ref.retained[l][h].count, 1)
-                kept[l * c.kvHeads + h] += Float(out.retained[l][h].count) / Float(full) / Float(samples.count)
+            for l in 0..<c.layers { for h in 0..<storedHeads {
+                let full = max(ref.retained[l][h * c.kvHeads / storedHeads].count, 1)
+                kept[l * storedHeads + h] += Float(out.retained[l][h].count) / Float(full) / Float(samples.count)
             } }
         }
 
@@ -97,7 +98,7 @@ extension SweepRunner {
             scalars.append(.init("kl_max", klAll.max()!))
             scalars.append(.init("kl_p95", Metrics.percentile(klAll, 0.95)))
         }
-        var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: c.kvHeads)]
+        var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: storedHeads)]
         if point.task.kind == .fidelity {
             grids.append(.init("attention_recall", recall, layers: c.layers, heads: c.heads))
             grids.append(.init("attn_output_rel_error", outErr, layers: c.layers, heads: c.heads))
@@ -109,7 +110,7 @@ extension SweepRunner {
             for o in outs { for l in o.retained { for h in l {
                 flat += h.map(Int32.init) + Array(repeating: -1, count: maxKept - h.count)
             } } }
-            retention = .init(positions: flat, shape: [outs.count, c.layers, c.kvHeads, maxKept])
+            retention = .init(positions: flat, shape: [outs.count, c.layers, storedHeads, maxKept])
         }
         return RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
                          context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
