@@ -60,10 +60,7 @@ public final class H2O: ScoredEviction {
     }
 
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
-        let g = step.shape.groupSize
-        for m in 0..<g {
-            for j in 0..<n { acc[step.layer][head][indices.map { Int($0[j]) } ?? j] += probs[m * n + j] }
-        }
+        accumulate(probs, rows: step.shape.groupSize, count: n, indices: indices, scale: 1, into: &acc[step.layer][head])
     }
 
     public func retain(_ step: LayerStep, head: Int) -> [Int]? {
@@ -90,6 +87,6 @@ public final class H2O: ScoredEviction {
 
     public func didRetain(layer: Int, head: Int, kept: [Int]) {
         // kept[i] = old index of the token now at i (evictions and slot moves alike).
-        acc[layer][head] = kept.map { acc[layer][head][$0] }
+        applyRetention(&acc[layer][head], kept: kept)
     }
 }

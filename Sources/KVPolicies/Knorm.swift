@@ -35,7 +35,7 @@ public final class Knorm: ScoredEviction {
     }
 
     public func didRetain(layer: Int, head: Int, kept: [Int]) {
-        negNorms[layer][head] = kept.map { negNorms[layer][head][$0] }
+        applyRetention(&negNorms[layer][head], kept: kept)
     }
 
     public func scores(_ step: LayerStep, head: Int) -> [Float] { negNorms[step.layer][head] }

@@ -27,12 +27,10 @@ public final class TOVA: ScoredEviction {
     public func reset() { prefillMemo = nil; layerScores = layerScores.map { _ in [] } }
 
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
-        let l = step.layer, g = step.shape.groupSize
+        let l = step.layer
         if head == 0 { layerScores[l] = Array(repeating: 0, count: step.stores[head].count) }
-        let norm = 1 / Float(step.shape.queryHeads)
-        for h in 0..<g {
-            for j in 0..<n { layerScores[l][indices.map { Int($0[j]) } ?? j] += probs[h * n + j] * norm }
-        }
+        accumulate(probs, rows: step.shape.groupSize, count: n, indices: indices, scale: 1 / Float(step.shape.queryHeads),
+                   into: &layerScores[l])
     }
 
     public func scores(_ step: LayerStep, head: Int) -> [Float] {
