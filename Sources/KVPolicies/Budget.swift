@@ -1,3 +1,5 @@
+// Support file, not a policy. Budget conventions follow the references: token counts (H2O, SnapKV),
+// and kvpress's compression_ratio (reference: NVIDIA/kvpress, utils compute_n_kept).
 import Foundation
 import KVCache
 

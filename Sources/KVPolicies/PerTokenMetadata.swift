@@ -1,3 +1,5 @@
+// Support file, not a policy: per-token metadata bookkeeping shared by H2O, TOVA and Knorm
+// (their papers and reference repositories are on their own files).
 import KVCache
 
 /// Moves per-token policy metadata the way the store moved its tokens (`CachePolicy.didRetain`:

@@ -1,3 +1,5 @@
+// Support file, not a policy: typed policy values for configs and results. Each case's paper and
+// reference repository are named on its policy file.
 import KVCache
 
 /// A policy and its parameters as a value: what configs sweep, what results record, and what

@@ -1,3 +1,5 @@
+// Support file, not a policy: the scored-eviction template, after kvpress's ScorerPress
+// (reference: NVIDIA/kvpress, presses/scorer_press.py).
 import Foundation
 import KVCache
 
