@@ -47,25 +47,8 @@ struct LokiCalibrateCommand: ParsableCommand {
 
     func run() throws {
         let lm = try loadModel(model, threads: threads)
-        var source: LokiCalibrator.Source = .random(count: tokens, seed: seed)
-        if let path = idsFile {
-            let text = try String(contentsOfFile: path, encoding: .utf8)
-            let parts = text.split(whereSeparator: { $0 == "," || $0.isWhitespace })
-            let ids = parts.compactMap { Int($0) }
-            guard ids.count == parts.count else { throw ValidationError("--ids-file \(path): expected integers separated by commas or whitespace") }
-            source = .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "ids file \(path)")
-        } else if let path = textFile {
-            var tokPath = tokenizer
-            if tokPath == nil, case .checkpoint(let dir) = try ModelSource.parse(model) {
-                tokPath = URL(fileURLWithPath: dir).appendingPathComponent("tokenizer.json").path
-            }
-            guard let tp = tokPath, FileManager.default.fileExists(atPath: tp) else {
-                throw ValidationError("--text-file needs a tokenizer: give --tokenizer tokenizer.json (the model has none)")
-            }
-            let tok = try Tokenizer(path: tp)
-            let ids = tok.encode(try String(contentsOfFile: path, encoding: .utf8), addSpecialTokens: false)
-            source = .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "text file \(path) via \(tp)")
-        }
+        let source = try calibrationSource(model: model, tokens: tokens, seed: seed, textFile: textFile, tokenizer: tokenizer,
+                                           idsFile: idsFile, maxTokens: maxTokens)
         let t0 = Date()
         let cal = try LokiCalibrator.calibrate(model: lm, source: source, sequenceLength: sequenceLength, modelLabel: model)
         try cal.save(to: out)

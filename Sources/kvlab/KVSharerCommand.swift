@@ -60,18 +60,8 @@ struct KVSharerCalibrateCommand: ParsableCommand {
 
     func run() throws {
         let lm = try loadModel(model, threads: threads)
-        var source: LokiCalibrator.Source = .random(count: tokens, seed: seed)
-        if let path = textFile {
-            var tokPath = tokenizer
-            if tokPath == nil, case .checkpoint(let dir) = try ModelSource.parse(model) {
-                tokPath = URL(fileURLWithPath: dir).appendingPathComponent("tokenizer.json").path
-            }
-            guard let tp = tokPath, FileManager.default.fileExists(atPath: tp) else {
-                throw ValidationError("--text-file needs a tokenizer: give --tokenizer tokenizer.json (the model has none)")
-            }
-            let ids = try Tokenizer(path: tp).encode(try String(contentsOfFile: path, encoding: .utf8), addSpecialTokens: false)
-            source = .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "text file \(path) via \(tp)")
-        }
+        let source = try calibrationSource(model: model, tokens: tokens, seed: seed, textFile: textFile, tokenizer: tokenizer,
+                                           idsFile: nil, maxTokens: maxTokens)
         let t0 = Date()
         let result = try KVSharerCalibrator.calibrate(model: lm, source: source, sequenceLength: sequenceLength,
                                                       threshold: threshold, maxShared: maxShared ?? lm.config.layers / 4,
