@@ -69,19 +69,8 @@ struct KIVIBench: ParsableCommand {
             var bytes = Array(repeating: 0, count: caches.count)
             for s in 0..<steps {                       // step 0 warms up
                 for (i, cache) in caches.enumerated() {
-                    let t = q.withUnsafeBufferPointer { qb in nk.withUnsafeBufferPointer { kb in nv.withUnsafeBufferPointer { vb in
-                        out.withUnsafeMutableBufferPointer { ob in
-                            clock {
-                                for l in 0..<layers {
-                                    let o = s * layers + l
-                                    cache.attention(layer: l, phase: .decode, rows: 1, queries: qb.baseAddress! + o * heads * headDim,
-                                                    keys: kb.baseAddress! + o * width, values: vb.baseAddress! + o * width,
-                                                    positions: [T + s], output: ob.baseAddress!)
-                                }
-                            }
-                        }
-                    } } }
-                    cache.endStep(phase: .decode)
+                    let t = timeDecodeAttentionStep(cache, step: s, layers: layers, position: T + s,
+                                                    queries: q, keys: nk, values: nv, output: &out)
                     if s > 0 { times[i].append(t) }
                     bytes[i] = cache.stats.lastStepBytesRead
                 }
