@@ -62,7 +62,7 @@ public final class LlamaModel {
         let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
         let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
         let positions = (0..<T).map { startPosition + $0 }
-        var ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
+        let ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
         defer { ws.free() }
         // x [T, D] = embedding rows
         weights.embedding.withUnsafeBufferPointer { e in
