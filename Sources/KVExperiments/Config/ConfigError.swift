@@ -37,7 +37,6 @@ struct Field {
         case .scalar(let s): return "'\(s.string)'"
         case .mapping: return "a mapping"
         case .sequence: return "a list"
-        default: return "a value"   // aliases and future node kinds
         }
     }
 
