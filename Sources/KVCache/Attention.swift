@@ -56,8 +56,7 @@ public enum Attention {
                     }
                     let mNew = max(m[r], mr)
                     let alpha = exp(m[r] - mNew)
-                    var sum: Float = 0
-                    for j in 0..<seen { let e = exp(row[j] - mNew); row[j] = e; sum += e }
+                    let sum = expShiftedSum(row, count: seen, shift: mNew)
                     for j in seen..<nk { row[j] = 0 }
                     l[r] = l[r] * alpha + sum
                     m[r] = mNew
@@ -311,6 +310,25 @@ public enum Attention {
         }
     }
 
+    /// x[j] <- e^(x[j] - shift) in place over n floats (vectorised); returns their sum.
+    @inline(__always)
+    static func expShiftedSum(_ x: UnsafeMutablePointer<Float>, count n: Int, shift: Float) -> Float {
+        typealias V = SIMD8<Float>
+        let raw = UnsafeMutableRawPointer(x)
+        let full = n & ~7, mm = V(repeating: shift)
+        var sv = V()
+        var i = 0
+        while i < full {
+            let e = exp8(raw.loadUnaligned(fromByteOffset: i * 4, as: V.self) - mm)
+            raw.storeBytes(of: e, toByteOffset: i * 4, as: V.self)
+            sv += e
+            i += 8
+        }
+        var sum = sv.sum()
+        while i < n { let e = exp(x[i] - shift); x[i] = e; sum += e; i += 1 }
+        return sum
+    }
+
     /// Softmax in place over n floats with a vectorised exp (max-subtracted, so arguments <= 0).
     static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         typealias V = SIMD8<Float>
@@ -321,52 +339,16 @@ public enum Attention {
         while i < full { let x = raw.loadUnaligned(fromByteOffset: i * 4, as: V.self); mv.replace(with: x, where: x .> mv); i += 8 }
         var m = mv.max()
         while i < n { m = max(m, x[i]); i += 1 }
-        let mm = V(repeating: m)
-        var sv = V()
-        i = 0
-        while i < full {
-            let e = exp8(raw.loadUnaligned(fromByteOffset: i * 4, as: V.self) - mm)
-            raw.storeBytes(of: e, toByteOffset: i * 4, as: V.self)
-            sv += e
-            i += 8
-        }
-        var sum = sv.sum()
-        while i < n { let e = exp(x[i] - m); x[i] = e; sum += e; i += 1 }
+        let sum = expShiftedSum(x, count: n, shift: m)
         let inv = V(repeating: 1 / sum)
         i = 0
         while i < full { raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: i * 4, as: V.self) * inv, toByteOffset: i * 4, as: V.self); i += 8 }
         while i < n { x[i] *= inv[0]; i += 1 }
     }
 
-    /// e^x for 8 lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial, 2^n by exponent
-    /// bits); relative error ~1e-7 over [-87, 88]. Lanes below -87.3 give 0.
+    /// e^x for 8 lanes (see `Ops.exp8`).
     @inline(__always)
-    static func exp8(_ xIn: SIMD8<Float>) -> SIMD8<Float> {
-        typealias V = SIMD8<Float>
-        let lo = V(repeating: -87.3), hi = V(repeating: 88.3)
-        let tooSmall = xIn .< lo
-        var x = xIn
-        x.replace(with: lo, where: tooSmall)
-        x.replace(with: hi, where: x .> hi)
-        let fx = (x * V(repeating: 1.44269504088896341) + V(repeating: 0.5)).rounded(.down)
-        var r = x - fx * V(repeating: 0.693359375)
-        r = r - fx * V(repeating: -2.12194440e-4)
-        let r2 = r * r
-        var y = V(repeating: 1.9875691500e-4)
-        y = y * r + V(repeating: 1.3981999507e-3)
-        y = y * r + V(repeating: 8.3334519073e-3)
-        y = y * r + V(repeating: 4.1665795894e-2)
-        y = y * r + V(repeating: 1.6666665459e-1)
-        y = y * r + V(repeating: 5.0000001201e-1)
-        y = y * r2 + r + V(repeating: 1)
-        // 2^fx: fx is integral; adding 1.5 * 2^23 puts it in the low mantissa bits.
-        let magic = V(repeating: 12582912)
-        let ni = unsafeBitCast(fx + magic, to: SIMD8<Int32>.self) &- SIMD8<Int32>(repeating: 0x4B40_0000)
-        let pow2 = unsafeBitCast((ni &+ SIMD8<Int32>(repeating: 127)) &<< SIMD8<Int32>(repeating: 23), to: V.self)
-        var e = y * pow2
-        e.replace(with: 0, where: tooSmall)
-        return e
-    }
+    static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> { Ops.exp8(x) }
 }
 
 /// Which store row the j-th attended token is: all rows in order, or a gathered index list.
