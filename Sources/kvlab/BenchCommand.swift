@@ -47,13 +47,14 @@ struct DecoderBench: ParsableCommand {
         // Prefill: tokens/s over the whole prompt, logits for the last row.
         let prompt = randomTokens(prefill)
         var prefillTimes: [Double] = []
+        var maxKVAllocated = 0
         for _ in 0..<repeats {
             let cache = KVCache(shape: lm.cacheShape, initialCapacity: prefill)
             let t = clock { _ = lm.forward(prompt, startPosition: 0, cache: cache, phase: .prefill) }
             prefillTimes.append(t)
+            maxKVAllocated = max(maxKVAllocated, cache.stats.bytesAllocated)
         }
         var decodeRates: [Int: Double] = [:]
-        var maxKVAllocated = 0
         for ctx in contexts {
             let ctxTokens = randomTokens(ctx), steps = randomTokens(decodeTokens)
             var rates: [Double] = []
