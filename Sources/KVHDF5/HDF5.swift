@@ -608,16 +608,36 @@ public final class H5Group: H5Object {
 
     /// Copies the object `name` (a group with everything under it, or a dataset, with attributes)
     /// into `destination` as `newName`, possibly across files (H5Ocopy). The data is copied verbatim.
+    /// Refused (not crashed) when an object in the tree has more than 8 attributes: HDF5 before
+    /// 1.14.4 (Debian's 1.10.8 included) can segfault copying those (HDFGroup/hdf5#2414).
     public func copy(_ name: String, to destination: H5Group, as newName: String) throws {
         let object = try validated(name)
         let id = try liveID()
         guard exists(name) else { throw H5Error.notFound(file: file.path, object: object) }
+        if let heavy = try objectWithManyAttributes(name) {
+            throw H5Error.invalidArgument(file: file.path, object: heavy,
+                reason: "has more than 8 attributes; HDF5 1.10 H5Ocopy can crash on such objects (HDFGroup/hdf5#2414): copy its datasets and attributes one by one")
+        }
         let target = try destination.validated(newName)
         let destID = try destination.writableID(target)
         if destination.exists(newName) { throw H5Error.alreadyExists(file: destination.file.path, object: target) }
         let lcpl = try destination.linkCreationList(target)
         defer { H5Pclose(lcpl) }
         try check(H5Ocopy(id, name, destID, newName, kv_H5P_DEFAULT(), lcpl), "H5Ocopy", destination.file.path, target)
+    }
+
+    /// The path of the first object at or under `name` with more than 8 attributes, if any.
+    private func objectWithManyAttributes(_ name: String) throws -> String? {
+        if (try? group(name)) != nil {
+            let g = try group(name)
+            if try g.attributeNames().count > 8 { return g.path }
+            for member in try g.memberNames() {
+                if let found = try g.objectWithManyAttributes(member) { return found }
+            }
+            return nil
+        }
+        let d = try dataset(name)
+        return try d.attributeNames().count > 8 ? d.path : nil
     }
 
     /// Removes the link `name` (a group or dataset). HDF5 does not reclaim the space in the file.

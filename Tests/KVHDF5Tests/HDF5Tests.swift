@@ -443,7 +443,13 @@ final class HDF5CopyTests: XCTestCase {
         XCTAssertThrowsError(try reopened.root.copy("runs/000001", to: dst.root.group("runs"), as: "000007"))
         XCTAssertThrowsError(try reopened.root.copy("runs/missing", to: dst.root, as: "y"))
         try dst.close()
-        let check = try H5File.open(b)
+        let check = try H5File.open(b, writable: true)
+        // A group with more than 8 attributes is refused with a clear error instead of crashing HDF5 1.10.
+        let many = try check.root.createGroup("many")
+        for i in 0..<9 { try many.setAttribute("a\(i)", "value \(i)") }
+        XCTAssertThrowsError(try check.root.copy("many", to: check.root, as: "many2")) { e in
+            XCTAssertTrue(e.localizedDescription.contains("more than 8 attributes"), e.localizedDescription)
+        }
         let copied = try check.root.group("runs/000007")
         XCTAssertEqual(try copied.stringAttribute("policy"), "snapkv")
         let (v, shape) = try copied.readFloats("x")
