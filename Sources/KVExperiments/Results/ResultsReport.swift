@@ -4,7 +4,7 @@ import Foundation
 public enum ResultsReport {
     /// Columns shown by `table` when none are asked for (those the file has, in this order).
     public static let defaultColumns = ["index", "model", "task", "context", "label", "status", "score",
-                                        "kv_bytes_stored_peak", "kv_bytes_stored_final", "compression",
+                                        "kv_bytes_stored_peak", "kv_bytes_stored", "compression",
                                         "kv_bytes_read_per_step"]
 
     /// Every column of the file's summary: the fixed ones, then the union of metric names in
