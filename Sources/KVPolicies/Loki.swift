@@ -131,12 +131,7 @@ public final class Loki: CachePolicy {
                                  perQueryHead: gqa == .queryHead, scale: 1)
         }
         step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
-        let heads = gqa == .queryHead ? g : 1
-        let picks = scores.withUnsafeBufferPointer { sb in
-            (0..<heads).map { SelectionKernels.topK(sb.baseAddress! + $0 * n, count: n, k: k) }
-        }
-        let local = SelectionKernels.union(picks, bound: n)
-        return candidates.map { c in local.map { c[Int($0)] } } ?? local
+        return SelectionKernels.select(scores: scores, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
     }
 
     /// Approximate scores of the stored tokens (at `indices`, nil = all) from the first `rank`

@@ -163,6 +163,17 @@ public enum SelectionKernels {
         return UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3)
     }
 
+    /// The selection from scores over n tokens: the top k of each of `heads` score rows ([heads, n]:
+    /// one per query head, or one summed over the group), unioned, mapped back to the candidate
+    /// store indices (nil = the tokens 0..<n).
+    static func select(scores: [Float], count n: Int, heads: Int, k: Int, candidates: [Int32]?) -> [Int32] {
+        let picks = scores.withUnsafeBufferPointer { sb in
+            (0..<heads).map { topK(sb.baseAddress! + $0 * n, count: n, k: k) }
+        }
+        let local = union(picks, bound: n)
+        return candidates.map { c in local.map { c[Int($0)] } } ?? local
+    }
+
     /// Increasing union of index lists (each increasing).
     static func union(_ lists: [[Int32]], bound n: Int) -> [Int32] {
         if lists.count == 1 { return lists[0] }
