@@ -90,21 +90,13 @@ struct AttentionBench: ParsableCommand {
             var nk = [Float](repeating: 0, count: steps * layers * width), nv = nk
             for i in q.indices { q[i] = rng.nextUniform() * 2 - 1 }
             for i in nk.indices { nk[i] = rng.nextUniform() * 2 - 1; nv[i] = rng.nextUniform() * 2 - 1 }
-            var out = [Float](repeating: 0, count: heads * headDim)
-            var times = Array(repeating: [Double](), count: caches.count)
             var bandwidths: [Double] = []
-            var bytes = Array(repeating: 0, count: caches.count)
-            for s in 0..<steps {                       // step 0 warms up (Quest builds its page bounds, Loki its copy)
+            // Step 0 warms up (Quest builds its page bounds, Loki its copy); bandwidth is measured between steps.
+            let (times, bytes) = timeDecodeSteps(caches, steps: steps, layers: layers, firstPosition: T,
+                                                 queries: q, keys: nk, values: nv) { s in
                 let bwNow = probe.measure()
                 if s > 0 { bandwidths.append(bwNow) }
-                for (i, cache) in caches.enumerated() {
-                    let t = timeDecodeAttentionStep(cache, step: s, layers: layers, position: T + s,
-                                                    queries: q, keys: nk, values: nv, output: &out)
-                    if s > 0 { times[i].append(t) }
-                    bytes[i] = cache.stats.lastStepBytesRead
-                }
             }
-            func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
             let med = times.map { median($0) * 1000 }
             let best = times.map { $0.min()! * 1000 }
             let bw = median(bandwidths), bwBest = bandwidths.max()!

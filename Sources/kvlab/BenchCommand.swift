@@ -42,7 +42,6 @@ struct DecoderBench: ParsableCommand {
         let V = lm.config.vocabSize
         var rng = SeededRandom(seed: 1234)
         func randomTokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(V)) } }
-        func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
 
         // Prefill: tokens/s over the whole prompt, logits for the last row.
         let prompt = randomTokens(prefill)

@@ -22,3 +22,27 @@ func timeDecodeAttentionStep(_ cache: KVCache, step s: Int, layers: Int, positio
     cache.endStep(phase: .decode)
     return t
 }
+
+/// The middle sample (the upper one of an even count): what every benchmark reports.
+func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+
+/// `steps` decode attention steps over every cache in turn (interleaved, so load changes hit all
+/// alike); step 0 warms up and is not recorded. `beforeStep(s)` runs before each step's caches.
+/// Returns the seconds of each recorded step per cache and the bytes each cache's last step read.
+func timeDecodeSteps(_ caches: [KVCache], steps: Int, layers: Int, firstPosition: Int,
+                     queries q: [Float], keys nk: [Float], values nv: [Float],
+                     beforeStep: (Int) -> Void = { _ in }) -> (times: [[Double]], bytes: [Int]) {
+    var out = [Float](repeating: 0, count: (caches.first?.modelShape.queryHeads ?? 0) * (caches.first?.modelShape.headDim ?? 0))
+    var times = Array(repeating: [Double](), count: caches.count)
+    var bytes = Array(repeating: 0, count: caches.count)
+    for s in 0..<steps {
+        beforeStep(s)
+        for (i, cache) in caches.enumerated() {
+            let t = timeDecodeAttentionStep(cache, step: s, layers: layers, position: firstPosition + s,
+                                            queries: q, keys: nk, values: nv, output: &out)
+            if s > 0 { times[i].append(t) }
+            bytes[i] = cache.stats.lastStepBytesRead
+        }
+    }
+    return (times, bytes)
+}

@@ -81,7 +81,7 @@ struct EvictionBench: ParsableCommand {
                     times[i].append(t * 1000 / Double(steps))
                 }
             }
-            let med = times.map { $0.sorted()[$0.count / 2] }
+            let med = times.map(median)
             let tFull = med[0], tSmall = med[1]
             for i in 2..<runs.count {
                 let c = runs[i].cache

@@ -64,18 +64,8 @@ struct KIVIBench: ParsableCommand {
             var nk = [Float](repeating: 0, count: steps * layers * width), nv = nk
             for i in q.indices { q[i] = rng.nextNormal() }
             for i in nk.indices { nk[i] = rng.nextNormal(); nv[i] = rng.nextNormal() }
-            var out = [Float](repeating: 0, count: heads * headDim)
-            var times = Array(repeating: [Double](), count: caches.count)
-            var bytes = Array(repeating: 0, count: caches.count)
-            for s in 0..<steps {                       // step 0 warms up
-                for (i, cache) in caches.enumerated() {
-                    let t = timeDecodeAttentionStep(cache, step: s, layers: layers, position: T + s,
-                                                    queries: q, keys: nk, values: nv, output: &out)
-                    if s > 0 { times[i].append(t) }
-                    bytes[i] = cache.stats.lastStepBytesRead
-                }
-            }
-            func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+            let (times, bytes) = timeDecodeSteps(caches, steps: steps, layers: layers, firstPosition: T,
+                                                 queries: q, keys: nk, values: nv)   // step 0 warms up
             let med = times.map { median($0) * 1000 }
             let mib = bytes.map { String(format: "%.2f", Double($0) / 1048576) }.joined(separator: "/")
             let stored = caches.map { String(format: "%.2f", Double($0.stats.bytesStored) / 1048576) }.joined(separator: "/")
