@@ -8,7 +8,7 @@ extension Attention {
     /// - q: [d]; out: [visible]
     public static func probabilities(q: UnsafePointer<Float>, store: HeadStore, visible: Int, scale: Float,
                                      into out: UnsafeMutablePointer<Float>) {
-        if store.quantizedCount > 0 {
+        if store.compactCount > 0 {
             return probabilities(q: q, store: store.dequantizedCopy(), visible: visible, scale: scale, into: out)
         }
         let d = store.headDim
@@ -23,7 +23,7 @@ extension Attention {
     public static func addColumnSums(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                                      scale: Float, into colSums: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
-        if store.quantizedCount > 0 {
+        if store.compactCount > 0 {
             return addColumnSums(q: q, ldq: ldq, rows: rows, store: store.dequantizedCopy(), visible: visible, scale: scale, into: colSums)
         }
         let d = store.headDim, bq = min(queryBlock, rows), bk = keyBlock

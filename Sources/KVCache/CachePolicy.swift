@@ -50,6 +50,8 @@ public protocol CachePolicy: AnyObject {
     func storedKVHeads(modelKVHeads: Int) -> Int
     /// How the cache stores older tokens (KIVI codes); nil = Float32 (the default).
     var quantization: QuantizationSpec? { get }
+    /// Whether the cache merges adjacent layers' K/V (MiniCache); nil = no merging (the default).
+    var layerMerge: LayerMergeSpec? { get }
     /// Called once before use; allocate per-layer state.
     func bind(shape: CacheShape)
     /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
@@ -80,6 +82,7 @@ extension CachePolicy {
     public func keyBasis(layer: Int, head: Int) -> [Float]? { nil }
     public func storedKVHeads(modelKVHeads: Int) -> Int { modelKVHeads }
     public var quantization: QuantizationSpec? { nil }
+    public var layerMerge: LayerMergeSpec? { nil }
     public func bind(shape: CacheShape) {}
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}

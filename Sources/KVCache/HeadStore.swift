@@ -4,21 +4,25 @@
 /// token compacts the arrays and really frees its bytes (capacity shrinks on demand).
 public final class HeadStore {
     public let headDim: Int                               // d
-    public private(set) var count: Int = 0                // T, tokens held
+    public internal(set) var count: Int = 0               // T, tokens held
     public private(set) var capacity: Int = 0                     // Float32 rows allocated
-    private var fpKeys: UnsafeMutablePointer<Float>                // [capacity, d], post-RoPE
-    private var fpValues: UnsafeMutablePointer<Float>              // [capacity, d]
-    /// Float32 keys [count, d] (post-RoPE): row i at `keys + i * d`. Under quantization only rows
-    /// i >= `quantizedCount` are held in Float32 (read older rows with `dequantizeKey`).
-    public var keys: UnsafeMutablePointer<Float> { fpKeys - quantizedCount * headDim }
+    private(set) var fpKeys: UnsafeMutablePointer<Float>           // [capacity, d], post-RoPE
+    private(set) var fpValues: UnsafeMutablePointer<Float>         // [capacity, d]
+    /// Float32 keys [count, d] (post-RoPE): row i at `keys + i * d`. Under quantization or merging
+    /// only rows i >= `compactCount` are held in Float32 (read older rows with `key(_:into:)`).
+    public var keys: UnsafeMutablePointer<Float> { fpKeys - compactCount * headDim }
     /// Float32 values [count, d]; the same rule as `keys`.
-    public var values: UnsafeMutablePointer<Float> { fpValues - quantizedCount * headDim }
+    public var values: UnsafeMutablePointer<Float> { fpValues - compactCount * headDim }
     public private(set) var positions: UnsafeMutablePointer<Int32> // [positionCapacity], original positions
     private var positionCapacity = 0
     /// KIVI: the oldest tokens as packed codes (nil = everything Float32). See `enableQuantization`.
     public private(set) var quantized: QuantizedStore?
     /// Tokens held as codes: store indices [0, quantizedCount); the rest are Float32.
     @inline(__always) public var quantizedCount: Int { quantized?.count ?? 0 }
+    /// MiniCache: the oldest tokens as norms + a direction shared with the paired layer (nil = none).
+    public internal(set) var merged: MergedSection?
+    /// Tokens not held as Float32 rows (codes or merged): store indices [0, compactCount).
+    @inline(__always) public var compactCount: Int { quantizedCount + (merged?.count ?? 0) }
     /// Key and value bytes the last decode kernel call read from this store.
     public internal(set) var lastReadBytes = (keys: 0, values: 0)
     /// Whether positions increase with the index. Single evictions during decoding move the last
@@ -41,12 +45,15 @@ public final class HeadStore {
 
     /// Bytes of key and value payload held (what "KV bytes stored" means): Float32 rows, plus
     /// codes, scales and zero points of the quantized tokens.
-    public var payloadBytes: Int { (count - quantizedCount) * headDim * MemoryLayout<Float>.stride * 2 + (quantized?.payloadBytes ?? 0) }
+    public var payloadBytes: Int {
+        (count - compactCount) * headDim * MemoryLayout<Float>.stride * 2 + (quantized?.payloadBytes ?? 0) + (merged?.payloadBytes ?? 0)
+    }
     /// Bytes of bookkeeping held per token (original positions; key-group token counts when quantized).
-    public var metadataBytes: Int { count * MemoryLayout<Int32>.stride + (quantized?.metadataBytes ?? 0) }
+    public var metadataBytes: Int { count * MemoryLayout<Int32>.stride + (quantized?.metadataBytes ?? 0) + (merged?.metadataBytes ?? 0) }
     /// Bytes allocated, held or not.
     public var allocatedBytes: Int {
-        capacity * headDim * MemoryLayout<Float>.stride * 2 + positionCapacity * MemoryLayout<Int32>.stride + (quantized?.allocatedBytes ?? 0)
+        capacity * headDim * MemoryLayout<Float>.stride * 2 + positionCapacity * MemoryLayout<Int32>.stride
+            + (quantized?.allocatedBytes ?? 0) + (merged?.allocatedBytes ?? 0)
     }
 
     /// Ensures room for `n` tokens (geometric growth).
@@ -57,13 +64,13 @@ public final class HeadStore {
             np.update(from: positions, count: count)
             positions.deallocate(); positions = np; positionCapacity = cap
         }
-        let rows = n - quantizedCount
+        let rows = n - compactCount
         guard rows > capacity else { return }
         resize(to: max(rows, capacity * 2))
     }
 
-    private func resize(to newCap: Int) {
-        let fp = count - quantizedCount
+    func resize(to newCap: Int) {
+        let fp = count - compactCount
         let nk = UnsafeMutablePointer<Float>.allocate(capacity: newCap * headDim)
         let nv = UnsafeMutablePointer<Float>.allocate(capacity: newCap * headDim)
         nk.update(from: fpKeys, count: fp * headDim)
@@ -74,7 +81,7 @@ public final class HeadStore {
 
     /// Stores this head's older tokens as KIVI codes from now on (call while empty).
     public func enableQuantization(_ spec: QuantizationSpec) {
-        precondition(count == 0, "enableQuantization: the store must be empty")
+        precondition(count == 0 && merged == nil, "enableQuantization: the store must be empty and not merged")
         quantized = QuantizedStore(spec: spec, headDim: headDim)
     }
 
@@ -96,18 +103,21 @@ public final class HeadStore {
         if capacity > 256 && fp * 4 <= capacity { resize(to: max(fp * 2, 64)) }
     }
 
-    /// Key of token i as Float32 (dequantized when it is held as codes). out: [d]
+    /// Key of token i as Float32 (dequantized or restored from its merged direction). out: [d]
     public func key(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+        if let m = merged, i < m.count { return m.key(i, into: out) }
         if i < quantizedCount { quantized!.dequantizeKey(i, into: out) } else { out.update(from: keys + i * headDim, count: headDim) }
     }
 
-    /// Value of token i as Float32 (dequantized when it is held as codes). out: [d]
+    /// Value of token i as Float32 (dequantized or restored from its merged direction). out: [d]
     public func value(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+        if let m = merged, i < m.count { return m.value(i, into: out) }
         if i < quantizedCount { quantized!.dequantizeValue(i, into: out) } else { out.update(from: values + i * headDim, count: headDim) }
     }
 
-    /// A Float32 store holding every token of this one, quantized tokens dequantized (exact prefill
-    /// attention and probability kernels over a quantized store read this temporary copy).
+    /// A Float32 store holding every token of this one in the same index order, quantized tokens
+    /// dequantized and merged ones restored (exact prefill attention and probability kernels over
+    /// a quantized or merged store read this temporary copy).
     public func dequantizedCopy() -> HeadStore {
         let c = HeadStore(headDim: headDim, initialCapacity: count)
         let k = UnsafeMutablePointer<Float>.allocate(capacity: headDim), v = UnsafeMutablePointer<Float>.allocate(capacity: headDim)
@@ -120,7 +130,7 @@ public final class HeadStore {
     @inline(__always)
     public func append(key: UnsafePointer<Float>, value: UnsafePointer<Float>, position: Int) {
         reserve(count + 1)
-        let r = count - quantizedCount
+        let r = count - compactCount
         (fpKeys + r * headDim).update(from: key, count: headDim)
         (fpValues + r * headDim).update(from: value, count: headDim)
         positions[count] = Int32(position)
@@ -131,7 +141,8 @@ public final class HeadStore {
     /// Shrinks the allocation when at most a quarter of it stays in use.
     public func retain(_ indices: [Int]) {
         precondition(indices.count <= count, "retain: more indices than tokens")
-        if let q = quantized { retainQuantized(indices, q); return }
+        if let q = quantized { retainCompact(indices, prefix: q.count, retainPrefix: q.retain); return }
+        if let m = merged { retainCompact(indices, prefix: m.count, retainPrefix: m.retain); return }
         var w = 0
         for i in indices {
             precondition(i >= w && i < count, "retain: indices must be increasing and in range")
@@ -146,17 +157,17 @@ public final class HeadStore {
         if capacity > 256 && count * 4 <= capacity { resize(to: max(count * 2, 64)) }
     }
 
-    /// Retention on a quantized store: codes of quantized tokens compact (`QuantizedStore.retain`),
-    /// Float32 rows compact after them; order is kept.
-    private func retainQuantized(_ indices: [Int], _ q: QuantizedStore) {
-        let qn = q.count, d = headDim
+    /// Retention on a quantized or merged store: the compact prefix keeps its entries
+    /// (`QuantizedStore.retain`, `MergedSection.retain`), Float32 rows compact after them; order is kept.
+    private func retainCompact(_ indices: [Int], prefix qn: Int, retainPrefix: ([Int]) -> Void) {
+        let d = headDim
         let split = indices.firstIndex { $0 >= qn } ?? indices.count
         var w = 0
         for i in indices {
             precondition(i >= w && i < count, "retain: indices must be increasing and in range")
             positions[w] = positions[i]; w += 1
         }
-        q.retain(Array(indices[..<split]))
+        retainPrefix(Array(indices[..<split]))
         var r = 0
         for i in indices[split...] {
             let src = i - qn
@@ -175,8 +186,8 @@ public final class HeadStore {
     @discardableResult
     public func remove(at i: Int) -> [Int] {
         precondition(i >= 0 && i < count, "remove: index out of range")
-        if quantized != nil {
-            // Codes cannot take a Float32 row's slot: compact in order instead.
+        if quantized != nil || merged != nil {
+            // Codes and merged tokens cannot take a Float32 row's slot: compact in order instead.
             let keep = Array(0..<i) + Array((i + 1)..<count)
             retain(keep)
             return keep
@@ -216,7 +227,7 @@ public final class HeadStore {
     }
 
     /// Removes every token.
-    public func removeAll() { count = 0; isOrdered = true; quantized?.removeAll() }
+    public func removeAll() { count = 0; isOrdered = true; quantized?.removeAll(); merged?.removeAll() }
 
     /// Position of token i.
     @inline(__always) public func position(_ i: Int) -> Int { Int(positions[i]) }

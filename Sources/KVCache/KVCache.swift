@@ -33,6 +33,8 @@ public final class KVCache {
     private var scratch: [UnsafeMutablePointer<Float>] = []   // per KV head: probabilities [g, n]
     private var scratchCapacity = 0
     private var recent: [[Float]]                             // per layer: last queryWindow query rows [W, H*d]
+    /// MiniCache: for the upper layer of each merged pair, its lower layer and per-KV-head state.
+    private var mergePairs: [Int: (lower: Int, states: [PairMergeState])] = [:]
 
     public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
         let stored = policy.storedKVHeads(modelKVHeads: modelShape.kvHeads)
@@ -50,6 +52,18 @@ public final class KVCache {
             }
         }
         if let q = policy.quantization { for layer in stores { for s in layer { s.enableQuantization(q) } } }
+        if let m = policy.layerMerge {
+            precondition(policy.quantization == nil, "\(policy.name): layer merging does not compose with quantization")
+            for (a, b) in m.pairs(layers: shape.layers) {
+                precondition(policy.sourceLayer(a) == a && policy.sourceLayer(b) == b,
+                             "\(policy.name): merged layers \(a) and \(b) must own their stores (no cross-layer sharing)")
+                for h in 0..<shape.kvHeads {
+                    let shared = MergedDirections(headDim: shape.headDim)
+                    stores[a][h].enableMerging(shared); stores[b][h].enableMerging(shared)
+                }
+                mergePairs[b] = (a, (0..<shape.kvHeads).map { _ in PairMergeState() })
+            }
+        }
         recent = Array(repeating: [], count: shape.layers)
         bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { policy.keyBasis(layer: l, head: $0) } }
     }
@@ -117,8 +131,11 @@ public final class KVCache {
                 decodeAttention(step, scale: scale, output: output)
             } else {
                 if owns { restoreOrder(layer: layer) }
+                // A merged store attends through a restored Float32 copy (same indices); old tokens
+                // all precede the new ones in position, so visible counts stay prefixes.
+                let sources = heads.map { ($0.merged?.count ?? 0) > 0 ? $0.dequantizedCopy() : $0 }
                 for qh in 0..<hq {
-                    let st = heads[qh / g]
+                    let st = sources[qh / g]
                     Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st,
                                      visible: Attention.visibleCounts(store: st, positions: positions),
                                      scale: scale, out: output + qh * d, ldo: hq * d)
@@ -133,6 +150,8 @@ public final class KVCache {
             }
             // KIVI: quantize at the step end, after retention (scorers saw Float32 keys).
             if owns && isStepEnd { for st in heads { st.quantizeResidual() } }
+            // MiniCache: once the upper layer of a pair has its tokens, merge the pair.
+            if owns && isStepEnd, let pair = mergePairs[layer] { mergeLayers(lower: pair.lower, upper: layer, states: pair.states) }
         }
     }
 
@@ -149,6 +168,17 @@ public final class KVCache {
         } else {
             store.retain(keep)
             policy.didRetain(layer: layer, head: head, kept: keep)
+        }
+    }
+
+    /// Merges the new tokens of a layer pair (MiniCache) and tells the policy how indices moved.
+    private func mergeLayers(lower: Int, upper: Int, states: [PairMergeState]) {
+        guard let spec = policy.layerMerge else { return }
+        for h in 0..<shape.kvHeads {
+            guard let maps = LayerMerge.merge(lower: stores[lower][h], upper: stores[upper][h], state: states[h],
+                                              spec: spec, compress: compressionEnabled) else { continue }
+            policy.didRetain(layer: lower, head: h, kept: maps.lower)
+            policy.didRetain(layer: upper, head: h, kept: maps.upper)
         }
     }
 
@@ -178,8 +208,14 @@ public final class KVCache {
             }
             selections[h] = sel
             let run = { (idx: UnsafeBufferPointer<Int32>?) in
-                readRows[h] = Attention.decode(q: step.queries + h * g * d, groups: g, store: heads[h], indices: idx,
-                                               scale: scale, probs: self.scratch[h], out: output + h * g * d)
+                let st = heads[h], q = step.queries + h * g * d, out = output + h * g * d
+                if let m = st.merged, m.count > 0 {
+                    readRows[h] = MergedAttention.decode(q: q, groups: g, store: st, merged: m, indices: idx, scale: scale,
+                                                         probs: self.scratch[h], out: out)
+                } else {
+                    readRows[h] = Attention.decode(q: q, groups: g, store: st, indices: idx, scale: scale,
+                                                   probs: self.scratch[h], out: out)
+                }
             }
             if let sel { sel.withUnsafeBufferPointer { run($0) } } else { run(nil) }
         }
@@ -262,6 +298,7 @@ public final class KVCache {
         recent = Array(repeating: [], count: shape.layers)
         stats = CacheStats()
         promptLength = 0
+        for pair in mergePairs.values { pair.states.forEach { $0.reset() } }
         policy.reset()
     }
 

@@ -21,6 +21,8 @@ public final class PolicyStack: CachePolicy {
     }
     /// The first child that quantizes decides how (two quantizers do not compose).
     public var quantization: QuantizationSpec? { children.lazy.compactMap(\.quantization).first }
+    /// The first child that merges layers decides how.
+    public var layerMerge: LayerMergeSpec? { children.lazy.compactMap(\.layerMerge).first }
     /// The first child's basis (two rotating children do not compose; the first wins).
     public func keyBasis(layer: Int, head: Int) -> [Float]? {
         for c in children { if let b = c.keyBasis(layer: layer, head: head) { return b } }

@@ -139,7 +139,7 @@ public final class Loki: CachePolicy {
     /// [g, n] per query head, or [n] summed over the group.
     public static func scores(queries q: UnsafePointer<Float>, groups g: Int, store: HeadStore, rank r: Int,
                               indices: [Int32]?, perQueryHead: Bool, scale: Float) -> [Float] {
-        if store.quantizedCount > 0 {   // KIVI store: score the dequantized keys
+        if store.compactCount > 0 {   // KIVI store: score the dequantized keys
             let k = store.dequantizedCopy()
             return scores(queries: q, groups: g, dim: k.headDim, rows: k.keys, ld: k.headDim, count: k.count, rank: r,
                           indices: indices, perQueryHead: perQueryHead, scale: scale)

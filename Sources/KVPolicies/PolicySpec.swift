@@ -20,6 +20,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case cla(shareFactor: Int, layers: CrossLayerSharing.Layers, map: String?)
     /// KIVI quantization (bits >= 16: no quantization).
     case kivi(bits: Int, groupSize: Int, residual: Int)
+    /// MiniCache layer merging (startLayer nil = L/2).
+    case miniCache(startLayer: Int?, t: Double, retainFraction: Double)
     case stack([PolicySpec])
 
     /// Builds the policy (validating its parameters).
@@ -49,14 +51,16 @@ public indirect enum PolicySpec: Hashable, Sendable {
             }
             return try CrossLayerSharing(shareFactor: factor, layers: layers, map: m.map)
         case let .kivi(b, g, r): return try KIVI(bits: b, groupSize: g, residual: r)
+        case let .miniCache(s, t, r): return try MiniCache(startLayer: s, t: t, retainFraction: r)
         case .stack(let children):
             if children.isEmpty { throw PolicyError.invalidParameter(policy: "stack", field: "stack", message: "expected at least one policy") }
+            try Self.checkComposable(children)
             return PolicyStack(try children.map { try $0.make() })
         }
     }
 
     /// Registered policy names (what configs and the command line accept).
-    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "cla", "kivi", "stack"]
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "cla", "kivi", "minicache", "stack"]
 
     /// The policy's name in configs and results.
     public var kind: String {
@@ -74,6 +78,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .loki: return "loki"
         case .oracleTopK: return "oracle_topk"
         case .kivi: return "kivi"
+        case .miniCache: return "minicache"
         case .stack(let c): return c.map(\.kind).joined(separator: "+")
         }
     }
@@ -84,7 +89,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .full: return "full"
         case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
         case .quest, .loki, .oracleTopK: return "selection"
-        case .headPooling, .cla: return "sharing"
+        case .headPooling, .cla, .miniCache: return "sharing"
         case .kivi: return "quantization"
         case .stack(let c): return c.map(\.family).joined(separator: "+")
         }
@@ -120,6 +125,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case let .oracleTopK(k, gqa): return [Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case let .kivi(b, g, r): return [("bits", "\(b)"), ("group_size", "\(g)"), ("residual", "\(r)")]
+        case let .miniCache(s, t, r): return [("start_layer", s.map(String.init) ?? "half"), ("t", "\(t)"), ("retain_fraction", "\(r)")]
         case .stack(let c): return c.enumerated().flatMap { i, p in [("\(i).policy", p.kind)] + p.parameters.map { ("\(i).\($0.0)", $0.1) } }
         }
     }
@@ -139,13 +145,25 @@ public indirect enum PolicySpec: Hashable, Sendable {
     /// The budget a plot puts on its x axis (the first child's, for stacks).
     public var budget: Budget? {
         switch self {
-        case .full, .headPooling, .cla, .kivi: return nil
+        case .full, .headPooling, .cla, .kivi, .miniCache: return nil
         case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)
         case .loki(_, _, let k, _), .oracleTopK(let k, _):
             switch k { case .tokens(let n): return .tokens(n); case .fraction(let f): return .ratio(1 - f) }
         case .stack(let c): return c.lazy.compactMap(\.budget).first
+        }
+    }
+
+    /// MiniCache rewrites the stores of its layer pairs: it composes with eviction and head pooling,
+    /// not with quantization, cross-layer sharing or the selection policies that mirror stored keys.
+    static func checkComposable(_ children: [PolicySpec]) throws {
+        guard children.contains(where: { $0.kind == "minicache" }) else { return }
+        let clash = ["kivi", "cla", "quest", "loki", "oracle_topk", "minicache"]
+        let others = children.filter { $0.kind != "minicache" }.map(\.kind) + (children.filter { $0.kind == "minicache" }.count > 1 ? ["minicache"] : [])
+        if let bad = others.first(where: clash.contains) {
+            throw PolicyError.invalidParameter(policy: "stack", field: "stack",
+                                               message: "minicache does not stack with \(bad) (it merges the stores that \(bad) also rewrites or mirrors)")
         }
     }
 

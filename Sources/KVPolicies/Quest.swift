@@ -255,7 +255,7 @@ final class QuestPages {
         // KIVI stores: rows held as codes are read dequantized.
         let buf = UnsafeMutablePointer<Float>.allocate(capacity: d)
         defer { buf.deallocate() }
-        func key(_ j: Int) -> UnsafePointer<Float> { j < st.quantizedCount ? { st.key(j, into: buf); return UnsafePointer(buf) }() : UnsafePointer(st.keys + j * d) }
+        func key(_ j: Int) -> UnsafePointer<Float> { j < st.compactCount ? { st.key(j, into: buf); return UnsafePointer(buf) }() : UnsafePointer(st.keys + j * d) }
         mx.update(from: key(lo), count: d); mn.update(from: key(lo), count: d)
         for j in (lo + 1)..<hi {
             let k = key(j)

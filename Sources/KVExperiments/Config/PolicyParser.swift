@@ -17,6 +17,7 @@ enum PolicyParser {
         "head_pooling": ["kv_heads"],
         "kivi": ["bits", "group_size", "residual"],
         "cla": ["share_factor", "layers", "map_file"],
+        "minicache": ["start_layer", "t", "retain_fraction"],
     ]
 
     static func expand(_ f: Field) throws -> [PolicySpec] {
@@ -123,6 +124,9 @@ enum PolicyParser {
             return .headPooling(kvHeads: try n.int(min: 1))
         case "kivi":
             return .kivi(bits: try int("bits", 2), groupSize: try int("group_size", 32), residual: try int("residual", 128))
+        case "minicache":
+            return .miniCache(startLayer: try p["start_layer"].map { try $0.int(min: 0) }, t: try dbl("t", 0.6),
+                              retainFraction: try dbl("retain_fraction", 0.05))
         case "oracle_topk":
             return .oracleTopK(topK: try size(p, at: f, default: nil), gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
         case "cla":
