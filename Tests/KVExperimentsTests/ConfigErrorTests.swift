@@ -42,6 +42,8 @@ final class ConfigErrorTests: XCTestCase {
         ("empty file", "", nil, ["empty config"]),
         ("bad schedule", models + tasks + "policies:\n  - policy: knorm\n    keep: 0.5\n    schedule: sometimes\n", 9, ["policies[0].schedule", "prefill, always"]),
         ("empty stack", models + tasks + "policies:\n  - stack: []\n", 7, ["policies[0].stack", "at least one policy"]),
+        ("minicache retain out of range", models + tasks + "policies:\n  - policy: minicache\n    retain_fraction: 1.5\n", 8, ["policies[0].retain_fraction", "[0, 1]"]),
+        ("minicache stacked with kivi", models + tasks + "policies:\n  - stack:\n      - {policy: minicache}\n      - {policy: kivi}\n", 8, ["policies[0].stack", "minicache does not stack with kivi"]),
     ]
 
     func testEveryBadConfigGetsALocatedMessage() {

@@ -51,6 +51,7 @@ enum PolicyParser {
                let child = field == "budget" ? budgetKeys.lazy.compactMap({ f.child($0) }).first : f.child(field) {
                 throw child.error(message)
             }
+            if case .invalidParameter("stack", _, let message) = e { throw f.error(message) }
             throw f.error(e.localizedDescription)
         }
         return spec
