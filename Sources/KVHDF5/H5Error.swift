@@ -1,4 +1,4 @@
-// Typed errors of KVHDF5. Pure Swift: the HDF5 C calls live in HDF5.swift.
+// Typed errors of KVHDF5. Pure Swift: the HDF5 C calls live in HDF5.swift, H5File, H5Object, H5Group and H5Dataset.swift.
 import Foundation
 
 /// An error from KVHDF5. Every case names the file it concerns and, where there is one, the

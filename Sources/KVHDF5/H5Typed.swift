@@ -1,4 +1,4 @@
-// The typed public dataset API of KVHDF5 (thin wrappers; the HDF5 calls are in HDF5.swift).
+// The typed public dataset API of KVHDF5 (thin wrappers; the HDF5 calls are in HDF5.swift and the H5File/H5Object/H5Group/H5Dataset files).
 
 extension H5Group {
     // MARK: Writers. Values are row-major; `shape` `[]` is a scalar. `gzip` (0…9) chunks and
