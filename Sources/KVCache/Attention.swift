@@ -82,9 +82,10 @@ public enum Attention {
     /// Returns the number of token rows read (each row = one key + one value).
     ///
     /// Memory-bound by design: SIMD8 fused multiply-adds score a key row for four heads at a time
-    /// (each key chunk loaded once for the four), a vectorised exp normalises, and each value row
-    /// is added to four heads' outputs per chunk load. Gathered rows (selection policies) go four
-    /// rows at a time, software-prefetched 16 rows ahead, so their cache misses overlap. Each
+    /// (each key chunk loaded once for the four), a vectorised exp normalises, and value rows are
+    /// added in blocks of eight with the four heads' output chunks held in registers. Every row is
+    /// software-prefetched ahead of use (dense rows as one sequential run per value block; gathered
+    /// rows — selection policies — row by row, 16 rows ahead, so their cache misses overlap). Each
     /// row's score, and the order in which rows are added to the output, do not depend on which
     /// other rows are attended: attending every index gives exactly the dense result.
     @discardableResult
@@ -109,10 +110,19 @@ public enum Attention {
 
     /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows per block).
     static let prefetchDistance = 16
+    /// Dense key rows are prefetched this many rows ahead; dense value blocks this many rows ahead.
+    static let denseKeyAhead = 16
+    static let denseValueAhead = 16
+    /// Value rows are added to the outputs in blocks of this many rows (outputs held in registers).
+    static let valueBlock = 8
 
-    /// Dense rows stream row by row (what the hardware prefetchers follow best); gathered rows
-    /// go four at a time (independent misses overlap) with the rows `prefetchDistance` ahead
-    /// software-prefetched. Per row the arithmetic is the same either way.
+    /// Key pass: each row's scores for the g heads (scaled) into probs[h, j]. Dense rows stream row
+    /// by row with each row `denseKeyAhead` rows ahead software-prefetched; gathered rows go four
+    /// at a time (independent misses overlap) with the rows `prefetchDistance` ahead prefetched. Per
+    /// row the arithmetic is the same either way. Softmax: max and e^(s - max) per head (the
+    /// normalisation 1/sum is applied to each block of probabilities just before its value rows).
+    /// Value pass: blocks of `valueBlock` rows, each output element accumulated over the block's
+    /// rows in order with fused multiply-adds — exactly what adding row by row gives.
     @inline(__always)
     static func run<R: RowMap>(_ rows: R, q: UnsafePointer<Float>, g: Int, store: HeadStore, n: Int, scale: Float,
                                probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
@@ -128,21 +138,42 @@ public enum Attention {
             }
             while j < n { scoreOne(keys + rows.row(j) * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n); j += 1 }
         } else {
-            for j in 0..<n { scoreOne(keys + j * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n) }
-        }
-        for h in 0..<g { softmax(probs + h * n, count: n) }
-        if R.gathers {
-            for t in 0..<min(ahead, n) { prefetchRow(values + rows.row(t) * d, d) }
-            var j = 0
-            while j + 4 <= n {
-                for t in min(j + ahead, n)..<min(j + ahead + 4, n) { prefetchRow(values + rows.row(t) * d, d) }
-                accumulateFour(values + rows.row(j) * d, values + rows.row(j + 1) * d, values + rows.row(j + 2) * d,
-                               values + rows.row(j + 3) * d, probs: probs + j, stride: n, g: g, d: d, out: out)
-                j += 4
+            let m = max(n - denseKeyAhead, 0)
+            for j in 0..<m {
+                prefetchRow(keys + (j + denseKeyAhead) * d, d)
+                scoreOne(keys + j * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n)
             }
-            while j < n { accumulateOne(values + rows.row(j) * d, probs: probs + j, stride: n, g: g, d: d, out: out); j += 1 }
-        } else {
-            for j in 0..<n { accumulateOne(values + j * d, probs: probs + j, stride: n, g: g, d: d, out: out) }
+            for j in m..<n { scoreOne(keys + j * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n) }
+        }
+        let B = valueBlock
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: g) { invBuf in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: B) { ptrBuf in
+            let inv = invBuf.baseAddress!, ptrs = ptrBuf.baseAddress!
+            for h in 0..<g { inv[h] = 1 / expShiftedToMax(probs + h * n, count: n) }
+            let vAhead = R.gathers ? ahead : denseValueAhead
+            for t in 0..<min(vAhead, n) { prefetchRow(values + rows.row(t) * d, d) }
+            var j0 = 0
+            while j0 < n {
+                let cnt = min(B, n - j0)
+                if R.gathers {
+                    for t in min(j0 + vAhead, n)..<min(j0 + vAhead + cnt, n) { prefetchRow(values + rows.row(t) * d, d) }
+                } else {
+                    // One sequential run over the block's bytes `vAhead` rows ahead (cheaper than per row).
+                    let a = values + (j0 + vAhead) * d, e = min(cnt, max(n - j0 - vAhead, 0)) * d
+                    var i = 0
+                    while i < e { kv_prefetch(a + i); i += 16 }
+                }
+                for r in 0..<cnt { ptrs[r] = UnsafePointer(values + rows.row(j0 + r) * d) }
+                for h in 0..<g {
+                    let p = probs + h * n + j0, s = inv[h]
+                    var r = 0
+                    while r + 8 <= cnt { UnsafeMutableRawPointer(p + r).storeBytes(of: load(p, r) * s, as: V8.self); r += 8 }
+                    while r < cnt { p[r] *= s; r += 1 }
+                }
+                accumulateBlock(ptrs, count: cnt, probs: probs + j0, stride: n, g: g, d: d, out: out)
+                j0 += cnt
+            }
+        }
         }
     }
 
@@ -242,8 +273,8 @@ public enum Attention {
     }
 
     /// out[h] += p[h, j] * v_j for one row (fused multiply-adds), heads four at a time so each
-    /// value chunk is loaded once for the four. `accumulateFour` adds four rows in the same order
-    /// with the same operations, keeping the output chunk in a register.
+    /// value chunk is loaded once for the four. `accumulateBlock` adds rows in the same order with
+    /// the same operations, keeping the output chunks in registers.
     @inline(__always)
     static func accumulateOne(_ v: UnsafePointer<Float>, probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int,
                               out: UnsafeMutablePointer<Float>) {
@@ -285,29 +316,96 @@ public enum Attention {
         }
     }
 
+    /// out[h] += sum over the block's rows r (in order) of p[h, r] * v_r, for `count` rows at
+    /// `v[0..<count]`. Per output element the rows are added in order by fused multiply-adds — the
+    /// same result as `accumulateOne` row by row — but each output chunk stays in a register over
+    /// the block (heads four at a time, two chunks per step: 8 accumulators), so the outputs are
+    /// loaded and stored once per block instead of once per row.
     @inline(__always)
-    static func accumulateFour(_ v0: UnsafePointer<Float>, _ v1: UnsafePointer<Float>, _ v2: UnsafePointer<Float>, _ v3: UnsafePointer<Float>,
-                               probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int, out: UnsafeMutablePointer<Float>) {
-        let d8 = d & ~7
-        for h in 0..<g {
-            let ph = p + h * stride
-            let w0 = V8(repeating: ph[0]), w1 = V8(repeating: ph[1]), w2 = V8(repeating: ph[2]), w3 = V8(repeating: ph[3])
-            let o = out + h * d
+    static func accumulateBlock(_ v: UnsafePointer<UnsafePointer<Float>>, count cnt: Int, probs p: UnsafePointer<Float>, stride: Int,
+                                g: Int, d: Int, out: UnsafeMutablePointer<Float>) {
+        @inline(__always) func store(_ x: V8, _ o: UnsafeMutablePointer<Float>, _ c: Int) { UnsafeMutableRawPointer(o + c).storeBytes(of: x, as: V8.self) }
+        var h = 0
+        while h + 4 <= g {
+            let p0 = p + h * stride, p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride
+            let o0 = out + h * d, o1 = o0 + d, o2 = o1 + d, o3 = o2 + d
             var c = 0
-            while c < d8 {
-                var acc = load(o, c)
-                acc.addProduct(w0, load(v0, c)); acc.addProduct(w1, load(v1, c))
-                acc.addProduct(w2, load(v2, c)); acc.addProduct(w3, load(v3, c))
-                UnsafeMutableRawPointer(o + c).storeBytes(of: acc, as: V8.self)
+            while c + 16 <= d {
+                var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
+                var y0 = load(o0, c + 8), y1 = load(o1, c + 8), y2 = load(o2, c + 8), y3 = load(o3, c + 8)
+                for r in 0..<cnt {
+                    let vr = v[r], va = load(vr, c), vb = load(vr, c + 8)
+                    let w0 = V8(repeating: p0[r]), w1 = V8(repeating: p1[r]), w2 = V8(repeating: p2[r]), w3 = V8(repeating: p3[r])
+                    x0.addProduct(w0, va); y0.addProduct(w0, vb)
+                    x1.addProduct(w1, va); y1.addProduct(w1, vb)
+                    x2.addProduct(w2, va); y2.addProduct(w2, vb)
+                    x3.addProduct(w3, va); y3.addProduct(w3, vb)
+                }
+                store(x0, o0, c); store(x1, o1, c); store(x2, o2, c); store(x3, o3, c)
+                store(y0, o0, c + 8); store(y1, o1, c + 8); store(y2, o2, c + 8); store(y3, o3, c + 8)
+                c += 16
+            }
+            if c + 8 <= d {
+                var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
+                for r in 0..<cnt {
+                    let va = load(v[r], c)
+                    x0.addProduct(V8(repeating: p0[r]), va); x1.addProduct(V8(repeating: p1[r]), va)
+                    x2.addProduct(V8(repeating: p2[r]), va); x3.addProduct(V8(repeating: p3[r]), va)
+                }
+                store(x0, o0, c); store(x1, o1, c); store(x2, o2, c); store(x3, o3, c)
+                c += 8
+            }
+            while c < d {
+                var x0 = o0[c], x1 = o1[c], x2 = o2[c], x3 = o3[c]
+                for r in 0..<cnt {
+                    let vc = v[r][c]
+                    x0 = x0.addingProduct(p0[r], vc); x1 = x1.addingProduct(p1[r], vc)
+                    x2 = x2.addingProduct(p2[r], vc); x3 = x3.addingProduct(p3[r], vc)
+                }
+                o0[c] = x0; o1[c] = x1; o2[c] = x2; o3[c] = x3
+                c += 1
+            }
+            h += 4
+        }
+        while h < g {
+            let ph = p + h * stride, o = out + h * d
+            var c = 0
+            while c + 32 <= d {
+                var x0 = load(o, c), x1 = load(o, c + 8), x2 = load(o, c + 16), x3 = load(o, c + 24)
+                for r in 0..<cnt {
+                    let w = V8(repeating: ph[r]), vr = v[r]
+                    x0.addProduct(w, load(vr, c)); x1.addProduct(w, load(vr, c + 8))
+                    x2.addProduct(w, load(vr, c + 16)); x3.addProduct(w, load(vr, c + 24))
+                }
+                store(x0, o, c); store(x1, o, c + 8); store(x2, o, c + 16); store(x3, o, c + 24)
+                c += 32
+            }
+            while c + 8 <= d {
+                var x0 = load(o, c)
+                for r in 0..<cnt { x0.addProduct(V8(repeating: ph[r]), load(v[r], c)) }
+                store(x0, o, c)
                 c += 8
             }
             while c < d {
                 var x = o[c]
-                x = x.addingProduct(w0[0], v0[c]); x = x.addingProduct(w1[0], v1[c])
-                x = x.addingProduct(w2[0], v2[c]); x = x.addingProduct(w3[0], v3[c])
-                o[c] = x; c += 1
+                for r in 0..<cnt { x = x.addingProduct(ph[r], v[r][c]) }
+                o[c] = x
+                c += 1
             }
+            h += 1
         }
+    }
+
+    /// x[j] <- e^(x[j] - max x) in place over n floats; returns the sum (the softmax denominator).
+    @inline(__always)
+    static func expShiftedToMax(_ x: UnsafeMutablePointer<Float>, count n: Int) -> Float {
+        let full = n & ~7
+        var mv = V8(repeating: -.infinity)
+        var i = 0
+        while i < full { let v = load(x, i); mv.replace(with: v, where: v .> mv); i += 8 }
+        var m = mv.max()
+        while i < n { m = max(m, x[i]); i += 1 }
+        return expShiftedSum(x, count: n, shift: m)
     }
 
     /// x[j] <- e^(x[j] - shift) in place over n floats (vectorised); returns their sum.
@@ -346,9 +444,34 @@ public enum Attention {
         while i < n { x[i] *= inv[0]; i += 1 }
     }
 
-    /// e^x for 8 lanes (see `Ops.exp8`).
+    /// e^x for 8 lanes: the same operations as `Ops.exp8` (so the same results), repeated here
+    /// because a cross-module call is not inlined (it was ~1/3 of the softmax time).
     @inline(__always)
-    static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> { Ops.exp8(x) }
+    static func exp8(_ xIn: SIMD8<Float>) -> SIMD8<Float> {
+        typealias V = SIMD8<Float>
+        let lo = V(repeating: -87.3), hi = V(repeating: 88.3)
+        let tooSmall = xIn .< lo
+        var x = xIn
+        x.replace(with: lo, where: tooSmall)
+        x.replace(with: hi, where: x .> hi)
+        let fx = (x * V(repeating: 1.44269504088896341) + V(repeating: 0.5)).rounded(.down)
+        var r = x - fx * V(repeating: 0.693359375)
+        r = r - fx * V(repeating: -2.12194440e-4)
+        let r2 = r * r
+        var y = V(repeating: 1.9875691500e-4)
+        y = y * r + V(repeating: 1.3981999507e-3)
+        y = y * r + V(repeating: 8.3334519073e-3)
+        y = y * r + V(repeating: 4.1665795894e-2)
+        y = y * r + V(repeating: 1.6666665459e-1)
+        y = y * r + V(repeating: 5.0000001201e-1)
+        y = y * r2 + r + V(repeating: 1)
+        let magic = V(repeating: 12582912)
+        let ni = unsafeBitCast(fx + magic, to: SIMD8<Int32>.self) &- SIMD8<Int32>(repeating: 0x4B40_0000)
+        let pow2 = unsafeBitCast((ni &+ SIMD8<Int32>(repeating: 127)) &<< SIMD8<Int32>(repeating: 23), to: V.self)
+        var e = y * pow2
+        e.replace(with: 0, where: tooSmall)
+        return e
+    }
 }
 
 /// Which store row the j-th attended token is: all rows in order, or a gathered index list.
