@@ -1,3 +1,4 @@
+import CPrefetch
 import Foundation
 
 /// Decode attention over a KIVI-quantized `HeadStore`, reading the packed codes (never a
@@ -6,36 +7,73 @@ import Foundation
 /// Keys, per key group with per-channel mins m and scales s (scale = 1/sqrt(d)):
 ///   scale * q.k = scale * sum_c q_c (m_c + s_c x_c) = [scale * q.m] + sum_c (scale * q_c s_c) x_c,
 /// so per group and query head the kernel forms q~ = scale * q * s and the bias scale * q.m once,
-/// then each token costs one unpack of its codes x (a 256-entry table, 8/b codes a byte) and one
-/// dot product per query head. Values, per token: v_c = m_k + s_k x_c (k = channel group of c) is
-/// rebuilt from the codes into a d-float register tile and added to the g heads' outputs.
-/// Float32 (residual) rows go through the exact kernels of `Attention`.
+/// then each token costs one unpack of its codes x and one dot product per query head.
+/// Values, per token with per channel-group mins m_k and scales s_k:
+///   sum_j p_j v_j[c] = sum_j (p_j s_k(j)) x_j[c] + sum_j p_j m_k(j),
+/// so each token adds (p s_k) x to the outputs (one fused multiply-add per code) and p m_k to a
+/// per-head, per-group sum that is spread over the group's channels once at the end.
+///
+/// Codes are unpacked in registers, 16 channels at a time: the bytes holding them are broadcast to
+/// eight 32-bit lanes, shifted by per-lane amounts and masked (2 and 4 bits), or zero-extended (8
+/// bits), then converted to floats — no table, no scratch row. This needs d % 16 == 0 (keys) and
+/// G % 8 == 0 (values: one scale per 8-channel chunk); other shapes take the reference path (table
+/// unpack into a scratch row, then the Float32 helpers). Float32 (residual) rows use the exact
+/// kernels of `Attention`.
 enum QuantizedAttention {
     /// Same contract as `Attention.decode`; records the bytes read in `store.lastReadBytes`.
     static func decode(q: UnsafePointer<Float>, groups g: Int, store: HeadStore, quantized qs: QuantizedStore,
                        indices: UnsafeBufferPointer<Int32>?, scale: Float,
                        probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
+        switch qs.spec.bits {
+        case 2: return decode(Codes2.self, q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale, probs: probs, out: out)
+        case 4: return decode(Codes4.self, q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale, probs: probs, out: out)
+        default: return decode(Codes8.self, q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale, probs: probs, out: out)
+        }
+    }
+
+    /// Rows are prefetched this many rows ahead when gathered (codes: one or two cache lines a row).
+    static let prefetchDistance = 16
+
+    @inline(__always)
+    static func decode<C: CodeLayout>(_ layout: C.Type, q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
+                                      quantized qs: QuantizedStore, indices: UnsafeBufferPointer<Int32>?, scale: Float,
+                                      probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
         let d = store.headDim, n = indices?.count ?? store.count, qn = qs.count
         out.initialize(repeating: 0, count: g * d)
         store.lastReadBytes = (0, 0)
         guard n > 0 else { return 0 }
         let idx = indices?.baseAddress
         @inline(__always) func row(_ j: Int) -> Int { idx.map { Int($0[j]) } ?? j }
+        let G = qs.spec.groupSize, vg = qs.valueGroups, pv = 2 * vg, rb = qs.rowBytes
+        let fastKeys = d % 16 == 0, fastValues = fastKeys && G % 8 == 0
         let ul = qs.unpackLength
-        let x = UnsafeMutablePointer<Float>.allocate(capacity: ul + d)     // unpacked codes
-        let v = UnsafeMutablePointer<Float>.allocate(capacity: d)          // dequantized value row
-        let qt = UnsafeMutablePointer<Float>.allocate(capacity: g * d)     // q~ = scale * q * s, per head
-        var bias = [Float](repeating: 0, count: g)
-        defer { x.deallocate(); v.deallocate(); qt.deallocate() }
+        let block = Attention.valueBlock
+        // Scratch: unpacked codes and a dequantized value row (reference path), q~ [g, d], key
+        // biases [g], 1/sum [g], value weights p*s [block, g, vg], value min sums [g, vg].
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: ul + d)
+        let v = UnsafeMutablePointer<Float>.allocate(capacity: d)
+        let qt = UnsafeMutablePointer<Float>.allocate(capacity: g * d)
+        let small = UnsafeMutablePointer<Float>.allocate(capacity: 2 * g + block * g * vg + g * vg)
+        let codeRows = UnsafeMutablePointer<UnsafePointer<UInt8>>.allocate(capacity: block)
+        defer { x.deallocate(); v.deallocate(); qt.deallocate(); small.deallocate(); codeRows.deallocate() }
+        let bias = small, inv = bias + g, weights = inv + g, minSums = weights + block * g * vg
+        minSums.initialize(repeating: 0, count: g * vg)
+        // Quantized rows' value sums, per lane scaled by 1 / the lane factor (see `CodeLayout`).
+        let accQ = UnsafeMutablePointer<Float>.allocate(capacity: fastValues ? g * d : 1)
+        defer { accQ.deallocate() }
+        if fastValues { accQ.initialize(repeating: 0, count: g * d) }
         let fpRow = d * MemoryLayout<Float>.stride
         let keyGroupBytes = 2 * d * MemoryLayout<Float>.stride
-        let valueRowBytes = qs.rowBytes + 2 * qs.valueGroups * MemoryLayout<Float>.stride
+        let valueRowBytes = rb + pv * MemoryLayout<Float>.stride
         var keyBytes = 0, valueBytes = 0
+        let fpKeys = store.keys, fpValues = store.values, keyCodes = qs.keyCodes, valueCodes = qs.valueCodes
+        let ahead = prefetchDistance
         // Scores.
         var grp = -1, grpEnd = 0
-        let fpKeys = store.keys, fpValues = store.values
         qs.keyParams.withUnsafeBufferPointer { kp in
+            if idx != nil { for t in 0..<min(ahead, n) { prefetchKey(row(t), qn: qn, codes: keyCodes, rowBytes: rb, fp: fpKeys, d: d) } }
             for j in 0..<n {
+                if idx != nil && j + ahead < n { prefetchKey(row(j + ahead), qn: qn, codes: keyCodes, rowBytes: rb, fp: fpKeys, d: d) }
                 let i = row(j)
                 if i < qn {
                     if grp < 0 || i >= grpEnd {
@@ -43,40 +81,266 @@ enum QuantizedAttention {
                         while qs.groupStarts[grp + 1] <= i { grp += 1 }
                         grpEnd = qs.groupStarts[grp + 1]
                         let m = kp.baseAddress! + grp * 2 * d, s = m + d
-                        for h in 0..<g {
-                            let qh = q + h * d, t = qt + h * d
-                            var b: Float = 0
-                            for c in 0..<d { t[c] = scale * qh[c] * s[c]; b += qh[c] * m[c] }
-                            bias[h] = scale * b
+                        if fastKeys {
+                            // q~ with the codes' lane factors folded in (see `CodeLayout`), 8 lanes at a time.
+                            let f = C.laneFactors, sv = V8(repeating: scale)
+                            for h in 0..<g {
+                                let qh = q + h * d, t = qt + h * d
+                                var b = V8()
+                                var c = 0
+                                while c < d {
+                                    let qc = load(qh, c)
+                                    UnsafeMutableRawPointer(t + c).storeBytes(of: sv * qc * load(s, c) * f, as: V8.self)
+                                    b.addProduct(qc, load(m, c))
+                                    c += 8
+                                }
+                                bias[h] = scale * b.sum()
+                            }
+                        } else {
+                            for h in 0..<g {
+                                let qh = q + h * d, t = qt + h * d
+                                var b: Float = 0
+                                for c in 0..<d { t[c] = scale * qh[c] * s[c]; b += qh[c] * m[c] }
+                                bias[h] = scale * b
+                            }
                         }
                         keyBytes += keyGroupBytes
                     }
-                    qs.unpack(qs.keyCodes + i * qs.rowBytes, into: x)
-                    Attention.scoreOne(x, q: qt, g: g, d: d, scale: 1, probs: probs + j, stride: n)
-                    for h in 0..<g { probs[h * n + j] += bias[h] }
-                    keyBytes += qs.rowBytes
+                    if fastKeys {
+                        scoreCodes(C.self, keyCodes + i * rb, q: qt, bias: bias, g: g, d: d, probs: probs + j, stride: n)
+                    } else {
+                        qs.unpack(keyCodes + i * rb, into: x)
+                        Attention.scoreOne(x, q: qt, g: g, d: d, scale: 1, probs: probs + j, stride: n)
+                        for h in 0..<g { probs[h * n + j] += bias[h] }
+                    }
+                    keyBytes += rb
                 } else {
                     Attention.scoreOne(fpKeys + i * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n)
                     keyBytes += fpRow
                 }
             }
         }
-        for h in 0..<g { Attention.softmax(probs + h * n, count: n) }
-        // Values.
-        let pv = 2 * qs.valueGroups
-        for j in 0..<n {
-            let i = row(j)
-            if i < qn {
-                qs.unpack(qs.valueCodes + i * qs.rowBytes, into: x)
-                qs.dequantizeValueRow(codes: x, params: qs.valueParams + i * pv, into: v)
-                Attention.accumulateOne(v, probs: probs + j, stride: n, g: g, d: d, out: out)
-                valueBytes += valueRowBytes
-            } else {
-                Attention.accumulateOne(fpValues + i * d, probs: probs + j, stride: n, g: g, d: d, out: out)
+        for h in 0..<g { inv[h] = 1 / Attention.expShiftedToMax(probs + h * n, count: n) }
+        // Values, in blocks: normalise the block's probabilities, then its quantized rows (they come
+        // first: indices increase and the quantized tokens are the oldest), then its Float32 rows.
+        if idx != nil { for t in 0..<min(ahead, n) { prefetchValue(row(t), qn: qn, codes: valueCodes, rowBytes: rb, fp: fpValues, d: d) } }
+        var j0 = 0
+        while j0 < n {
+            let cnt = min(block, n - j0)
+            if idx != nil {
+                for t in min(j0 + ahead, n)..<min(j0 + ahead + cnt, n) {
+                    prefetchValue(row(t), qn: qn, codes: valueCodes, rowBytes: rb, fp: fpValues, d: d)
+                }
+            }
+            for h in 0..<g {
+                let p = probs + h * n + j0, s = inv[h]
+                for r in 0..<cnt { p[r] *= s }
+            }
+            var nq = 0
+            while nq < cnt && row(j0 + nq) < qn { nq += 1 }
+            if nq > 0 {
+                if fastValues {
+                    for r in 0..<nq {
+                        let i = row(j0 + r), par = qs.valueParams + i * pv
+                        codeRows[r] = UnsafePointer(valueCodes + i * rb)
+                        for h in 0..<g {
+                            let ph = probs[h * n + j0 + r], w = weights + (r * g + h) * vg, ms = minSums + h * vg
+                            var k = 0
+                            if vg >= 4 {
+                                let pp = SIMD4<Float>(repeating: ph)
+                                while k + 4 <= vg {
+                                    let sc = UnsafeRawPointer(par + vg + k).loadUnaligned(as: SIMD4<Float>.self)
+                                    let mn = UnsafeRawPointer(par + k).loadUnaligned(as: SIMD4<Float>.self)
+                                    var acc = UnsafeRawPointer(ms + k).loadUnaligned(as: SIMD4<Float>.self)
+                                    acc.addProduct(pp, mn)
+                                    UnsafeMutableRawPointer(w + k).storeBytes(of: pp * sc, as: SIMD4<Float>.self)
+                                    UnsafeMutableRawPointer(ms + k).storeBytes(of: acc, as: SIMD4<Float>.self)
+                                    k += 4
+                                }
+                            }
+                            while k < vg { w[k] = ph * par[vg + k]; ms[k] = ms[k].addingProduct(ph, par[k]); k += 1 }
+                        }
+                    }
+                    accumulateCodes(C.self, codeRows, count: nq, weights: weights, g: g, d: d, groupSize: G, valueGroups: vg, out: accQ)
+                } else {
+                    for r in 0..<nq {
+                        let i = row(j0 + r)
+                        qs.unpack(valueCodes + i * rb, into: x)
+                        qs.dequantizeValueRow(codes: x, params: qs.valueParams + i * pv, into: v)
+                        Attention.accumulateOne(v, probs: probs + j0 + r, stride: n, g: g, d: d, out: out)
+                    }
+                }
+                valueBytes += nq * valueRowBytes
+            }
+            for r in nq..<cnt {
+                Attention.accumulateOne(fpValues + row(j0 + r) * d, probs: probs + j0 + r, stride: n, g: g, d: d, out: out)
                 valueBytes += fpRow
+            }
+            j0 += cnt
+        }
+        if fastValues {   // add the quantized rows' sums (lane factors applied) and p * min over each group's channels
+            let f = C.laneFactors
+            for h in 0..<g {
+                let o = out + h * d, a = accQ + h * d, ms = minSums + h * vg
+                var c = 0
+                while c < d {
+                    let x = load(o, c) + load(a, c) * f + V8(repeating: ms[c / G])
+                    UnsafeMutableRawPointer(o + c).storeBytes(of: x, as: V8.self)
+                    c += 8
+                }
             }
         }
         store.lastReadBytes = (keyBytes, valueBytes)
         return n
+    }
+
+    @inline(__always)
+    static func prefetchKey(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<Float>, d: Int) {
+        if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + i * d, d) }
+    }
+
+    @inline(__always)
+    static func prefetchValue(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<Float>, d: Int) {
+        if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + i * d, d) }
+    }
+
+    typealias V8 = SIMD8<Float>
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ i: Int) -> V8 { UnsafeRawPointer(p + i).loadUnaligned(as: V8.self) }
+
+    /// One quantized key row's scores for every head: bias[h] + q~[h] . x, heads four at a time (the
+    /// codes of 16 channels unpacked once for the four), two accumulators per head (even and odd
+    /// 8-channel chunks). d % 16 == 0.
+    @inline(__always)
+    static func scoreCodes<C: CodeLayout>(_ layout: C.Type, _ codes: UnsafePointer<UInt8>, q: UnsafePointer<Float>,
+                                          bias: UnsafePointer<Float>, g: Int, d: Int, probs: UnsafeMutablePointer<Float>, stride: Int) {
+        var h = 0
+        while h < g {
+            // Heads past g alias head h (computed, not written).
+            let q0 = q + h * d, q1 = q0 + (h + 1 < g ? d : 0), q2 = q0 + (h + 2 < g ? 2 * d : 0), q3 = q0 + (h + 3 < g ? 3 * d : 0)
+            var a0 = V8(), a1 = V8(), a2 = V8(), a3 = V8(), b0 = V8(), b1 = V8(), b2 = V8(), b3 = V8()
+            var c = 0
+            while c < d {
+                let (xa, xb) = C.unpack16(codes, channel: c)
+                a0.addProduct(load(q0, c), xa); b0.addProduct(load(q0, c + 8), xb)
+                a1.addProduct(load(q1, c), xa); b1.addProduct(load(q1, c + 8), xb)
+                a2.addProduct(load(q2, c), xa); b2.addProduct(load(q2, c + 8), xb)
+                a3.addProduct(load(q3, c), xa); b3.addProduct(load(q3, c + 8), xb)
+                c += 16
+            }
+            probs[h * stride] = (a0 + b0).sum() + bias[h]
+            if h + 1 < g { probs[(h + 1) * stride] = (a1 + b1).sum() + bias[h + 1] }
+            if h + 2 < g { probs[(h + 2) * stride] = (a2 + b2).sum() + bias[h + 2] }
+            if h + 3 < g { probs[(h + 3) * stride] = (a3 + b3).sum() + bias[h + 3] }
+            h += 4
+        }
+    }
+
+    /// out[h][c] += sum over the block's rows r (in order) of w[r, h, group(c)] * x_r[c], for `count`
+    /// rows of packed value codes; the output chunks stay in registers over the block (heads four at
+    /// a time, 16 channels per step). d % 16 == 0, G % 8 == 0.
+    @inline(__always)
+    static func accumulateCodes<C: CodeLayout>(_ layout: C.Type, _ rows: UnsafePointer<UnsafePointer<UInt8>>, count cnt: Int,
+                                               weights w: UnsafePointer<Float>, g: Int, d: Int, groupSize G: Int, valueGroups vg: Int,
+                                               out: UnsafeMutablePointer<Float>) {
+        @inline(__always) func store(_ x: V8, _ o: UnsafeMutablePointer<Float>, _ c: Int) { UnsafeMutableRawPointer(o + c).storeBytes(of: x, as: V8.self) }
+        let rs = g * vg   // weights per row
+        var h = 0
+        while h + 4 <= g {
+            let o0 = out + h * d, o1 = o0 + d, o2 = o1 + d, o3 = o2 + d
+            var c = 0
+            while c < d {
+                let ka = c / G, kb = (c + 8) / G
+                var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
+                var y0 = load(o0, c + 8), y1 = load(o1, c + 8), y2 = load(o2, c + 8), y3 = load(o3, c + 8)
+                var wr = w + h * vg
+                for r in 0..<cnt {
+                    let (xa, xb) = C.unpack16(rows[r], channel: c)
+                    x0.addProduct(V8(repeating: wr[ka]), xa); y0.addProduct(V8(repeating: wr[kb]), xb)
+                    x1.addProduct(V8(repeating: wr[vg + ka]), xa); y1.addProduct(V8(repeating: wr[vg + kb]), xb)
+                    x2.addProduct(V8(repeating: wr[2 * vg + ka]), xa); y2.addProduct(V8(repeating: wr[2 * vg + kb]), xb)
+                    x3.addProduct(V8(repeating: wr[3 * vg + ka]), xa); y3.addProduct(V8(repeating: wr[3 * vg + kb]), xb)
+                    wr += rs
+                }
+                store(x0, o0, c); store(x1, o1, c); store(x2, o2, c); store(x3, o3, c)
+                store(y0, o0, c + 8); store(y1, o1, c + 8); store(y2, o2, c + 8); store(y3, o3, c + 8)
+                c += 16
+            }
+            h += 4
+        }
+        while h < g {
+            let o = out + h * d
+            var c = 0
+            while c < d {
+                let ka = c / G, kb = (c + 8) / G
+                var x0 = load(o, c), y0 = load(o, c + 8)
+                var wr = w + h * vg
+                for r in 0..<cnt {
+                    let (xa, xb) = C.unpack16(rows[r], channel: c)
+                    x0.addProduct(V8(repeating: wr[ka]), xa); y0.addProduct(V8(repeating: wr[kb]), xb)
+                    wr += rs
+                }
+                store(x0, o, c); store(y0, o, c + 8)
+                c += 16
+            }
+            h += 1
+        }
+    }
+}
+
+/// How a row of packed codes yields the codes of 16 consecutive channels (channel c at byte
+/// c / (8/b), bits (c % (8/b)) * b, as `QuantizedStore` packs them) as floats, each lane times a
+/// fixed power of two: lane l of a chunk holds code * 2^e_l, and `laneFactors` holds 2^-e_l. The
+/// bytes are broadcast to eight 32-bit lanes and masked in place (no per-lane variable shift, which
+/// costs three micro-ops on the baseline x86 target); the caller folds the exact power-of-two
+/// factors into the query (keys) or applies them once to the summed outputs (values).
+protocol CodeLayout {
+    /// Codes of channels c..<c+8 and c+8..<c+16 (c % 16 == 0), lane l scaled by 1 / laneFactors[l].
+    static func unpack16(_ row: UnsafePointer<UInt8>, channel c: Int) -> (SIMD8<Float>, SIMD8<Float>)
+    static var laneFactors: SIMD8<Float> { get }
+}
+
+enum Codes2: CodeLayout {
+    static let masks = SIMD8<Int32>(3, 3 << 2, 3 << 4, 3 << 6, 3 << 8, 3 << 10, 3 << 12, 3 << 14)
+    @inline(__always) static var laneFactors: SIMD8<Float> {
+        SIMD8(1, 0x1p-2, 0x1p-4, 0x1p-6, 0x1p-8, 0x1p-10, 0x1p-12, 0x1p-14)
+    }
+    @inline(__always)
+    static func unpack16(_ row: UnsafePointer<UInt8>, channel c: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        // 16 codes in 32 bits: channels c..<c+8 in the low 16 bits, c+8..<c+16 in the high 16.
+        let w = SIMD8<Int32>(repeating: Int32(bitPattern: UnsafeRawPointer(row + c / 4).loadUnaligned(as: UInt32.self).littleEndian))
+        let m = masks
+        return (SIMD8<Float>(w & m), SIMD8<Float>((w &>> 16) & m))
+    }
+}
+
+enum Codes4: CodeLayout {
+    static let masks = SIMD8<Int32>(0xF, 0xF << 4, 0xF << 8, 0xF << 12, 0xF, 0xF << 4, 0xF << 8, 0xF << 12)
+    @inline(__always) static var laneFactors: SIMD8<Float> {
+        SIMD8(1, 0x1p-4, 0x1p-8, 0x1p-12, 1, 0x1p-4, 0x1p-8, 0x1p-12)
+    }
+    /// 8 codes in 32 bits: lanes 0-3 from the low 16 bits, lanes 4-7 from the high 16 (shifted down).
+    @inline(__always)
+    static func eight(_ p: UnsafeRawPointer) -> SIMD8<Float> {
+        let w = SIMD8<Int32>(repeating: Int32(bitPattern: p.loadUnaligned(as: UInt32.self).littleEndian))
+        var t = w &>> 16
+        t.replace(with: w, where: SIMDMask(SIMD8<Int32>(-1, -1, -1, -1, 0, 0, 0, 0)))
+        return SIMD8<Float>(t & masks)
+    }
+    @inline(__always)
+    static func unpack16(_ row: UnsafePointer<UInt8>, channel c: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let p = UnsafeRawPointer(row + c / 2)
+        return (eight(p), eight(p + 4))
+    }
+}
+
+enum Codes8: CodeLayout {
+    @inline(__always) static var laneFactors: SIMD8<Float> { SIMD8(repeating: 1) }
+    @inline(__always)
+    static func unpack16(_ row: UnsafePointer<UInt8>, channel c: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let p = UnsafeRawPointer(row + c)
+        let b0 = p.loadUnaligned(as: SIMD8<UInt8>.self), b1 = p.loadUnaligned(fromByteOffset: 8, as: SIMD8<UInt8>.self)
+        return (SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: b0)), SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: b1)))
     }
 }
