@@ -34,7 +34,7 @@ enum QuantizedAttention {
     /// Rows are prefetched this many rows ahead when gathered (codes: one or two cache lines a row).
     static let prefetchDistance = 16
 
-    @inline(__always)
+    @inline(never)
     static func decode<C: CodeLayout>(_ layout: C.Type, q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
                                       quantized qs: QuantizedStore, indices: UnsafeBufferPointer<Int32>?, scale: Float,
                                       probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
@@ -68,6 +68,14 @@ enum QuantizedAttention {
         var keyBytes = 0, valueBytes = 0
         let fpKeys = store.keys, fpValues = store.values, keyCodes = qs.keyCodes, valueCodes = qs.valueCodes
         let ahead = prefetchDistance
+        // q * scale with the codes' lane factors folded in (see `CodeLayout`), once per call; per key
+        // group q~ = that * s.
+        let qf = UnsafeMutablePointer<Float>.allocate(capacity: fastKeys ? g * d : 1)
+        defer { qf.deallocate() }
+        if fastKeys {
+            let f = C.laneFactors, sv = V8(repeating: scale)
+            for h in 0..<g { var c = 0; while c < d { UnsafeMutableRawPointer(qf + h * d + c).storeBytes(of: sv * load(q + h * d, c) * f, as: V8.self); c += 8 } }
+        }
         // Scores.
         var grp = -1, grpEnd = 0
         qs.keyParams.withUnsafeBufferPointer { kp in
@@ -82,19 +90,16 @@ enum QuantizedAttention {
                         grpEnd = qs.groupStarts[grp + 1]
                         let m = kp.baseAddress! + grp * 2 * d, s = m + d
                         if fastKeys {
-                            // q~ with the codes' lane factors folded in (see `CodeLayout`), 8 lanes at a time.
-                            let f = C.laneFactors, sv = V8(repeating: scale)
                             for h in 0..<g {
-                                let qh = q + h * d, t = qt + h * d
+                                let qh = q + h * d, t = qt + h * d, fh = qf + h * d
                                 var b = V8()
                                 var c = 0
                                 while c < d {
-                                    let qc = load(qh, c)
-                                    UnsafeMutableRawPointer(t + c).storeBytes(of: sv * qc * load(s, c) * f, as: V8.self)
-                                    b.addProduct(qc, load(m, c))
+                                    UnsafeMutableRawPointer(t + c).storeBytes(of: load(fh, c) * load(s, c), as: V8.self)
+                                    b.addProduct(load(qh, c), load(m, c))
                                     c += 8
                                 }
-                                bias[h] = scale * b.sum()
+                                bias[h] = scale * hsum(b)
                             }
                         } else {
                             for h in 0..<g {
@@ -134,7 +139,9 @@ enum QuantizedAttention {
             }
             for h in 0..<g {
                 let p = probs + h * n + j0, s = inv[h]
-                for r in 0..<cnt { p[r] *= s }
+                var r = 0
+                while r + 8 <= cnt { UnsafeMutableRawPointer(p + r).storeBytes(of: load(p, r) * s, as: V8.self); r += 8 }
+                while r < cnt { p[r] *= s; r += 1 }
             }
             var nq = 0
             while nq < cnt && row(j0 + nq) < qn { nq += 1 }
@@ -209,6 +216,14 @@ enum QuantizedAttention {
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>, _ i: Int) -> V8 { UnsafeRawPointer(p + i).loadUnaligned(as: V8.self) }
 
+    /// Sum of 8 lanes as a tree ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)): three dependent adds where
+    /// `SIMD.sum()` chains seven scalar ones.
+    @inline(__always)
+    static func hsum(_ v: V8) -> Float {
+        let h = v.lowHalf + v.highHalf, q = h.lowHalf + h.highHalf
+        return q[0] + q[1]
+    }
+
     /// One quantized key row's scores for every head: bias[h] + q~[h] . x, heads four at a time (the
     /// codes of 16 channels unpacked once for the four), two accumulators per head (even and odd
     /// 8-channel chunks). d % 16 == 0.
@@ -229,10 +244,10 @@ enum QuantizedAttention {
                 a3.addProduct(load(q3, c), xa); b3.addProduct(load(q3, c + 8), xb)
                 c += 16
             }
-            probs[h * stride] = (a0 + b0).sum() + bias[h]
-            if h + 1 < g { probs[(h + 1) * stride] = (a1 + b1).sum() + bias[h + 1] }
-            if h + 2 < g { probs[(h + 2) * stride] = (a2 + b2).sum() + bias[h + 2] }
-            if h + 3 < g { probs[(h + 3) * stride] = (a3 + b3).sum() + bias[h + 3] }
+            probs[h * stride] = hsum(a0 + b0) + bias[h]
+            if h + 1 < g { probs[(h + 1) * stride] = hsum(a1 + b1) + bias[h + 1] }
+            if h + 2 < g { probs[(h + 2) * stride] = hsum(a2 + b2) + bias[h + 2] }
+            if h + 3 < g { probs[(h + 3) * stride] = hsum(a3 + b3) + bias[h + 3] }
             h += 4
         }
     }
@@ -302,7 +317,7 @@ protocol CodeLayout {
 }
 
 enum Codes2: CodeLayout {
-    static let masks = SIMD8<Int32>(3, 3 << 2, 3 << 4, 3 << 6, 3 << 8, 3 << 10, 3 << 12, 3 << 14)
+    @inline(__always) static var masks: SIMD8<Int32> { SIMD8(3, 3 << 2, 3 << 4, 3 << 6, 3 << 8, 3 << 10, 3 << 12, 3 << 14) }
     @inline(__always) static var laneFactors: SIMD8<Float> {
         SIMD8(1, 0x1p-2, 0x1p-4, 0x1p-6, 0x1p-8, 0x1p-10, 0x1p-12, 0x1p-14)
     }
@@ -316,7 +331,7 @@ enum Codes2: CodeLayout {
 }
 
 enum Codes4: CodeLayout {
-    static let masks = SIMD8<Int32>(0xF, 0xF << 4, 0xF << 8, 0xF << 12, 0xF, 0xF << 4, 0xF << 8, 0xF << 12)
+    @inline(__always) static var masks: SIMD8<Int32> { SIMD8(0xF, 0xF << 4, 0xF << 8, 0xF << 12, 0xF, 0xF << 4, 0xF << 8, 0xF << 12) }
     @inline(__always) static var laneFactors: SIMD8<Float> {
         SIMD8(1, 0x1p-4, 0x1p-8, 0x1p-12, 1, 0x1p-4, 0x1p-8, 0x1p-12)
     }
