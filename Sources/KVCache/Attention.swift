@@ -186,6 +186,16 @@ public enum Attention {
 
     typealias V8 = SIMD8<Float>
 
+    /// Sum of 8 lanes as a tree ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)): a few shuffles and three
+    /// dependent adds, where `SIMD.sum()` chains seven scalar adds (strict left-to-right order).
+    /// Used by the KIVI kernel; the Float32 kernels keep `.sum()` (memory-bound: a tree measured no
+    /// faster there, and keeping it keeps their results unchanged).
+    @inline(__always)
+    static func hsum(_ v: V8) -> Float {
+        let h = v.lowHalf + v.highHalf, q = h.lowHalf + h.highHalf
+        return q[0] + q[1]
+    }
+
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>, _ i: Int) -> V8 { UnsafeRawPointer(p + i).loadUnaligned(as: V8.self) }
 

@@ -216,13 +216,8 @@ enum QuantizedAttention {
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>, _ i: Int) -> V8 { UnsafeRawPointer(p + i).loadUnaligned(as: V8.self) }
 
-    /// Sum of 8 lanes as a tree ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)): three dependent adds where
-    /// `SIMD.sum()` chains seven scalar ones.
     @inline(__always)
-    static func hsum(_ v: V8) -> Float {
-        let h = v.lowHalf + v.highHalf, q = h.lowHalf + h.highHalf
-        return q[0] + q[1]
-    }
+    static func hsum(_ v: V8) -> Float { Attention.hsum(v) }
 
     /// One quantized key row's scores for every head: bias[h] + q~[h] . x, heads four at a time (the
     /// codes of 16 channels unpacked once for the four), two accumulators per head (even and odd
