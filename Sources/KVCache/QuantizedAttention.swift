@@ -265,13 +265,26 @@ enum QuantizedAttention {
                 var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
                 var y0 = load(o0, c + 8), y1 = load(o1, c + 8), y2 = load(o2, c + 8), y3 = load(o3, c + 8)
                 var wr = w + h * vg
-                for r in 0..<cnt {
-                    let (xa, xb) = C.unpack16(rows[r], channel: c)
-                    x0.addProduct(V8(repeating: wr[ka]), xa); y0.addProduct(V8(repeating: wr[kb]), xb)
-                    x1.addProduct(V8(repeating: wr[vg + ka]), xa); y1.addProduct(V8(repeating: wr[vg + kb]), xb)
-                    x2.addProduct(V8(repeating: wr[2 * vg + ka]), xa); y2.addProduct(V8(repeating: wr[2 * vg + kb]), xb)
-                    x3.addProduct(V8(repeating: wr[3 * vg + ka]), xa); y3.addProduct(V8(repeating: wr[3 * vg + kb]), xb)
-                    wr += rs
+                if ka == kb {   // both chunks in one channel group (always when G % 16 == 0): one weight per head
+                    for r in 0..<cnt {
+                        let (xa, xb) = C.unpack16(rows[r], channel: c)
+                        let w0 = V8(repeating: wr[ka]), w1 = V8(repeating: wr[vg + ka])
+                        let w2 = V8(repeating: wr[2 * vg + ka]), w3 = V8(repeating: wr[3 * vg + ka])
+                        x0.addProduct(w0, xa); y0.addProduct(w0, xb)
+                        x1.addProduct(w1, xa); y1.addProduct(w1, xb)
+                        x2.addProduct(w2, xa); y2.addProduct(w2, xb)
+                        x3.addProduct(w3, xa); y3.addProduct(w3, xb)
+                        wr += rs
+                    }
+                } else {
+                    for r in 0..<cnt {
+                        let (xa, xb) = C.unpack16(rows[r], channel: c)
+                        x0.addProduct(V8(repeating: wr[ka]), xa); y0.addProduct(V8(repeating: wr[kb]), xb)
+                        x1.addProduct(V8(repeating: wr[vg + ka]), xa); y1.addProduct(V8(repeating: wr[vg + kb]), xb)
+                        x2.addProduct(V8(repeating: wr[2 * vg + ka]), xa); y2.addProduct(V8(repeating: wr[2 * vg + kb]), xb)
+                        x3.addProduct(V8(repeating: wr[3 * vg + ka]), xa); y3.addProduct(V8(repeating: wr[3 * vg + kb]), xb)
+                        wr += rs
+                    }
                 }
                 store(x0, o0, c); store(x1, o1, c); store(x2, o2, c); store(x3, o3, c)
                 store(y0, o0, c + 8); store(y1, o1, c + 8); store(y2, o2, c + 8); store(y3, o3, c + 8)
