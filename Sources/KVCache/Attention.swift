@@ -108,21 +108,24 @@ public enum Attention {
         return n
     }
 
-    /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows per block).
+    /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows at a time).
     static let prefetchDistance = 16
     /// Dense key rows are prefetched this many rows ahead; dense value blocks this many rows ahead.
     static let denseKeyAhead = 16
     static let denseValueAhead = 16
-    /// Value rows are added to the outputs in blocks of this many rows (outputs held in registers).
+    /// Dense value rows are added to the outputs in blocks of this many rows (outputs held in registers).
     static let valueBlock = 8
 
     /// Key pass: each row's scores for the g heads (scaled) into probs[h, j]. Dense rows stream row
     /// by row with each row `denseKeyAhead` rows ahead software-prefetched; gathered rows go four
     /// at a time (independent misses overlap) with the rows `prefetchDistance` ahead prefetched. Per
-    /// row the arithmetic is the same either way. Softmax: max and e^(s - max) per head (the
-    /// normalisation 1/sum is applied to each block of probabilities just before its value rows).
-    /// Value pass: blocks of `valueBlock` rows, each output element accumulated over the block's
-    /// rows in order with fused multiply-adds — exactly what adding row by row gives.
+    /// row the arithmetic is the same either way. Softmax: max and e^(s - max) per head, then 1/sum.
+    /// Value pass, dense: blocks of `valueBlock` rows, each block's probabilities normalised just
+    /// before its rows are added, with the outputs held in registers over the block (one sequential
+    /// prefetch run per block, `denseValueAhead` rows ahead). Gathered: probabilities normalised in
+    /// one pass, rows four at a time with a rolling prefetch (blocks of eight measured slower on
+    /// random rows). Either way each output element receives the rows in order through the same
+    /// fused multiply-adds, so the results are those of adding row by row.
     @inline(__always)
     static func run<R: RowMap>(_ rows: R, q: UnsafePointer<Float>, g: Int, store: HeadStore, n: Int, scale: Float,
                                probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
@@ -150,7 +153,27 @@ public enum Attention {
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: B) { ptrBuf in
             let inv = invBuf.baseAddress!, ptrs = ptrBuf.baseAddress!
             for h in 0..<g { inv[h] = 1 / expShiftedToMax(probs + h * n, count: n) }
-            let vAhead = R.gathers ? ahead : denseValueAhead
+            if R.gathers {
+                // Gathered rows: normalise, then rows four at a time with the rows `ahead` further
+                // on prefetched (rolling), each output chunk kept in a register over the four.
+                for h in 0..<g {
+                    let p = probs + h * n, s = inv[h]
+                    var r = 0
+                    while r + 8 <= n { UnsafeMutableRawPointer(p + r).storeBytes(of: load(p, r) * s, as: V8.self); r += 8 }
+                    while r < n { p[r] *= s; r += 1 }
+                }
+                for t in 0..<min(ahead, n) { prefetchRow(values + rows.row(t) * d, d) }
+                var j = 0
+                while j + 4 <= n {
+                    for t in min(j + ahead, n)..<min(j + ahead + 4, n) { prefetchRow(values + rows.row(t) * d, d) }
+                    accumulateFour(values + rows.row(j) * d, values + rows.row(j + 1) * d, values + rows.row(j + 2) * d,
+                                   values + rows.row(j + 3) * d, probs: probs + j, stride: n, g: g, d: d, out: out)
+                    j += 4
+                }
+                while j < n { accumulateOne(values + rows.row(j) * d, probs: probs + j, stride: n, g: g, d: d, out: out); j += 1 }
+                return
+            }
+            let vAhead = denseValueAhead
             for t in 0..<min(vAhead, n) { prefetchRow(values + rows.row(t) * d, d) }
             var j0 = 0
             while j0 < n {
@@ -323,6 +346,33 @@ public enum Attention {
             }
             while c < d { o[c] = o[c].addingProduct(w[0], v[c]); c += 1 }
             h += 1
+        }
+    }
+
+    /// Four gathered rows added in order (per element the same fused multiply-adds as row by row),
+    /// per head, with the output chunk held in a register over the four.
+    @inline(__always)
+    static func accumulateFour(_ v0: UnsafePointer<Float>, _ v1: UnsafePointer<Float>, _ v2: UnsafePointer<Float>, _ v3: UnsafePointer<Float>,
+                               probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int, out: UnsafeMutablePointer<Float>) {
+        let d8 = d & ~7
+        for h in 0..<g {
+            let ph = p + h * stride
+            let w0 = V8(repeating: ph[0]), w1 = V8(repeating: ph[1]), w2 = V8(repeating: ph[2]), w3 = V8(repeating: ph[3])
+            let o = out + h * d
+            var c = 0
+            while c < d8 {
+                var acc = load(o, c)
+                acc.addProduct(w0, load(v0, c)); acc.addProduct(w1, load(v1, c))
+                acc.addProduct(w2, load(v2, c)); acc.addProduct(w3, load(v3, c))
+                UnsafeMutableRawPointer(o + c).storeBytes(of: acc, as: V8.self)
+                c += 8
+            }
+            while c < d {
+                var x = o[c]
+                x = x.addingProduct(w0[0], v0[c]); x = x.addingProduct(w1[0], v1[c])
+                x = x.addingProduct(w2[0], v2[c]); x = x.addingProduct(w3[0], v3[c])
+                o[c] = x; c += 1
+            }
         }
     }
 
