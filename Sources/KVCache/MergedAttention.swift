@@ -19,20 +19,31 @@ enum MergedAttention {
         let f = MemoryLayout<Float>.stride
         var mergedRows = 0
         let keys = store.keys, values = store.values
-        m.shared.keyDirs.withUnsafeBufferPointer { kd in
-            for j in 0..<n {
-                let i = row(j)
-                let (k, s) = i < mc ? (kd.baseAddress! + Int(m.row[i]) * d, scale * m.keyNorm[i]) : (UnsafePointer(keys + i * d), scale)
-                if i < mc { mergedRows += 1 }
-                for h in 0..<g { probs[h * n + j] = s * Ops.dot(q + h * d, k, d) }
+        m.row.withUnsafeBufferPointer { rb in
+            let dirRow = rb.baseAddress
+            m.keyNorm.withUnsafeBufferPointer { kn in
+                m.shared.keyDirs.withUnsafeBufferPointer { kd in
+                    for j in 0..<n {
+                        let i = row(j)
+                        let merged = i < mc
+                        let k = merged ? kd.baseAddress! + Int(dirRow![i]) * d : UnsafePointer(keys + i * d)
+                        let s = merged ? scale * kn[i] : scale
+                        if merged { mergedRows += 1 }
+                        for h in 0..<g { probs[h * n + j] = s * Ops.dot(q + h * d, k, d) }
+                    }
+                }
             }
-        }
-        for h in 0..<g { Ops.softmax(probs + h * n, count: n) }
-        m.shared.valueDirs.withUnsafeBufferPointer { vd in
-            for j in 0..<n {
-                let i = row(j)
-                let (v, s) = i < mc ? (vd.baseAddress! + Int(m.row[i]) * d, m.valueNorm[i]) : (UnsafePointer(values + i * d), 1)
-                for h in 0..<g { Ops.axpy(s * probs[h * n + j], v, out + h * d, d) }
+            for h in 0..<g { Ops.softmax(probs + h * n, count: n) }
+            m.valueNorm.withUnsafeBufferPointer { vn in
+                m.shared.valueDirs.withUnsafeBufferPointer { vd in
+                    for j in 0..<n {
+                        let i = row(j)
+                        let merged = i < mc
+                        let v = merged ? vd.baseAddress! + Int(dirRow![i]) * d : UnsafePointer(values + i * d)
+                        let s: Float = merged ? vn[i] : 1
+                        for h in 0..<g { Ops.axpy(s * probs[h * n + j], v, out + h * d, d) }
+                    }
+                }
             }
         }
         // Merged rows: direction + norm (+ the row index, with the keys); Float32 rows: d floats.
