@@ -52,6 +52,9 @@ public protocol CachePolicy: AnyObject {
     var quantization: QuantizationSpec? { get }
     /// Whether the cache merges adjacent layers' K/V (MiniCache); nil = no merging (the default).
     var layerMerge: LayerMergeSpec? { get }
+    /// Whether stored keys are re-rotated to cache-relative positions after evictions
+    /// (StreamingLLM's position shift; see `KVCache.shiftPositions`). Default false.
+    var shiftsPositions: Bool { get }
     /// Called once before use; allocate per-layer state.
     func bind(shape: CacheShape)
     /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
@@ -83,6 +86,7 @@ extension CachePolicy {
     public func storedKVHeads(modelKVHeads: Int) -> Int { modelKVHeads }
     public var quantization: QuantizationSpec? { nil }
     public var layerMerge: LayerMergeSpec? { nil }
+    public var shiftsPositions: Bool { false }
     public func bind(shape: CacheShape) {}
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}

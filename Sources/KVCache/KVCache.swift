@@ -33,6 +33,13 @@ public final class KVCache {
     private var scratch: [UnsafeMutablePointer<Float>] = []   // per KV head: probabilities [g, n]
     private var scratchCapacity = 0
     private var recent: [[Float]]                             // per layer: last queryWindow query rows [W, H*d]
+    /// The model's rotary embedding (set by the model): lets the cache re-rotate stored keys when
+    /// the policy shifts positions.
+    public var rotary: RotaryEmbedding?
+    /// Position shift: per (layer, KV head), original position -> rotary position of the stored
+    /// keys whose rotation differs from their original position (keyed by position, so it survives
+    /// every index move).
+    private var rotaryShift: [[[Int32: Int32]]]
     /// MiniCache: for the upper layer of each merged pair, its lower layer and per-KV-head state.
     private var mergePairs: [Int: (lower: Int, states: [PairMergeState])] = [:]
 
@@ -65,6 +72,11 @@ public final class KVCache {
             }
         }
         recent = Array(repeating: [], count: shape.layers)
+        rotaryShift = Array(repeating: Array(repeating: [:], count: shape.kvHeads), count: shape.layers)
+        if policy.shiftsPositions {
+            precondition(policy.quantization == nil && policy.layerMerge == nil,
+                         "\(policy.name): position shift re-rotates Float32 keys; it does not compose with quantization or merging")
+        }
         bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { policy.keyBasis(layer: l, head: $0) } }
     }
 
@@ -150,6 +162,7 @@ public final class KVCache {
             }
             // KIVI: quantize at the step end, after retention (scorers saw Float32 keys).
             if owns && isStepEnd { for st in heads { st.quantizeResidual() } }
+            if owns && isStepEnd && policy.shiftsPositions { shiftPositions(layer: layer, next: (positions.max() ?? -1) + 1) }
             // MiniCache: once the upper layer of a pair has its tokens, merge the pair.
             if owns && isStepEnd, let pair = mergePairs[layer] { mergeLayers(lower: pair.lower, upper: layer, states: pair.states) }
         }
@@ -168,6 +181,35 @@ public final class KVCache {
         } else {
             store.retain(keep)
             policy.didRetain(layer: layer, head: head, kept: keep)
+        }
+    }
+
+    /// Position shift (StreamingLLM's variant; kvpress's key re-rotation): the stored keys are kept
+    /// rotated as if the cache were contiguous: the token of rank i (by original position) at rotary
+    /// position i + (next - count), where `next` is the next token's position. Scores depend only on
+    /// position differences, so this equals RoPE at cache positions 0..<count with the query at
+    /// `count`, while the newest tokens and the queries keep their absolute rotation (nothing to redo
+    /// for them). Each eviction moves the tokens older than it forward by the number evicted, e.g.
+    /// only the sinks for StreamingLLM; a key is re-rotated by the difference, in place.
+    private func shiftPositions(layer: Int, next: Int) {
+        guard let rope = rotary else { preconditionFailure("\(policy.name): position shift needs the model's rotary embedding (KVCache.rotary)") }
+        let d = shape.headDim, half = d / 2
+        var c = [Float](repeating: 0, count: half), s = [Float](repeating: 0, count: half)
+        for (h, st) in stores[layer].enumerated() {
+            let n = st.count, offset = next - n
+            let order = st.isOrdered ? Array(0..<n) : (0..<n).sorted { st.position($0) < st.position($1) }
+            var shift = rotaryShift[layer][h]
+            for (rank, i) in order.enumerated() {
+                let p = Int32(st.position(i)), target = Int32(rank + offset)
+                let current = shift[p] ?? p
+                guard target != current else { continue }
+                rope.angles(position: Int(target - current), cos: &c, sin: &s)
+                rope.rotate(st.keys + i * d, cos: c, sin: s)
+                shift[p] = target == p ? nil : target
+            }
+            // Forget tokens no longer stored.
+            if shift.count > 0 && shift.count * 4 > n { let held = Set((0..<n).map { Int32(st.position($0)) }); shift = shift.filter { held.contains($0.key) } }
+            rotaryShift[layer][h] = shift
         }
     }
 
@@ -299,6 +341,7 @@ public final class KVCache {
         stats = CacheStats()
         promptLength = 0
         for pair in mergePairs.values { pair.states.forEach { $0.reset() } }
+        rotaryShift = rotaryShift.map { $0.map { _ in [:] } }
         policy.reset()
     }
 

@@ -21,6 +21,8 @@ public final class PolicyStack: CachePolicy {
     }
     /// The first child that quantizes decides how (two quantizers do not compose).
     public var quantization: QuantizationSpec? { children.lazy.compactMap(\.quantization).first }
+    /// Positions shift if any child asks for it.
+    public var shiftsPositions: Bool { children.contains { $0.shiftsPositions } }
     /// The first child that merges layers decides how.
     public var layerMerge: LayerMergeSpec? { children.lazy.compactMap(\.layerMerge).first }
     /// The first child's basis (two rotating children do not compose; the first wins).

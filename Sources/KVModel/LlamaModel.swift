@@ -34,7 +34,9 @@ public final class LlamaModel {
 
     /// A fresh, empty cache for this model, managed by `policy` (default: the full cache).
     public func makeCache(policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) -> KVCache {
-        KVCache(shape: cacheShape, policy: policy, initialCapacity: initialCapacity)
+        let cache = KVCache(shape: cacheShape, policy: policy, initialCapacity: initialCapacity)
+        cache.rotary = rope
+        return cache
     }
 
     /// Runs `tokens` at positions startPosition..., appending them to `cache`.

@@ -6,7 +6,8 @@ import KVCache
 /// `make()` turns into a live `CachePolicy`. Typed per policy, never a bag of optionals.
 public indirect enum PolicySpec: Hashable, Sendable {
     case full
-    case streamingLLM(budget: Budget, sinks: Int, schedule: EvictionSchedule)
+    /// positionShift: keys re-rotated to cache-relative positions (the reference's enable_pos_shift).
+    case streamingLLM(budget: Budget, sinks: Int, schedule: EvictionSchedule, positionShift: Bool = false)
     case h2o(budget: Budget, recentFraction: Double, scoring: H2O.Scoring, schedule: EvictionSchedule)
     case snapKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling)
     case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double)
@@ -28,7 +29,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     public func make() throws -> CachePolicy {
         switch self {
         case .full: return FullCachePolicy()
-        case let .streamingLLM(b, sinks, s): return try StreamingLLM(budget: b, sinks: sinks, schedule: s)
+        case let .streamingLLM(b, sinks, s, shift): return try StreamingLLM(budget: b, sinks: sinks, schedule: s, positionShift: shift)
         case let .h2o(b, recent, scoring, s): return try H2O(budget: b, recentFraction: recent, scoring: scoring, schedule: s)
         case let .snapKV(b, w, k, p): return try SnapKV(budget: b, window: w, kernel: k, pooling: p)
         case let .pyramidKV(b, w, k, p, beta): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta)
@@ -100,7 +101,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
         func sched(_ s: EvictionSchedule) -> (String, String) { ("schedule", s.rawValue) }
         switch self {
         case .full: return []
-        case let .streamingLLM(b, sinks, s): return Self.budgetParams(b) + [("sinks", "\(sinks)"), sched(s)]
+        case let .streamingLLM(b, sinks, s, shift):   // position_shift only when on: run keys of the default stay as they were
+            return Self.budgetParams(b) + [("sinks", "\(sinks)"), sched(s)] + (shift ? [("position_shift", "true")] : [])
         case let .h2o(b, r, sc, s): return Self.budgetParams(b) + [("recent_fraction", "\(r)"), ("scoring", sc.rawValue), sched(s)]
         case let .snapKV(b, w, k, p): return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue)]
         case let .pyramidKV(b, w, k, p, beta):
@@ -146,7 +148,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     public var budget: Budget? {
         switch self {
         case .full, .headPooling, .cla, .kivi, .miniCache: return nil
-        case let .streamingLLM(b, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
+        case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)
         case .loki(_, _, let k, _), .oracleTopK(let k, _):
@@ -158,6 +160,11 @@ public indirect enum PolicySpec: Hashable, Sendable {
     /// MiniCache rewrites the stores of its layer pairs: it composes with eviction and head pooling,
     /// not with quantization, cross-layer sharing or the selection policies that mirror stored keys.
     static func checkComposable(_ children: [PolicySpec]) throws {
+        let shifts = children.contains { if case .streamingLLM(_, _, _, true) = $0 { return true }; return false }
+        if shifts, let bad = children.map(\.kind).first(where: ["kivi", "minicache", "quest", "loki"].contains) {
+            throw PolicyError.invalidParameter(policy: "stack", field: "stack",
+                message: "streaming_llm with position_shift re-rotates stored keys; it does not stack with \(bad) (codes, merged or mirrored keys)")
+        }
         guard children.contains(where: { $0.kind == "minicache" }) else { return }
         let clash = ["kivi", "cla", "quest", "loki", "oracle_topk", "minicache"]
         let others = children.filter { $0.kind != "minicache" }.map(\.kind) + (children.filter { $0.kind == "minicache" }.count > 1 ? ["minicache"] : [])

@@ -15,6 +15,7 @@ final class PolicyContractTests: XCTestCase {
         return [
             try! StreamingLLM(budget: b, sinks: 4),
             try! StreamingLLM(budget: b, sinks: 4, schedule: .prefill),
+            try! StreamingLLM(budget: b, sinks: 4, positionShift: true),
             try! H2O(budget: b),
             try! H2O(budget: b, scoring: .observed),
             try! SnapKV(budget: b, window: 8, kernel: 5),

@@ -42,6 +42,7 @@ final class ConfigErrorTests: XCTestCase {
         ("empty file", "", nil, ["empty config"]),
         ("bad schedule", models + tasks + "policies:\n  - policy: knorm\n    keep: 0.5\n    schedule: sometimes\n", 9, ["policies[0].schedule", "prefill, always"]),
         ("empty stack", models + tasks + "policies:\n  - stack: []\n", 7, ["policies[0].stack", "at least one policy"]),
+        ("position_shift not a boolean", models + tasks + "policies:\n  - policy: streaming_llm\n    budget: 64\n    position_shift: maybe\n", 9, ["policies[0].position_shift", "expected true or false"]),
         ("minicache retain out of range", models + tasks + "policies:\n  - policy: minicache\n    retain_fraction: 1.5\n", 8, ["policies[0].retain_fraction", "[0, 1]"]),
         ("minicache stacked with kivi", models + tasks + "policies:\n  - stack:\n      - {policy: minicache}\n      - {policy: kivi}\n", 8, ["policies[0].stack", "minicache does not stack with kivi"]),
     ]
@@ -92,7 +93,7 @@ final class ConfigErrorTests: XCTestCase {
         XCTAssertEqual(c.policies.count, 1 + 3 + 4 + 2)
         XCTAssertEqual(c.grid.count, 2 * 10)
         if case let .snapKV(b, w, _, _) = c.policies[2] { XCTAssertEqual(b, .tokens(48)); XCTAssertEqual(w, 16) } else { XCTFail() }
-        if case let .streamingLLM(b, sinks, _) = c.policies[4] { XCTAssertEqual(b, .ratio(0.75)); XCTAssertEqual(sinks, 2) } else { XCTFail() }
+        if case let .streamingLLM(b, sinks, _, _) = c.policies[4] { XCTAssertEqual(b, .ratio(0.75)); XCTAssertEqual(sinks, 2) } else { XCTFail() }
         XCTAssertEqual(Set(c.grid.map(\.key)).count, c.grid.count, "grid keys are unique")
         // The grid hash ignores formatting and output, and changes with the grid.
         let reformatted = yaml.replacingOccurrences(of: "context: [64, 128]", with: "context:\n      - 64\n      - 128")

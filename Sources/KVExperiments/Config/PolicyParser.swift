@@ -5,7 +5,7 @@ enum PolicyParser {
     static let budgetKeys = ["budget", "keep", "compression_ratio"]
     static let keysByPolicy: [String: [String]] = [
         "full": [],
-        "streaming_llm": budgetKeys + ["sinks", "schedule"],
+        "streaming_llm": budgetKeys + ["sinks", "schedule", "position_shift"],
         "h2o": budgetKeys + ["recent_fraction", "scoring", "schedule"],
         "snapkv": budgetKeys + ["window", "kernel", "pooling"],
         "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta"],
@@ -89,7 +89,8 @@ enum PolicyParser {
         case "full": return .full
         case "streaming_llm":
             return .streamingLLM(budget: try budget(p, at: f), sinks: try int("sinks", 4),
-                                 schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
+                                 schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always,
+                                 positionShift: try p["position_shift"]?.bool() ?? false)
         case "h2o":
             let scoring = try p["scoring"]?.choice(H2O.Scoring.self) ?? .causal
             return .h2o(budget: try budget(p, at: f), recentFraction: try dbl("recent_fraction", scoring == .observed ? 0 : 0.5),
