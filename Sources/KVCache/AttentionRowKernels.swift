@@ -309,34 +309,9 @@ extension Attention {
         while i < n { x[i] *= inv[0]; i += 1 }
     }
 
-    /// e^x for 8 lanes: the same operations as `Ops.exp8` (so the same results), repeated here
-    /// because a cross-module call is not inlined (it was ~1/3 of the softmax time).
+    /// e^x for 8 lanes (`Ops.exp8`, inlined across the module boundary: it is @inlinable).
     @inline(__always)
-    static func exp8(_ xIn: SIMD8<Float>) -> SIMD8<Float> {
-        typealias V = SIMD8<Float>
-        let lo = V(repeating: -87.3), hi = V(repeating: 88.3)
-        let tooSmall = xIn .< lo
-        var x = xIn
-        x.replace(with: lo, where: tooSmall)
-        x.replace(with: hi, where: x .> hi)
-        let fx = (x * V(repeating: 1.44269504088896341) + V(repeating: 0.5)).rounded(.down)
-        var r = x - fx * V(repeating: 0.693359375)
-        r = r - fx * V(repeating: -2.12194440e-4)
-        let r2 = r * r
-        var y = V(repeating: 1.9875691500e-4)
-        y = y * r + V(repeating: 1.3981999507e-3)
-        y = y * r + V(repeating: 8.3334519073e-3)
-        y = y * r + V(repeating: 4.1665795894e-2)
-        y = y * r + V(repeating: 1.6666665459e-1)
-        y = y * r + V(repeating: 5.0000001201e-1)
-        y = y * r2 + r + V(repeating: 1)
-        let magic = V(repeating: 12582912)
-        let ni = unsafeBitCast(fx + magic, to: SIMD8<Int32>.self) &- SIMD8<Int32>(repeating: 0x4B40_0000)
-        let pow2 = unsafeBitCast((ni &+ SIMD8<Int32>(repeating: 127)) &<< SIMD8<Int32>(repeating: 23), to: V.self)
-        var e = y * pow2
-        e.replace(with: 0, where: tooSmall)
-        return e
-    }
+    static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> { Ops.exp8(x) }
 }
 
 /// Which store row the j-th attended token is: all rows in order, or a gathered index list.
