@@ -13,11 +13,6 @@ import Foundation
 /// so each token adds (p s_k) x to the outputs (one fused multiply-add per code) and p m_k to a
 /// per-head, per-group sum that is spread over the group's channels once at the end.
 ///
-/// The key bias q.m is summed channel by channel in order and the quantized rows' value sums are
-/// added to the outputs before the first Float32 (residual) row, so scores and outputs keep the
-/// rounding of the reference path (dequantize, then the Float32 kernel) closely enough for the
-/// golden regression baseline (results/baselines/regression.h5, relative tolerance 1e-6).
-///
 /// Codes are unpacked in registers, 16 channels at a time: the bytes holding them are broadcast to
 /// eight 32-bit lanes, shifted by per-lane amounts and masked (2 and 4 bits), or zero-extended (8
 /// bits), then converted to floats — no table, no scratch row. This needs d % 16 == 0 (keys) and
@@ -81,16 +76,6 @@ enum QuantizedAttention {
             let f = C.laneFactors, sv = V8(repeating: scale)
             for h in 0..<g { var c = 0; while c < d { UnsafeMutableRawPointer(qf + h * d + c).storeBytes(of: sv * load(q + h * d, c) * f, as: V8.self); c += 8 } }
         }
-        // Key biases scale * q.m of every key group (fast path): summed channel by channel in order
-        // (the reference kernel's order, so scores keep its rounding), eight groups per SIMD8 lane set.
-        let nGroups = fastKeys ? qs.groups : 0
-        let groupBiases = UnsafeMutablePointer<Float>.allocate(capacity: max(nGroups * g, 1))
-        defer { groupBiases.deallocate() }
-        if nGroups > 0 {
-            qs.keyParams.withUnsafeBufferPointer { kp in
-                allGroupBiases(q: q, params: kp.baseAddress!, groups: nGroups, g: g, d: d, scale: scale, out: groupBiases)
-            }
-        }
         // Scores.
         var grp = -1, grpEnd = 0
         qs.keyParams.withUnsafeBufferPointer { kp in
@@ -106,11 +91,16 @@ enum QuantizedAttention {
                         let m = kp.baseAddress! + grp * 2 * d, s = m + d
                         if fastKeys {
                             for h in 0..<g {
-                                let t = qt + h * d, fh = qf + h * d
+                                let qh = q + h * d, t = qt + h * d, fh = qf + h * d
+                                var b = V8()
                                 var c = 0
-                                while c < d { UnsafeMutableRawPointer(t + c).storeBytes(of: load(fh, c) * load(s, c), as: V8.self); c += 8 }
+                                while c < d {
+                                    UnsafeMutableRawPointer(t + c).storeBytes(of: load(fh, c) * load(s, c), as: V8.self)
+                                    b.addProduct(load(qh, c), load(m, c))
+                                    c += 8
+                                }
+                                bias[h] = scale * hsum(b)
                             }
-                            for h in 0..<g { bias[h] = groupBiases[grp * g + h] }
                         } else {
                             for h in 0..<g {
                                 let qh = q + h * d, t = qt + h * d
@@ -138,7 +128,6 @@ enum QuantizedAttention {
         for h in 0..<g { inv[h] = 1 / Attention.expShiftedToMax(probs + h * n, count: n) }
         // Values, in blocks: normalise the block's probabilities, then its quantized rows (they come
         // first: indices increase and the quantized tokens are the oldest), then its Float32 rows.
-        var flushed = false   // quantized rows' sums added to out (before the first Float32 row)
         if idx != nil { for t in 0..<min(ahead, n) { prefetchValue(row(t), qn: qn, codes: valueCodes, rowBytes: rb, fp: fpValues, d: d) } }
         var j0 = 0
         while j0 < n {
@@ -190,32 +179,26 @@ enum QuantizedAttention {
                 }
                 valueBytes += nq * valueRowBytes
             }
-            if nq < cnt && fastValues && !flushed { flushQuantized(C.self, accQ: accQ, minSums: minSums, g: g, d: d, groupSize: G, valueGroups: vg, out: out); flushed = true }
             for r in nq..<cnt {
                 Attention.accumulateOne(fpValues + row(j0 + r) * d, probs: probs + j0 + r, stride: n, g: g, d: d, out: out)
                 valueBytes += fpRow
             }
             j0 += cnt
         }
-        if fastValues && !flushed { flushQuantized(C.self, accQ: accQ, minSums: minSums, g: g, d: d, groupSize: G, valueGroups: vg, out: out) }
-        store.lastReadBytes = (keyBytes, valueBytes)
-        return n
-    }
-
-    /// out += the quantized rows' value sums (lane factors applied) + p * min over each group's
-    /// channels; done before the first Float32 row, so rows still enter the outputs in order.
-    static func flushQuantized<C: CodeLayout>(_ layout: C.Type, accQ: UnsafePointer<Float>, minSums: UnsafePointer<Float>, g: Int, d: Int,
-                                              groupSize G: Int, valueGroups vg: Int, out: UnsafeMutablePointer<Float>) {
-        let f = C.laneFactors
-        for h in 0..<g {
-            let o = out + h * d, a = accQ + h * d, ms = minSums + h * vg
-            var c = 0
-            while c < d {
-                let x = load(o, c) + (load(a, c) * f + V8(repeating: ms[c / G]))
-                UnsafeMutableRawPointer(o + c).storeBytes(of: x, as: V8.self)
-                c += 8
+        if fastValues {   // add the quantized rows' sums (lane factors applied) and p * min over each group's channels
+            let f = C.laneFactors
+            for h in 0..<g {
+                let o = out + h * d, a = accQ + h * d, ms = minSums + h * vg
+                var c = 0
+                while c < d {
+                    let x = load(o, c) + load(a, c) * f + V8(repeating: ms[c / G])
+                    UnsafeMutableRawPointer(o + c).storeBytes(of: x, as: V8.self)
+                    c += 8
+                }
             }
         }
+        store.lastReadBytes = (keyBytes, valueBytes)
+        return n
     }
 
     @inline(__always)
@@ -235,63 +218,6 @@ enum QuantizedAttention {
 
     @inline(__always)
     static func hsum(_ v: V8) -> Float { Attention.hsum(v) }
-
-    /// out[grp * g + h] = scale * (q_h . m_grp) for every key group (mins m_grp at params + grp * 2d),
-    /// each summed channel by channel in order like `groupBias`; eight groups at a time in SIMD
-    /// lanes (independent chains), so the sequential order costs no latency.
-    static func allGroupBiases(q: UnsafePointer<Float>, params: UnsafePointer<Float>, groups: Int, g: Int, d: Int,
-                               scale: Float, out: UnsafeMutablePointer<Float>) {
-        var g0 = 0
-        while g0 + 8 <= groups {
-            let m0 = params + g0 * 2 * d, st = 2 * d
-            var h = 0
-            while h < g {
-                // Heads four at a time (past g: aliases of head h, not written), one gather per channel.
-                let q0 = q + h * d, q1 = q0 + (h + 1 < g ? d : 0), q2 = q0 + (h + 2 < g ? 2 * d : 0), q3 = q0 + (h + 3 < g ? 3 * d : 0)
-                var b0 = V8(), b1 = V8(), b2 = V8(), b3 = V8()
-                for c in 0..<d {
-                    let mv = V8(m0[c], m0[st + c], m0[2 * st + c], m0[3 * st + c], m0[4 * st + c], m0[5 * st + c], m0[6 * st + c], m0[7 * st + c])
-                    b0 = b0 + V8(repeating: q0[c]) * mv; b1 = b1 + V8(repeating: q1[c]) * mv
-                    b2 = b2 + V8(repeating: q2[c]) * mv; b3 = b3 + V8(repeating: q3[c]) * mv
-                }
-                b0 = b0 * scale; b1 = b1 * scale; b2 = b2 * scale; b3 = b3 * scale
-                for l in 0..<8 {
-                    let o = out + (g0 + l) * g + h
-                    o[0] = b0[l]
-                    if h + 1 < g { o[1] = b1[l] }
-                    if h + 2 < g { o[2] = b2[l] }
-                    if h + 3 < g { o[3] = b3[l] }
-                }
-                h += 4
-            }
-            g0 += 8
-        }
-        while g0 < groups {
-            groupBias(q: q, m: params + g0 * 2 * d, g: g, d: d, scale: scale, bias: out + g0 * g)
-            g0 += 1
-        }
-    }
-
-    /// bias[h] = scale * (q_h . m), summed channel by channel in order (the reference kernel's
-    /// order, so scores keep its rounding); four heads' chains interleaved.
-    @inline(__always)
-    static func groupBias(q: UnsafePointer<Float>, m: UnsafePointer<Float>, g: Int, d: Int, scale: Float, bias: UnsafeMutablePointer<Float>) {
-        var h = 0
-        while h + 4 <= g {
-            let q0 = q + h * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d
-            var b0: Float = 0, b1: Float = 0, b2: Float = 0, b3: Float = 0
-            for c in 0..<d { let mc = m[c]; b0 += q0[c] * mc; b1 += q1[c] * mc; b2 += q2[c] * mc; b3 += q3[c] * mc }
-            bias[h] = scale * b0; bias[h + 1] = scale * b1; bias[h + 2] = scale * b2; bias[h + 3] = scale * b3
-            h += 4
-        }
-        while h < g {
-            let qh = q + h * d
-            var b: Float = 0
-            for c in 0..<d { b += qh[c] * m[c] }
-            bias[h] = scale * b
-            h += 1
-        }
-    }
 
     /// One quantized key row's scores for every head: bias[h] + q~[h] . x, heads four at a time (the
     /// codes of 16 channels unpacked once for the four), two accumulators per head (even and odd
