@@ -9,7 +9,7 @@ struct CompareCommand: ParsableCommand {
         discussion: """
         Runs are matched by key (model, task, policy and parameters). A metric regresses when it moves \
         in its worse direction (score down, bytes or KL up; unknown metrics: any change) by more than \
-        abs + rel x |baseline|. Default tolerance: abs 1e-9, rel 1e-6; timings are ignored.
+        abs + rel x |baseline|. Default tolerance: abs 1e-6 (float32 rounding of metrics near 0), rel 1e-6; timings are ignored.
         """)
 
     @Argument(help: "The new results file.") var new: String
