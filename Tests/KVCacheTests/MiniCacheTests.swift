@@ -218,6 +218,45 @@ final class MiniCacheTests: XCTestCase {
         XCTAssertEqual(mc.stats.bytesStored, mc.stores.flatMap { $0 }.reduce(0) { $0 + $1.payloadBytes })
     }
 
+    /// A task's question is fed with compression off: its tokens are never merged, and a long
+    /// prompt (several 512-row prefill chunks) is merged once, at the prefill's end.
+    func testQuestionStaysExactAndChunkedPrefillMergesOnce() throws {
+        let m = Self.model, cache = m.makeCache(policy: try MiniCache(retainFraction: 0.05))
+        let prompt = (0..<1100).map { ($0 * 53 + 7) % 256 }
+        _ = m.forward(prompt, startPosition: 0, cache: cache, phase: .prefill)
+        let merged = cache.stores[2][0].merged!.count
+        XCTAssertEqual(merged, 1100 - Int((0.05 * 1100).rounded(.up)))
+        cache.compressionEnabled = false
+        let question = [9, 8, 7, 6, 5]
+        _ = m.forward(question, startPosition: 1100, cache: cache, phase: .prefill)
+        cache.compressionEnabled = true
+        for l in [2, 3] { for h in 0..<2 {
+            let st = cache.stores[l][h]
+            XCTAssertEqual(st.merged!.count, merged, "question tokens must not be merged")
+            let fp = Set((st.compactCount..<st.count).map(st.position))
+            XCTAssertTrue(fp.isSuperset(of: 1100..<1105), "layer \(l) head \(h): the question stays Float32")
+        } }
+        // Decoding merges new tokens again (against the prompt's threshold).
+        for i in 0..<20 { _ = m.forward([(i * 31) % 256], startPosition: 1105 + i, cache: cache, phase: .decode) }
+        XCTAssertGreaterThan(cache.stores[2][0].merged!.count, merged)
+        XCTAssertTrue(Set((cache.stores[2][0].compactCount..<cache.stores[2][0].count).map(cache.stores[2][0].position)).isSuperset(of: 1100..<1105))
+    }
+
+    /// SnapKV evicts at the prefill's end, then the survivors are merged; bytes follow the store.
+    func testStackWithSnapKV() throws {
+        let (logits, mc) = run(PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try MiniCache(retainFraction: 0.05)]))
+        XCTAssertTrue(logits.allSatisfy(\.isFinite))
+        for h in 0..<mc.shape.kvHeads {
+            let a = mc.stores[2][h], b = mc.stores[3][h]
+            XCTAssertEqual(a.count, 64 + Self.decodeTokens.count)
+            // Only positions both layers kept can merge; each merged row is referred to by both.
+            let pa = Set((0..<a.merged!.count).map(a.position)), pb = Set((0..<b.merged!.count).map(b.position))
+            XCTAssertEqual(pa, pb)
+            XCTAssertEqual(a.merged!.shared.rows, pa.count)
+        }
+        XCTAssertEqual(mc.stats.bytesStored, mc.stores.flatMap { $0 }.reduce(0) { $0 + $1.payloadBytes })
+    }
+
     func testParametersAndStacksAreValidated() {
         XCTAssertThrowsError(try MiniCache(t: 1.5))
         XCTAssertThrowsError(try MiniCache(retainFraction: -0.1))
