@@ -63,33 +63,12 @@ struct AttentionBench: ParsableCommand {
                 ("oracle", { try OracleTopK(topK: .tokens(oracleK)) }),
             ].filter { only == nil || $0.0 == "full" || $0.0 == only }
             var rng = SeededRandom(seed: UInt64(T))
-            let width = kvHeads * headDim
             // One set of random K/V per (layer, KV head), copied into every cache.
-            var kv = [Float](repeating: 0, count: layers * T * width * 2)
-            for i in kv.indices { kv[i] = rng.nextUniform() * 2 - 1 }
-            let caches: [KVCache] = try policies.map { _, make in
-                let c = KVCache(shape: shape, policy: try make(), initialCapacity: T + repeats + 4)
-                c.threads = threads
-                kv.withUnsafeBufferPointer { b in
-                    for l in 0..<layers {
-                        let base = b.baseAddress! + l * T * width * 2
-                        for h in 0..<kvHeads {
-                            let st = c.stores[l][h]
-                            for t in 0..<T {
-                                st.append(key: base + t * width + h * headDim, value: base + T * width + t * width + h * headDim, position: t)
-                            }
-                        }
-                    }
-                }
-                return c
-            }
-            kv = []
+            let caches = prefilledCaches(try policies.map { try $0.1() }, shape: shape, context: T, reserve: repeats + 4,
+                                         threads: threads) { rng.nextUniform() * 2 - 1 }
             // Decode inputs: one random query/key/value row per step and layer.
             let steps = repeats + 1
-            var q = [Float](repeating: 0, count: steps * layers * heads * headDim)
-            var nk = [Float](repeating: 0, count: steps * layers * width), nv = nk
-            for i in q.indices { q[i] = rng.nextUniform() * 2 - 1 }
-            for i in nk.indices { nk[i] = rng.nextUniform() * 2 - 1; nv[i] = rng.nextUniform() * 2 - 1 }
+            let (q, nk, nv) = decodeInputs(shape: shape, steps: steps) { rng.nextUniform() * 2 - 1 }
             var bandwidths: [Double] = []
             // Step 0 warms up (Quest builds its page bounds, Loki its copy); bandwidth is measured between steps.
             let (times, bytes) = timeDecodeSteps(caches, steps: steps, layers: layers, firstPosition: T,

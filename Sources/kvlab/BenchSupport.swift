@@ -46,3 +46,38 @@ func timeDecodeSteps(_ caches: [KVCache], steps: Int, layers: Int, firstPosition
     }
     return (times, bytes)
 }
+
+/// One cache per policy, each holding the same `context` tokens per (layer, KV head) from `draw()`
+/// (layer l's keys [T, Hkv*d], then its values, drawn in that order), stored at the step end as a
+/// prefill would leave them (KIVI quantizes its older tokens; other stores are unchanged).
+func prefilledCaches(_ policies: [CachePolicy], shape: CacheShape, context T: Int, reserve: Int, threads: Int,
+                     draw: () -> Float) -> [KVCache] {
+    let width = shape.kvHeads * shape.headDim, d = shape.headDim
+    var kv = [Float](repeating: 0, count: shape.layers * T * width * 2)
+    for i in kv.indices { kv[i] = draw() }
+    return policies.map { p in
+        let c = KVCache(shape: shape, policy: p, initialCapacity: T + reserve)
+        c.threads = threads
+        kv.withUnsafeBufferPointer { b in
+            for l in 0..<shape.layers {
+                let base = b.baseAddress! + l * T * width * 2
+                for h in 0..<shape.kvHeads {
+                    let st = c.stores[l][h]
+                    for t in 0..<T { st.append(key: base + t * width + h * d, value: base + T * width + t * width + h * d, position: t) }
+                    st.quantizeResidual()
+                }
+            }
+        }
+        return c
+    }
+}
+
+/// Decode inputs for `steps` steps of every layer from `draw()`: queries [steps*L, H*d], then new
+/// keys and values [steps*L, Hkv*d] drawn alternately.
+func decodeInputs(shape: CacheShape, steps: Int, draw: () -> Float) -> (queries: [Float], keys: [Float], values: [Float]) {
+    var q = [Float](repeating: 0, count: steps * shape.layers * shape.queryHeads * shape.headDim)
+    var nk = [Float](repeating: 0, count: steps * shape.layers * shape.kvHeads * shape.headDim), nv = nk
+    for i in q.indices { q[i] = draw() }
+    for i in nk.indices { nk[i] = draw(); nv[i] = draw() }
+    return (q, nk, nv)
+}

@@ -37,33 +37,10 @@ struct KIVIBench: ParsableCommand {
             let policies: [CachePolicy] = [FullCachePolicy(), try KIVI(bits: 4, groupSize: groupSize, residual: residual),
                                            try KIVI(bits: 2, groupSize: groupSize, residual: residual)]
             var rng = SeededRandom(seed: UInt64(T))
-            let width = kvHeads * headDim
-            var kv = [Float](repeating: 0, count: layers * T * width * 2)
-            for i in kv.indices { kv[i] = rng.nextNormal() }
-            let caches: [KVCache] = policies.map { p in
-                let c = KVCache(shape: shape, policy: p, initialCapacity: T + repeats + 4)
-                c.threads = threads
-                kv.withUnsafeBufferPointer { b in
-                    for l in 0..<layers {
-                        let base = b.baseAddress! + l * T * width * 2
-                        for h in 0..<kvHeads {
-                            let st = c.stores[l][h]
-                            for t in 0..<T {
-                                st.append(key: base + t * width + h * headDim, value: base + T * width + t * width + h * headDim, position: t)
-                            }
-                            st.quantizeResidual()
-                        }
-                    }
-                }
-                c.endStep(phase: .prefill)
-                return c
-            }
-            kv = []
+            let caches = prefilledCaches(policies, shape: shape, context: T, reserve: repeats + 4, threads: threads) { rng.nextNormal() }
+            for c in caches { c.endStep(phase: .prefill) }
             let steps = repeats + 1
-            var q = [Float](repeating: 0, count: steps * layers * heads * headDim)
-            var nk = [Float](repeating: 0, count: steps * layers * width), nv = nk
-            for i in q.indices { q[i] = rng.nextNormal() }
-            for i in nk.indices { nk[i] = rng.nextNormal(); nv[i] = rng.nextNormal() }
+            let (q, nk, nv) = decodeInputs(shape: shape, steps: steps) { rng.nextNormal() }
             let (times, bytes) = timeDecodeSteps(caches, steps: steps, layers: layers, firstPosition: T,
                                                  queries: q, keys: nk, values: nv)   // step 0 warms up
             let med = times.map { median($0) * 1000 }
