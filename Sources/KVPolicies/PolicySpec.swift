@@ -165,9 +165,10 @@ public indirect enum PolicySpec: Hashable, Sendable {
             throw PolicyError.invalidParameter(policy: "stack", field: "stack",
                 message: "streaming_llm with position_shift re-rotates stored keys; it does not stack with \(bad) (codes, merged or mirrored keys)")
         }
-        guard children.contains(where: { $0.kind == "minicache" }) else { return }
+        var others = children.map(\.kind)
+        guard let mini = others.firstIndex(of: "minicache") else { return }
+        others.remove(at: mini)
         let clash = ["kivi", "cla", "quest", "loki", "oracle_topk", "minicache"]
-        let others = children.filter { $0.kind != "minicache" }.map(\.kind) + (children.filter { $0.kind == "minicache" }.count > 1 ? ["minicache"] : [])
         if let bad = others.first(where: clash.contains) {
             throw PolicyError.invalidParameter(policy: "stack", field: "stack",
                                                message: "minicache does not stack with \(bad) (it merges the stores that \(bad) also rewrites or mirrors)")
