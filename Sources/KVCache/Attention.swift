@@ -25,7 +25,7 @@ public enum Attention {
     /// - out: [rows, ldo]  the head's slice of the output rows
     public static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                               scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
-        if store.quantizedCount > 0 {   // a later prefill over a KIVI store: exact fp over dequantized rows
+        if store.compactCount > 0 {   // a later prefill over KIVI codes or merged tokens: exact fp over a restored copy
             return causal(q: q, ldq: ldq, rows: rows, store: store.dequantizedCopy(), visible: visible, scale: scale, out: out, ldo: ldo)
         }
         let d = store.headDim
@@ -92,6 +92,10 @@ public enum Attention {
     public static func decode(q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
                               indices: UnsafeBufferPointer<Int32>?, scale: Float,
                               probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
+        if let m = store.merged, m.count > 0 {
+            return MergedAttention.decode(q: q, groups: g, store: store, merged: m, indices: indices, scale: scale,
+                                          probs: probs, out: out)
+        }
         if let qs = store.quantized, qs.count > 0 {
             return QuantizedAttention.decode(q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale,
                                              probs: probs, out: out)

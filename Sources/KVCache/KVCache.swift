@@ -40,6 +40,9 @@ public final class KVCache {
     /// keys whose rotation differs from their original position (keyed by position, so it survives
     /// every index move).
     private var rotaryShift: [[[Int32: Int32]]]
+    /// Position shift: per (layer, KV head), next position - tokens held at the last shift. It grows
+    /// exactly when tokens were evicted; while it stays, no stored key needs re-rotating.
+    private var rotaryOffset: [[Int]]
     /// MiniCache: for the upper layer of each merged pair, its lower layer and per-KV-head state.
     private var mergePairs: [Int: (lower: Int, states: [PairMergeState])] = [:]
 
@@ -73,6 +76,7 @@ public final class KVCache {
         }
         recent = Array(repeating: [], count: shape.layers)
         rotaryShift = Array(repeating: Array(repeating: [:], count: shape.kvHeads), count: shape.layers)
+        rotaryOffset = Array(repeating: Array(repeating: 0, count: shape.kvHeads), count: shape.layers)
         if policy.shiftsPositions {
             precondition(policy.quantization == nil && policy.layerMerge == nil,
                          "\(policy.name): position shift re-rotates Float32 keys; it does not compose with quantization or merging")
@@ -143,11 +147,10 @@ public final class KVCache {
                 decodeAttention(step, scale: scale, output: output)
             } else {
                 if owns { restoreOrder(layer: layer) }
-                // A merged store attends through a restored Float32 copy (same indices); old tokens
-                // all precede the new ones in position, so visible counts stay prefixes.
-                let sources = heads.map { ($0.merged?.count ?? 0) > 0 ? $0.dequantizedCopy() : $0 }
+                // Over merged tokens the store's positions are not increasing, but every old token
+                // precedes the new ones, so the visible counts are still prefixes.
                 for qh in 0..<hq {
-                    let st = sources[qh / g]
+                    let st = heads[qh / g]
                     Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st,
                                      visible: Attention.visibleCounts(store: st, positions: positions),
                                      scale: scale, out: output + qh * d, ldo: hq * d)
@@ -197,6 +200,8 @@ public final class KVCache {
         var c = [Float](repeating: 0, count: half), s = [Float](repeating: 0, count: half)
         for (h, st) in stores[layer].enumerated() {
             let n = st.count, offset = next - n
+            guard offset != rotaryOffset[layer][h] else { continue }   // nothing evicted since the last shift
+            rotaryOffset[layer][h] = offset
             let order = st.isOrdered ? Array(0..<n) : (0..<n).sorted { st.position($0) < st.position($1) }
             var shift = rotaryShift[layer][h]
             for (rank, i) in order.enumerated() {
@@ -250,14 +255,8 @@ public final class KVCache {
             }
             selections[h] = sel
             let run = { (idx: UnsafeBufferPointer<Int32>?) in
-                let st = heads[h], q = step.queries + h * g * d, out = output + h * g * d
-                if let m = st.merged, m.count > 0 {
-                    readRows[h] = MergedAttention.decode(q: q, groups: g, store: st, merged: m, indices: idx, scale: scale,
-                                                         probs: self.scratch[h], out: out)
-                } else {
-                    readRows[h] = Attention.decode(q: q, groups: g, store: st, indices: idx, scale: scale,
-                                                   probs: self.scratch[h], out: out)
-                }
+                readRows[h] = Attention.decode(q: step.queries + h * g * d, groups: g, store: heads[h], indices: idx,
+                                               scale: scale, probs: self.scratch[h], out: output + h * g * d)
             }
             if let sel { sel.withUnsafeBufferPointer { run($0) } } else { run(nil) }
         }
@@ -342,6 +341,7 @@ public final class KVCache {
         promptLength = 0
         for pair in mergePairs.values { pair.states.forEach { $0.reset() } }
         rotaryShift = rotaryShift.map { $0.map { _ in [:] } }
+        rotaryOffset = rotaryOffset.map { $0.map { _ in 0 } }
         policy.reset()
     }
 
