@@ -18,7 +18,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "kvlab", targets: ["kvlab"]),
-        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer", "KVExperiments"]),
+        .library(name: "KVLabCore", targets: ["KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer", "KVGGUF", "KVExperiments"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,8 +34,9 @@ let package = Package(
         .systemLibrary(name: "CPrefetch"),
         .target(name: "KVTensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
         .target(name: "KVHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
-        .target(name: "KVTokenizer", swiftSettings: swiftSettings),
-        .target(name: "KVModel", dependencies: ["KVTensor", "KVCache"], swiftSettings: swiftSettings),
+        .target(name: "KVGGUF", swiftSettings: swiftSettings),
+        .target(name: "KVTokenizer", dependencies: ["KVGGUF"], swiftSettings: swiftSettings),
+        .target(name: "KVModel", dependencies: ["KVTensor", "KVCache", "KVGGUF"], swiftSettings: swiftSettings),
         .target(name: "KVCache", dependencies: ["KVTensor", "CPrefetch"], swiftSettings: swiftSettings),
         .target(name: "KVPolicies", dependencies: ["KVCache", "KVTensor", "KVHDF5"], swiftSettings: swiftSettings),
         .target(name: "KVExperiments", dependencies: [
@@ -52,6 +53,7 @@ let package = Package(
         .testTarget(name: "KVExperimentsTests", dependencies: ["KVExperiments", "KVModel", "KVPolicies", "KVHDF5"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "KVTokenizerTests", dependencies: ["KVTokenizer"], exclude: ["Fixtures"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVGGUFTests", dependencies: ["KVGGUF"], swiftSettings: cpuFlags),
         .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel", "KVPolicies"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
