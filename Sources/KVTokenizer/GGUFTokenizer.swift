@@ -94,12 +94,13 @@ struct GGUFTokenizerBuilder {
             return tokens[id]
         }
         let bos = try named("bos_token_id"), eos = try named("eos_token_id")
-        for t in [bos, eos, try named("unknown_token_id"), try named("padding_token_id")].compactMap({ $0 }) {
-            added.add(t, special: true)
-        }
+        let unk = try named("unknown_token_id"), pad = try named("padding_token_id")
+        for t in [bos, eos, unk, pad].compactMap({ $0 }) { added.add(t, special: true) }
         parts.addedTokens = added.tokens
         parts.bos = bos.flatMap(added.id(of:))
         parts.eos = eos.flatMap(added.id(of:))
+        parts.unk = unk.flatMap(added.id(of:))
+        parts.pad = pad.flatMap(added.id(of:))
 
         // BOS / EOS around the text, as transformers' update_post_processor writes the template.
         let addBOS = try optionalBool("tokenizer.ggml.add_bos_token") ?? (kind == "llama")

@@ -53,6 +53,14 @@ public final class Tokenizer: @unchecked Sendable {
     public let eosTokenId: Int?
     /// Ids of the added tokens marked `special`.
     public let specialTokenIds: Set<Int>
+    /// The unknown and padding token ids a GGUF file names (`tokenizer.ggml.unknown_token_id`,
+    /// `padding_token_id`); nil for tokenizer.json files.
+    public let unknownTokenId: Int?
+    public let paddingTokenId: Int?
+    /// Whether `encode(_:addSpecialTokens: true)` puts special tokens before / after the text
+    /// (e.g. BOS for Llama 2, none for SmolLM2).
+    public var addsBOS: Bool { postProcessor?.boundaryIds.bos != nil }
+    public var addsEOS: Bool { postProcessor?.boundaryIds.eos != nil }
     /// The chat template (Jinja) the model ships: a GGUF's `tokenizer.chat_template`, or
     /// `chat_template` of a tokenizer_config.json beside a tokenizer.json. Not rendered here.
     public let chatTemplate: String?
@@ -144,6 +152,8 @@ public final class Tokenizer: @unchecked Sendable {
         maxId = max(model.vocab.maxId, byId.keys.max() ?? -1)
         bosTokenId = parts.bos
         eosTokenId = parts.eos
+        unknownTokenId = parts.unk
+        paddingTokenId = parts.pad
     }
 
     // MARK: - Vocabulary

@@ -15,6 +15,8 @@ struct TokenizerParts {
     var addedTokens: [AddedToken] = []
     var bos: Int? = nil
     var eos: Int? = nil
+    var unk: Int? = nil
+    var pad: Int? = nil
     var chatTemplate: String? = nil
 }
 

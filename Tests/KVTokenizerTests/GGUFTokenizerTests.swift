@@ -16,6 +16,8 @@ final class GGUFTokenizerTests: XCTestCase {
         struct Sample { let text: String; let ids: [Int]; let idsPlain: [Int]; let decoded: String; let decodedSkip: String }
         let bos: Int?
         let eos: Int?
+        let addBOS: Bool
+        let addEOS: Bool
         let specialIds: [Int]
         let added: [(id: Int, content: String, special: Bool)]
         let chatTemplate: String?
@@ -34,6 +36,7 @@ final class GGUFTokenizerTests: XCTestCase {
             (id: (a[0] as? NSNumber)?.intValue ?? -1, content: a[1] as? String ?? "", special: a[2] as? Bool ?? false)
         }
         return Expected(bos: (obj["bos_token_id"] as? NSNumber)?.intValue, eos: (obj["eos_token_id"] as? NSNumber)?.intValue,
+                        addBOS: obj["add_bos_token"] as? Bool ?? false, addEOS: obj["add_eos_token"] as? Bool ?? false,
                         specialIds: ints(obj["special_ids"]), added: added, chatTemplate: obj["chat_template"] as? String,
                         samples: samples)
     }
@@ -48,6 +51,8 @@ final class GGUFTokenizerTests: XCTestCase {
         XCTAssertGreaterThan(e.samples.reduce(0) { $0 + $1.text.unicodeScalars.count }, 2000, file: file, line: line)
         XCTAssertEqual(tok.bosTokenId, e.bos, "\(name): bosTokenId", file: file, line: line)
         XCTAssertEqual(tok.eosTokenId, e.eos, "\(name): eosTokenId", file: file, line: line)
+        XCTAssertEqual(tok.addsBOS, e.addBOS, "\(name): add_bos_token", file: file, line: line)
+        XCTAssertEqual(tok.addsEOS, e.addEOS, "\(name): add_eos_token", file: file, line: line)
         for id in e.specialIds { XCTAssertTrue(tok.isSpecial(id), "\(name): id \(id) should be special", file: file, line: line) }
         for a in e.added {
             XCTAssertEqual(tok.id(of: a.content), a.id, "\(name): added token \(a.content)", file: file, line: line)
@@ -147,6 +152,8 @@ final class GGUFTokenizerTests: XCTestCase {
         XCTAssertEqual(tok.vocabularySize, 49152)
         XCTAssertEqual(tok.id(of: "<|im_start|>"), 1)
         XCTAssertEqual(tok.specialTokenIds, Set(0...16))
+        XCTAssertEqual(tok.unknownTokenId, 0)
+        XCTAssertEqual(tok.paddingTokenId, 2)
         print("GGUF tokenizer parity on \(Self.realModel): \(texts) texts, \(chars) characters, \(ids) ids")
     }
 }
