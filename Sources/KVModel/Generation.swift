@@ -20,9 +20,10 @@ public struct GenerationResult: Sendable {
 
 extension LlamaModel {
     /// Prefills `prompt`, then decodes up to `maxNewTokens` tokens one at a time through the cache.
+    /// `afterPrefill` sees the cache once the prompt is in (and its eviction has run).
     public func generate(prompt: [Int], maxNewTokens: Int, sampling: Sampling = .greedy,
                          cache: KVCache? = nil, allPromptLogits: Bool = false,
-                         stopAt eos: Set<Int> = []) -> GenerationResult {
+                         stopAt eos: Set<Int> = [], afterPrefill: ((KVCache) -> Void)? = nil) -> GenerationResult {
         precondition(!prompt.isEmpty, "generate needs at least one prompt token")
         let cache = cache ?? makeCache()
         let V = config.vocabSize
@@ -31,6 +32,7 @@ extension LlamaModel {
         let promptLogits = forward(prompt, startPosition: cache.stats.tokensSeen, cache: cache, phase: .prefill,
                                    logits: allPromptLogits ? .all : .last)
         let t1 = DispatchTime.now().uptimeNanoseconds
+        afterPrefill?(cache)
         var last = Array(promptLogits.suffix(V))
         var out: [Int] = []
         while out.count < maxNewTokens {

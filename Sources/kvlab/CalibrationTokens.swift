@@ -5,7 +5,8 @@ import KVModel
 import KVTokenizer
 
 /// Calibration tokens chosen on the command line (`kvlab calibrate loki|kvsharer`): a file of ids,
-/// a text file through a tokenizer (default: the model folder's tokenizer.json), or seeded random ids.
+/// a text file through a tokenizer (default: the model's: a folder's tokenizer.json or a .gguf file's
+/// metadata, `Tokenizer.forModel`), or seeded random ids.
 func calibrationSource(model: String, tokens: Int, seed: UInt64, textFile: String?, tokenizer: String?,
                        idsFile: String?, maxTokens: Int?) throws -> LokiCalibrator.Source {
     if let path = idsFile {
@@ -16,15 +17,12 @@ func calibrationSource(model: String, tokens: Int, seed: UInt64, textFile: Strin
         return .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "ids file \(path)")
     }
     if let path = textFile {
-        var tokPath = tokenizer
-        if tokPath == nil, case .checkpoint(let dir) = try ModelSource.parse(model) {
-            tokPath = URL(fileURLWithPath: dir).appendingPathComponent("tokenizer.json").path
+        let source = tokenizer ?? (model.hasPrefix("synthetic:") ? nil : model)
+        guard let tp = source, let tok = try Tokenizer.forModel(path: tp) else {
+            throw ValidationError("--text-file needs a tokenizer: give --tokenizer (a tokenizer.json, a folder with one, or a .gguf file); the model has none")
         }
-        guard let tp = tokPath, FileManager.default.fileExists(atPath: tp) else {
-            throw ValidationError("--text-file needs a tokenizer: give --tokenizer tokenizer.json (the model has none)")
-        }
-        let ids = try Tokenizer(path: tp).encode(try String(contentsOfFile: path, encoding: .utf8), addSpecialTokens: false)
-        return .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "text file \(path) via \(tp)")
+        let ids = tok.encode(try String(contentsOfFile: path, encoding: .utf8), addSpecialTokens: false)
+        return .tokens(Array(ids.prefix(maxTokens ?? ids.count)), label: "text file \(path) via \(tok.path)")
     }
     return .random(count: tokens, seed: seed)
 }

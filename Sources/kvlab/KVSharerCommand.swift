@@ -36,9 +36,9 @@ struct KVSharerCalibrateCommand: ParsableCommand {
     var tokens: Int = 1024
     @Option(help: "Seed of the random tokens.")
     var seed: UInt64 = 0
-    @Option(name: .customLong("text-file"), help: "Calibration text, encoded with --tokenizer (default: the model folder's tokenizer.json).")
+    @Option(name: .customLong("text-file"), help: "Calibration text, encoded with --tokenizer (default: the model's: a folder's tokenizer.json or a .gguf file's metadata).")
     var textFile: String?
-    @Option(help: "tokenizer.json for --text-file.")
+    @Option(help: "Tokenizer for --text-file: a tokenizer.json, a folder with one, or a .gguf file.")
     var tokenizer: String?
     @Option(name: .customLong("max-tokens"), help: "Use at most this many tokens of the text file.")
     var maxTokens: Int?

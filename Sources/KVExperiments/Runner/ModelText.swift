@@ -3,10 +3,10 @@ import KVModel
 
 /// Text for commands that tokenize with a model's own tokenizer (probes, calibration).
 public enum ModelText {
-    /// The model's text codec (its folder's tokenizer.json), nil when the model has none.
+    /// The model's text codec (its folder's tokenizer.json or its GGUF metadata), nil when it has none.
     public static func codec(for modelSpec: String) throws -> TextCodec? {
         guard case .checkpoint(let path) = try ModelSource.parse(modelSpec) else { return nil }
-        return try TokenizerCodec.load(directory: path)
+        return try TokenizerCodec.load(model: path)
     }
 
     /// A corpus (`debian:NAME`) or a text file, tokenized by `codec`, with a label naming its source
