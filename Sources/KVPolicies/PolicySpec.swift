@@ -10,7 +10,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case streamingLLM(budget: Budget, sinks: Int, schedule: EvictionSchedule, positionShift: Bool = false)
     case h2o(budget: Budget, recentFraction: Double, scoring: H2O.Scoring, schedule: EvictionSchedule)
     case snapKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling)
-    case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double)
+    /// variant: the authors' schedule (KVCache-Factory, default) or kvpress's (docs/kvpress-semantics.md).
+    case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double, variant: PyramidKV.Variant = .authors)
     case tova(budget: Budget, schedule: EvictionSchedule)
     case knorm(budget: Budget, schedule: EvictionSchedule)
     case headPooling(kvHeads: Int)
@@ -32,7 +33,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .streamingLLM(b, sinks, s, shift): return try StreamingLLM(budget: b, sinks: sinks, schedule: s, positionShift: shift)
         case let .h2o(b, recent, scoring, s): return try H2O(budget: b, recentFraction: recent, scoring: scoring, schedule: s)
         case let .snapKV(b, w, k, p): return try SnapKV(budget: b, window: w, kernel: k, pooling: p)
-        case let .pyramidKV(b, w, k, p, beta): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta)
+        case let .pyramidKV(b, w, k, p, beta, v): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta, variant: v)
         case let .tova(b, s): return try TOVA(budget: b, schedule: s)
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
         case let .headPooling(n): return try HeadPooling(kvHeads: n)
@@ -105,8 +106,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return Self.budgetParams(b) + [("sinks", "\(sinks)"), sched(s)] + (shift ? [("position_shift", "true")] : [])
         case let .h2o(b, r, sc, s): return Self.budgetParams(b) + [("recent_fraction", "\(r)"), ("scoring", sc.rawValue), sched(s)]
         case let .snapKV(b, w, k, p): return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue)]
-        case let .pyramidKV(b, w, k, p, beta):
-            return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)")]
+        case let .pyramidKV(b, w, k, p, beta, v):
+            return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)"), ("variant", v.rawValue)]
         case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .headPooling(n): return [("kv_heads", "\(n)")]
@@ -148,7 +149,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     public var budget: Budget? {
         switch self {
         case .full, .headPooling, .cla, .kivi, .miniCache: return nil
-        case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
+        case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)
         case .loki(_, _, let k, _), .oracleTopK(let k, _):

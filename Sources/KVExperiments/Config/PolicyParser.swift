@@ -8,7 +8,7 @@ enum PolicyParser {
         "streaming_llm": budgetKeys + ["sinks", "schedule", "position_shift"],
         "h2o": budgetKeys + ["recent_fraction", "scoring", "schedule"],
         "snapkv": budgetKeys + ["window", "kernel", "pooling"],
-        "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta"],
+        "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta", "variant"],
         "tova": budgetKeys + ["schedule"],
         "knorm": budgetKeys + ["schedule"],
         "quest": ["budget", "page_size", "dense_layers", "gqa"],
@@ -101,7 +101,8 @@ enum PolicyParser {
                            pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg)
         case "pyramidkv":
             return .pyramidKV(budget: try budget(p, at: f), window: try int("window", 64), kernel: try int("kernel", 5),
-                              pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg, beta: try dbl("beta", 20))
+                              pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg, beta: try dbl("beta", 20),
+                              variant: try p["variant"]?.choice(PyramidKV.Variant.self) ?? .authors)
         case "tova":
             return .tova(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
         case "knorm":
