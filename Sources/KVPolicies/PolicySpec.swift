@@ -16,7 +16,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case knorm(budget: Budget, schedule: EvictionSchedule)
     case headPooling(kvHeads: Int)
     case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
-    case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA)
+    /// Defaults are the reference's protocol (docs/selection.md): gqa query_head, phases prefill+decode.
+    case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA, phases: Loki.Phases = .prefillAndDecode)
     case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
     /// Cross-layer sharing: CLA grouping, or a KVSharer map file (which overrides the grouping).
     case cla(shareFactor: Int, layers: CrossLayerSharing.Layers, map: String?)
@@ -38,12 +39,12 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
         case let .headPooling(n): return try HeadPooling(kvHeads: n)
         case let .quest(b, page, dense, gqa): return try Quest(tokenBudget: b, pageSize: page, denseLayers: dense, gqa: gqa)
-        case let .loki(path, rank, k, gqa):
+        case let .loki(path, rank, k, gqa, phases):
             let cal: LokiCalibration
             do { cal = try LokiCalibration.loadCached(path) } catch let e as PolicyError { throw e } catch {
                 throw PolicyError.invalidParameter(policy: "loki", field: "calibration", message: "\(path): \(error.localizedDescription)")
             }
-            return try Loki(calibration: cal, rank: rank, topK: k, gqa: gqa)
+            return try Loki(calibration: cal, rank: rank, topK: k, gqa: gqa, phases: phases)
         case let .oracleTopK(k, gqa): return try OracleTopK(topK: k, gqa: gqa)
         case let .cla(factor, layers, path):
             guard let path else { return try CrossLayerSharing(shareFactor: factor, layers: layers) }
@@ -118,14 +119,14 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return [("share_factor", "\(factor)"), ("layers", l)]
         case let .quest(b, page, dense, gqa):
             return [("budget", "\(b)"), ("page_size", "\(page)"), ("dense_layers", "\(dense)"), ("gqa", gqa.rawValue)]
-        case let .loki(path, rank, k, gqa):
+        case let .loki(path, rank, k, gqa, phases):
             let r: (String, String)
             switch rank {
             case .fraction(let f): r = ("d_fraction", "\(f)")
             case .dims(let n): r = ("rank", "\(n)")
             case .explainedVariance(let t): r = ("explained_variance", "\(t)")
             }
-            return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue)]
+            return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue), ("phases", phases.rawValue)]
         case let .oracleTopK(k, gqa): return [Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case let .kivi(b, g, r): return [("bits", "\(b)"), ("group_size", "\(g)"), ("residual", "\(r)")]
         case let .miniCache(s, t, r): return [("start_layer", s.map(String.init) ?? "half"), ("t", "\(t)"), ("retain_fraction", "\(r)")]
@@ -152,7 +153,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)
-        case .loki(_, _, let k, _), .oracleTopK(let k, _):
+        case .loki(_, _, let k, _, _), .oracleTopK(let k, _):
             switch k { case .tokens(let n): return .tokens(n); case .fraction(let f): return .ratio(1 - f) }
         case .stack(let c): return c.lazy.compactMap(\.budget).first
         }
@@ -165,6 +166,14 @@ public indirect enum PolicySpec: Hashable, Sendable {
         if shifts, let bad = children.map(\.kind).first(where: ["kivi", "minicache", "quest", "loki"].contains) {
             throw PolicyError.invalidParameter(policy: "stack", field: "stack",
                 message: "streaming_llm with position_shift re-rotates stored keys; it does not stack with \(bad) (codes, merged or mirrored keys)")
+        }
+        let rowSelecting = children.contains {
+            if case .loki(_, _, _, let gqa, let phases) = $0 { return gqa == .queryHead || phases == .prefillAndDecode }
+            return false
+        }
+        if rowSelecting && children.filter({ ["quest", "loki", "oracle_topk"].contains($0.kind) }).count > 1 {
+            throw PolicyError.invalidParameter(policy: "stack", field: "stack",
+                message: "loki with gqa: query_head or phases: prefill+decode chooses the keys of each query row itself; it does not stack with another selection policy (use gqa: kv_group, phases: decode)")
         }
         var others = children.map(\.kind)
         guard let mini = others.firstIndex(of: "minicache") else { return }

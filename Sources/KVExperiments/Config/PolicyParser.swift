@@ -12,7 +12,7 @@ enum PolicyParser {
         "tova": budgetKeys + ["schedule"],
         "knorm": budgetKeys + ["schedule"],
         "quest": ["budget", "page_size", "dense_layers", "gqa"],
-        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
+        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa", "phases"],
         "oracle_topk": ["top_k", "k_fraction", "gqa"],
         "head_pooling": ["kv_heads"],
         "kivi": ["bits", "group_size", "residual"],
@@ -121,7 +121,8 @@ enum PolicyParser {
             else if let t = p["explained_variance"] { rank = .explainedVariance(try t.double()) }
             else { rank = .fraction(try dbl("d_fraction", 0.25)) }
             return .loki(calibration: path, rank: rank, topK: try size(p, at: f, default: .fraction(0.25)),
-                         gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
+                         gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .queryHead,       // the reference's protocol
+                         phases: try p["phases"]?.choice(Loki.Phases.self) ?? .prefillAndDecode)
         case "head_pooling":
             guard let n = p["kv_heads"] else { throw f.error("missing 'kv_heads' (KV heads stored after pooling)") }
             return .headPooling(kvHeads: try n.int(min: 1))
