@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "KVExperimentsTests", dependencies: ["KVExperiments", "KVModel", "KVPolicies", "KVHDF5"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "KVTokenizerTests", dependencies: ["KVTokenizer"], exclude: ["Fixtures"], swiftSettings: cpuFlags),
-        .testTarget(name: "KVGGUFTests", dependencies: ["KVGGUF"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVGGUFTests", dependencies: ["KVGGUF"], exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel", "KVPolicies"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
