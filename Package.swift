@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
-        .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5"],
+        .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5", "KVGGUF"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVExperimentsTests", dependencies: ["KVExperiments", "KVModel", "KVPolicies", "KVHDF5"],
                     swiftSettings: cpuFlags),

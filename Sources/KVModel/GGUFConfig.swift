@@ -9,7 +9,8 @@ import KVTensor
 /// llama.cpp writes as `llama` — or `qwen2`):
 /// `A.context_length`, `A.embedding_length`, `A.block_count`, `A.feed_forward_length`,
 /// `A.attention.head_count`, `A.attention.head_count_kv` (default: head_count),
-/// `A.attention.key_length` / `A.rope.dimension_count` (head_dim; default embedding/heads),
+/// `A.attention.key_length` (head_dim; default embedding / heads; `A.rope.dimension_count` must
+/// equal it: no partial rotary),
 /// `A.rope.freq_base` (default 10000), `A.rope.scaling.type` + `A.rope.scaling.factor` or the
 /// older `A.rope.scale_linear` (linear only), `A.attention.layer_norm_rms_epsilon`,
 /// `A.vocab_size` (else the length of `tokenizer.ggml.tokens`, else the embedding's rows),
@@ -71,8 +72,10 @@ extension ModelConfig {
         let keyLength = try int("attention.key_length", required: false)
         let valueLength = try int("attention.value_length", required: false)
         let ropeDims = try int("rope.dimension_count", required: false)
-        let headDim = keyLength ?? ropeDims ?? hidden / heads
-        if keyLength == nil && ropeDims == nil && hidden % heads != 0 {
+        // llama.cpp: head size = key_length (default embedding / heads); rope.dimension_count rotates
+        // that many dimensions (default all). The converter writes key_length when HF's head_dim is explicit.
+        let headDim = keyLength ?? hidden / heads
+        if keyLength == nil && hidden % heads != 0 {
             throw bad("\(arch).attention.head_count", "a divisor of \(arch).embedding_length (\(hidden)) when no key_length is given", "\(heads)")
         }
         if let v = valueLength, v != headDim {
