@@ -48,12 +48,13 @@ public enum ModelSource: Equatable, Sendable {
         return .synthetic(config: config, seed: UInt64(v["seed"]!), std: Float(v["std"] ?? 0.02))
     }
 
-    /// A path ending in .gguf, or a regular file whose first four bytes are "GGUF".
+    /// A path ending in .gguf that is not a folder, or a regular file whose first four bytes are "GGUF".
     public static func isGGUF(_ path: String) -> Bool {
-        if path.lowercased().hasSuffix(".gguf") { return true }
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue,
-              let h = FileHandle(forReadingAtPath: path) else { return false }
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+        if exists && isDir.boolValue { return false }
+        if path.lowercased().hasSuffix(".gguf") { return true }
+        guard exists, let h = FileHandle(forReadingAtPath: path) else { return false }
         defer { try? h.close() }
         return (try? h.read(upToCount: 4)) == Data("GGUF".utf8)
     }

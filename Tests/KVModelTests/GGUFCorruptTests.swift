@@ -131,5 +131,8 @@ final class GGUFCorruptTests: XCTestCase {
         try FileManager.default.copyItem(atPath: source, toPath: renamed)
         XCTAssertEqual(try ModelSource.parse(renamed), .gguf(path: renamed))
         XCTAssertEqual(try ModelSource.parse(dir.path), .checkpoint(path: dir.path))
+        let folder = dir.appendingPathComponent("odd.gguf").path   // a checkpoint folder with an odd name
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        XCTAssertEqual(try ModelSource.parse(folder), .checkpoint(path: folder))
     }
 }
