@@ -54,7 +54,7 @@ func calibrationInput(model: String, text: String, tokenizer: String?, idsFile: 
 /// .gguf file's metadata). A model without one gets an error naming the alternatives.
 func encodeCalibrationText(_ text: String, model: String, tokenizer: String?) throws -> (ids: [Int], tokenizer: String) {
     var path = tokenizer
-    if path == nil, case .checkpoint(let p) = try ModelSource.parse(model) { path = p }
+    if path == nil { path = try ModelSource.parse(model).path }
     guard let tp = path, let tok = try Tokenizer.forModel(path: tp) else {
         throw ValidationError("""
             \(model) has no tokenizer to encode the calibration text: give --tokenizer (a tokenizer.json, a folder \
