@@ -57,12 +57,15 @@ struct SlurmCommand: ParsableCommand {
         var lines = ["\(config): \(job.config.grid.count) grid points over \(p.count) shards, balanced by estimated cost (FLOP-equivalents, docs/cluster.md)",
                      "shard   runs   est. cost   share"]
         for s in 0..<p.count {
-            lines.append(String(format: "%5d  %5d  %10@  %5.1f%%", s, p.indices(of: s).count, CostModel.format(p.shardCost[s]),
-                                100 * p.shardCost[s] / max(total, 1e-300)))
+            lines.append(String(format: "%5d  %5d  ", s, p.indices(of: s).count) + pad(CostModel.format(p.shardCost[s]), 10) +
+                         String(format: "  %5.1f%%", 100 * p.shardCost[s] / max(total, 1e-300)))
         }
-        lines.append(String(format: "total  %5d  %10@   max/min %.3f", job.config.grid.count, CostModel.format(total), p.imbalance))
+        lines.append(String(format: "total  %5d  ", job.config.grid.count) + pad(CostModel.format(total), 10) +
+                     String(format: "   max/min %.3f", p.imbalance))
         return lines.joined(separator: "\n")
     }
+
+    func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(w - s.count, 0)) + s }
 
     /// --kvlab, else this executable (absolute).
     func kvlabPath(cwd: String) throws -> String {
