@@ -5,22 +5,24 @@ import KVModel
 import KVPolicies
 
 /// A run's estimated cost in FLOP-equivalents: the model's arithmetic for every token it reads,
-/// with decode steps weighted as memory bound, times a cost class of the policy.
+/// decode steps weighted as memory bound, scaled by the policy's cost class.
 ///
-///     sample = prefill tokens x (2P + 2·L·H·d·prefill)                   (weights + causal attention)
-///            + decode steps x (kappa·2P + 4·L·H·d·(prefill + decode/2))    (weights re-read per step)
-///     run    = samples x sample x class(policy)
+///     prefill attention A = 2·L·H·d·p²                  (causal QK and PV over p prompt tokens)
+///     sample S = p·2P + A + n·(kappa·2P + 4·L·H·d·(p + n/2))   (weights, attention, n decode steps)
+///     run      = samples x (class.run x S + class.attention x A)
 ///
 /// P = parameters per token (decoder matrices and the output head, `ModelConfig`), L layers,
-/// H query heads of size d. kappa (`decodeWeight`) says how many prefill tokens' worth of time one
+/// H query heads of size d. kappa (`decodeWeight`) is how many prefill tokens' worth of time one
 /// decode step costs: prefill runs the weights as matrix-matrix products, a decode step reads
-/// them all for one token. How many tokens a task prefills and decodes is known from the config
-/// without building its samples (`tokens(for:vocabularySize:)`). Checkpoint shapes come from their
-/// `config.json`; a shape that cannot be read falls back to 1 FLOP per token (no attention term),
-/// so costs stay comparable within that model only.
+/// them all for one token. How many tokens a task prefills (p) and decodes (n) per sample is known
+/// from the config without building samples (`tokens(for:vocabularySize:)`). Checkpoint shapes come
+/// from their `config.json`; a shape that cannot be read falls back to 1 FLOP per token and no
+/// attention term, so costs stay comparable within that model only. The constants were measured
+/// (CPU seconds per run, scripts/cluster/time_runs.py; docs/cluster.md).
 public enum CostModel {
-    /// Decode step cost in prefill tokens' weight work (measured: docs/cluster.md).
-    public static let decodeWeight = 8.0
+    /// Decode step cost in prefill tokens' weight work: 52-56 ms per decode step against 2.9-3.7 ms
+    /// per prefill token on SmolLM2-135M's shape (1 thread), i.e. 18-19.
+    public static let decodeWeight = 18.0
 
     /// The figures of a model shape the estimate needs.
     public struct Shape: Equatable, Sendable {
@@ -54,27 +56,31 @@ public enum CostModel {
         }
     }
 
-    /// A policy's cost class: its run's time relative to the full cache on the same samples.
+    /// A policy's cost class: its run's time relative to the full cache on the same samples
+    /// (`run`), plus a multiple of the prefill attention FLOPs (`attention`) for policies that
+    /// materialize prefill attention probabilities.
     public struct PolicyClass: Equatable, Sendable {
         public var name: String
-        public var factor: Double
+        public var run: Double
+        public var attention: Double
     }
 
-    /// Classes measured on the shipped retrieval model (docs/cluster.md): policies that only drop
-    /// tokens at step ends or read fewer rows cost what the full cache costs; per-step scorers
-    /// (attention-probability bookkeeping every decode step) and key-scoring selections more;
-    /// merging and quantizing stores more again. A stack adds its children's extra costs.
+    /// Classes measured in CPU seconds per run (docs/cluster.md): `full` reuses the reference
+    /// outcomes (metrics only); most policies cost what the full cache costs (within 10%);
+    /// SnapKV/PyramidKV score an observation window at prefill (1.1-1.3x); H2O's causal scoring
+    /// accumulates the whole prefill attention matrix (its extra time is 3-5x the prefill attention
+    /// FLOPs). A stack adds its children's extra costs.
     public static func policyClass(_ p: PolicySpec) -> PolicyClass {
         switch p {
-        case .full, .streamingLLM, .snapKV, .pyramidKV, .knorm, .headPooling, .cla, .quest:
-            return PolicyClass(name: "light", factor: 1.0)
-        case .h2o, .tova, .oracleTopK, .loki:
-            return PolicyClass(name: "scored", factor: 1.25)
-        case .kivi, .miniCache:
-            return PolicyClass(name: "rewrite", factor: 1.5)
+        case .full: return PolicyClass(name: "reuse", run: 0.05, attention: 0)
+        case .snapKV, .pyramidKV: return PolicyClass(name: "window", run: 1.2, attention: 0)
+        case .h2o(_, _, .causal, _): return PolicyClass(name: "prefill-scores", run: 1, attention: 4)
+        case .streamingLLM, .knorm, .headPooling, .cla, .quest, .h2o, .tova, .oracleTopK, .loki, .kivi, .miniCache:
+            return PolicyClass(name: "light", run: 1, attention: 0)
         case .stack(let children):
-            let extra = children.map { policyClass($0).factor - 1 }.reduce(0, +)
-            return PolicyClass(name: "stack", factor: 1 + extra)
+            let classes = children.map(policyClass)
+            return PolicyClass(name: "stack", run: 1 + classes.map { max($0.run - 1, 0) }.reduce(0, +),
+                               attention: classes.map(\.attention).reduce(0, +))
         }
     }
 
@@ -100,22 +106,23 @@ public enum CostModel {
         }
     }
 
-    /// FLOP-equivalents of one sample through the full cache.
-    public static func sampleCost(_ task: TaskSpec, shape: Shape) -> Double {
+    /// FLOP-equivalents of one sample through the full cache, and its prefill attention part.
+    public static func sampleCost(_ task: TaskSpec, shape: Shape) -> (total: Double, prefillAttention: Double) {
         let (p, n) = tokens(for: task, vocabularySize: shape.vocabularySize)
-        let prefill = Double(p) * (shape.weightFLOPs + 2 * shape.attentionWidth * Double(p))
+        let attention = 2 * shape.attentionWidth * Double(p) * Double(p)
         let decode = Double(n) * (decodeWeight * shape.weightFLOPs + 4 * shape.attentionWidth * (Double(p) + Double(n) / 2))
-        return prefill + decode
+        return (Double(p) * shape.weightFLOPs + attention + decode, attention)
     }
 
     /// Estimated FLOP-equivalents of one grid point (its policy's run, without the reference).
     public static func cost(_ point: GridPoint, shape: Shape) -> Double {
-        Double(point.task.samples) * sampleCost(point.task, shape: shape) * policyClass(point.policy).factor
+        let s = sampleCost(point.task, shape: shape), c = policyClass(point.policy)
+        return Double(point.task.samples) * (c.run * s.total + c.attention * s.prefillAttention)
     }
 
     /// The full-cache reference a shard computes once for each (model, task) it runs.
     public static func referenceCost(_ point: GridPoint, shape: Shape) -> Double {
-        Double(point.task.samples) * sampleCost(point.task, shape: shape)
+        Double(point.task.samples) * sampleCost(point.task, shape: shape).total
     }
 
     /// "12.3 G", "4.56 T": a FLOP-equivalent count for tables.
