@@ -37,9 +37,15 @@ struct SlurmCommand: ParsableCommand {
         let job = try SlurmJob(config: cfg, configPath: config, options: o)
         print(planTable(job))
         if dryRun { return }
-        let available = try SlurmTools.partitions()
-        try SlurmTools.checkPartition(partition, available: available)
-        if partition != nil && available == nil { note("note: sinfo not found, --partition '\(partition!)' not checked") }
+        if let partition {
+            do {
+                let available = try SlurmTools.partitions()
+                try SlurmTools.checkPartition(partition, available: available)
+                if available == nil { note("note: sinfo not found, --partition '\(partition)' not checked") }
+            } catch let ClusterError.commandFailed(command, _, output) {
+                note("note: --partition '\(partition)' not checked: `\(command)` failed: \(output.split(separator: "\n").last ?? "")")
+            }
+        }
         try job.write(force: force)
         print("wrote \(job.planFile), \(job.arrayScript) (array 0-\(shards - 1)), \(job.mergeScript); logs in \(job.logs)/")
         guard submit else {

@@ -105,7 +105,9 @@ public struct SlurmJob {
         set -uo pipefail
         i=${SLURM_ARRAY_TASK_ID:?not an array task}
         echo "kvlab shard $i/\(n): job ${SLURM_ARRAY_JOB_ID}_$i on $(hostname), restart ${SLURM_RESTART_COUNT:-0}, start $(date +%s)"
-        srun --ntasks=1 --cpus-per-task=\(c) \(q(options.kvlab)) run \(q(configPath)) --shard "$i/\(n)" --plan \(q(planFile))\(threads) --progress
+        # srun makes kvlab a job step (scancel --signal reaches it); bash's `time` logs its CPU seconds.
+        srun --ntasks=1 --cpus-per-task=\(c) bash -c 'TIMEFORMAT="kvlab cpu %U user %S sys %R wall"; time "$@"' kvlab \\
+            \(q(options.kvlab)) run \(q(configPath)) --shard "$i/\(n)" --plan \(q(planFile))\(threads) --progress
         status=$?
         echo "kvlab shard $i/\(n): exit $status, end $(date +%s)"
         exit $status
