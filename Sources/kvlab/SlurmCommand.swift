@@ -22,7 +22,8 @@ struct SlurmCommand: ParsableCommand {
     var cpusPerTask = 1
     @Option(help: "Memory per task, e.g. 8G.") var mem: String?
     @Option(help: "Slurm account.") var account: String?
-    @Option(help: "More sbatch options for both jobs, e.g. \"--qos=long --constraint=avx2\".") var extra: String?
+    @Option(parsing: .unconditional, help: "More sbatch options for both jobs, e.g. --extra \"--qos=long --constraint=avx2\".")
+    var extra: String?
     @Option(help: "The kvlab binary the jobs run (default: this one).") var kvlab: String?
     @Flag(help: "Submit with sbatch and print the job ids.") var submit = false
     @Flag(name: .customLong("dry-run"), help: "Print the plan (each shard's estimated cost, max/min) and write nothing.")
