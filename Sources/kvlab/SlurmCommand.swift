@@ -29,8 +29,12 @@ struct SlurmCommand: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the plan (each shard's estimated cost, max/min) and write nothing.")
     var dryRun = false
     @Flag(help: "Replace a folder holding another plan (other N or config).") var force = false
+    @Option(name: .customLong("seconds-per-tflop"),
+            help: "Print estimated hours per shard too, at this many seconds per 10^12 FLOP-equivalents (measure it: docs/cluster.md).")
+    var secondsPerTFLOP: Double?
 
     func run() throws {
+        if let r = secondsPerTFLOP, !(r > 0) { throw ValidationError("--seconds-per-tflop: expected a positive number, got \(r)") }
         let cfg = try ExperimentConfig.load(config)
         let cwd = FileManager.default.currentDirectoryPath
         var o = SlurmOptions(shards: shards, kvlab: try kvlabPath(cwd: cwd), workingDirectory: cwd)
@@ -62,13 +66,22 @@ struct SlurmCommand: ParsableCommand {
     func planTable(_ job: SlurmJob) -> String {
         let p = job.plan, total = p.shardCost.reduce(0, +)
         var lines = ["\(config): \(job.config.grid.count) grid points over \(p.count) shards, balanced by estimated cost (FLOP-equivalents, docs/cluster.md)",
-                     "shard   runs   est. cost   share"]
+                     "shard   runs   est. cost   share" + (secondsPerTFLOP == nil ? "" : "   est. hours")]
+        func hours(_ c: Double) -> String { secondsPerTFLOP.map { String(format: "   %10.2f", c / 1e12 * $0 / 3600) } ?? "" }
         for s in 0..<p.count {
             lines.append(String(format: "%5d  %5d  ", s, p.indices(of: s).count) + pad(CostModel.format(p.shardCost[s]), 10) +
-                         String(format: "  %5.1f%%", 100 * p.shardCost[s] / max(total, 1e-300)))
+                         String(format: "  %5.1f%%", 100 * p.shardCost[s] / max(total, 1e-300)) + hours(p.shardCost[s]))
         }
         lines.append(String(format: "total  %5d  ", job.config.grid.count) + pad(CostModel.format(total), 10) +
-                     String(format: "   max/min %.3f", p.imbalance))
+                     String(format: "   max/min %.3f", p.imbalance) + (secondsPerTFLOP == nil ? "" : " " + hours(total) + " CPU hours in all"))
+        // A run is never split: the largest one (with its reference) bounds the most expensive shard.
+        let grid = job.config.grid
+        if let big = grid.indices.max(by: { p.pointCost[$0] < p.pointCost[$1] }) {
+            let bound = p.pointCost[big] + CostModel.referenceCost(grid[big], shape: CostModel.Shape.of(grid[big].model))
+            let useful = max(Int((total / bound).rounded(.down)), 1)
+            lines.append("largest run: #\(big + 1) \(ShardPlan.describe(grid[big])), \(CostModel.format(bound)) with its reference " +
+                         String(format: "(%.0f%% of an even share); more than about %d shards cannot be balanced", 100 * bound * Double(p.count) / max(total, 1e-300), useful))
+        }
         return lines.joined(separator: "\n")
     }
 
