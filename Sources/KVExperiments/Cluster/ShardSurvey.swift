@@ -108,7 +108,7 @@ public struct ShardSurvey {
         lines.append("sweep \(output): \(grid.map { "\($0.count) grid points" } ?? "grid unknown"), \(count) shards, config_hash \(hash)")
         if let configProblem { lines.append("  (grid unknown: \(configProblem))") }
         let running = inProgress
-        let width = max(shards.map(\.path.count).max() ?? 4, 4)
+        let width = max(shards.map { $0.path.count + ($0.exists ? 0 : 7) }.max() ?? 4, 4)
         func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
         func num(_ s: String, _ w: Int) -> String { s.count >= w ? s : String(repeating: " ", count: w - s.count) + s }
         lines.append(pad("shard", 7) + pad("file", width + 2) + num("planned", 8) + num("done", 6) + num("failed", 8) +
