@@ -12,7 +12,7 @@
 #   4. submits again, kills one array task mid-run (scancel --signal=KILL), requeues it
 #      (scontrol requeue), and checks the requeued task kept its finished runs, the merge is still
 #      equal, every run present exactly once;
-# then stops the daemons it started. About 5-10 minutes on 2 cores.
+# then stops the daemons it started. 1-4 minutes on 2 cores once kvlab is built.
 #
 #   bash scripts/slurm_test.sh            # KVLAB_SLURM_KEEP=1 keeps the work folder
 set -euo pipefail
