@@ -7,8 +7,10 @@ import KVTensor
 /// How a sweep runs: resume/force, sharding, progress.
 public struct RunOptions: Sendable {
     public var force = false
-    /// (i, N): run grid points whose (index - 1) % N == i, into their own file.
+    /// (i, N): run shard i of N (a cost-balanced slice, `ShardPlan`) into its own file.
     public var shard: (index: Int, count: Int)? = nil
+    /// The plan the shard follows (`kvlab run --plan`); nil: `ShardPlan` computed from the config.
+    public var plan: ShardPlan? = nil
     public var output: String? = nil
     public var threads: Int? = nil
     /// Progress lines with ETA (on for a terminal).
@@ -46,7 +48,8 @@ public final class SweepRunner {
     public var points: [GridPoint] {
         let all = config.grid
         guard let s = options.shard else { return all }
-        return all.filter { ($0.index - 1) % s.count == s.index }
+        let plan = options.plan ?? ShardPlan.plan(config, grid: all, shards: s.count)
+        return all.filter { plan.shardOf[$0.index - 1] == s.index }
     }
 
     public var outputPath: String {
