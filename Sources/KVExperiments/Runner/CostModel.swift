@@ -45,13 +45,15 @@ public enum CostModel {
         /// Unknown shape: one FLOP per token, no attention term.
         public static let unknown = Shape(weightFLOPs: 1, attentionWidth: 0, vocabularySize: 0)
 
-        /// The shape of a config's model entry (reads a checkpoint's config.json only).
+        /// The shape of a config's model entry (reads a checkpoint's config.json or a GGUF header only).
         public static func of(_ entry: ModelEntry) -> Shape {
             switch entry.source {
             case .synthetic(let config, _, _): return Shape(config)
             case .checkpoint(let path):
                 let file = URL(fileURLWithPath: path).appendingPathComponent("config.json").path
                 return (try? ModelConfig.load(huggingFace: file)).map(Shape.init) ?? .unknown
+            case .gguf(let path):
+                return (try? GGUFCheckpoint(path: path)).map { Shape($0.config) } ?? .unknown   // header only
             }
         }
     }
