@@ -12,6 +12,9 @@ let cpuFlags: [SwiftSetting] = []
 let cCpuFlags: [CSetting] = []
 #endif
 let swiftSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+// KVGGUF holds the weight kernels (block decoders, matrix-vector products) that every forward pass
+// runs: optimized in debug builds too, so the debug test suite runs real-model checks in seconds.
+let kernelSettings: [SwiftSetting] = swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "KVLab",
@@ -32,9 +35,11 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
         // Header-only: a software-prefetch hint for the gathered attention kernels.
         .systemLibrary(name: "CPrefetch"),
-        .target(name: "KVTensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
+        // Header-only: C11-style atomics and a spin hint for KVTensor's worker pool.
+        .systemLibrary(name: "CAtomic"),
+        .target(name: "KVTensor", dependencies: ["CBLAS", "CAtomic"], swiftSettings: swiftSettings),
         .target(name: "KVHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
-        .target(name: "KVGGUF", swiftSettings: swiftSettings),
+        .target(name: "KVGGUF", swiftSettings: kernelSettings),
         .target(name: "KVTokenizer", dependencies: ["KVGGUF"], swiftSettings: swiftSettings),
         .target(name: "KVModel", dependencies: ["KVTensor", "KVCache", "KVGGUF"], swiftSettings: swiftSettings),
         .target(name: "KVCache", dependencies: ["KVTensor", "CPrefetch"], swiftSettings: swiftSettings),

@@ -63,8 +63,9 @@ public struct Checkpoint {
         files.reduce(into: [:]) { acc, kv in if let t = kv.value.tensors[kv.key] { acc[t.dtype, default: 0] += 1 } }
     }
 
-    /// Loads and converts every weight to Float32, checking shapes against config.json.
-    public func loadWeights() throws -> ModelWeights {
+    /// Loads every weight, checking shapes against config.json: matrices in their stored precision
+    /// (F16/BF16 kept 16-bit) or, with `.f32`, converted to Float32; norms and biases Float32.
+    public func loadWeights(_ precision: WeightPrecision = .stored) throws -> ModelWeights {
         // Check everything, in a fixed order, before converting anything.
         for (name, shape) in ModelWeights.expectedTensors(config) {
             guard let file = files[name], let info = file.tensors[name] else {
@@ -75,6 +76,7 @@ public struct Checkpoint {
                 throw ModelError.shapeMismatch(file: file.path, tensor: name, expected: shape, found: info.shape)
             }
         }
-        return try ModelWeights.assemble(config) { name in try files[name]!.floats(name) }
+        return try ModelWeights.assemble(config, matrix: { name in try files[name]!.matrix(name, precision: precision) },
+                                          vector: { name in try files[name]!.floats(name) })
     }
 }

@@ -4,8 +4,9 @@ import KVTensor
 
 /// A GGUF model file (llama.cpp's format): the config from its metadata (GGUFConfig.swift) and
 /// its tensors, mapped to the Hugging Face names `ModelWeights.assemble` reads, shape-checked
-/// against the config, dequantized to Float32 and, for `llama` files, with llama.cpp's Q/K row
-/// permutation undone.
+/// against the config, kept in their stored type (`WeightMatrix`; or dequantized to Float32 with
+/// `WeightPrecision.f32`) and, for `llama` files, with llama.cpp's Q/K row permutation undone
+/// (a reordering of whole rows, so packed rows move as they are).
 ///
 /// The permutation: llama.cpp runs Llama with interleaved RoPE (pairs 2i, 2i+1), so its converter
 /// (convert_hf_to_gguf.py `LlamaModel.permute`) reorders the rows of each head of q_proj (and
@@ -113,47 +114,49 @@ public struct GGUFCheckpoint {
         return (try? enc.encode(config)).flatMap { String(data: $0, encoding: .utf8) } ?? ""
     }
 
-    /// Dequantizes every weight to Float32 (HF layout, Q/K un-permuted for llama files).
-    public func loadWeights() throws -> ModelWeights {
+    /// Loads every weight (HF layout, Q/K rows un-permuted for llama files): matrices kept in their
+    /// file's type (F16/BF16 16-bit, ggml blocks packed, copied out of the mapping) unless
+    /// `precision` is .f32, which dequantizes them; norms and biases as Float32.
+    public func loadWeights(_ precision: WeightPrecision = .stored) throws -> ModelWeights {
         let permuted = architecture == "llama"
-        return try ModelWeights.assemble(config) { hf in
-            let g = Self.ggufName(hf)!
-            var w = try file.floats(file.tensor(g)!)
-            if permuted && (g.hasSuffix("attn_q.weight") || g.hasSuffix("attn_q.bias")) {
-                w = Self.unpermute(w, heads: config.heads, headDim: config.headDim)
-            } else if permuted && (g.hasSuffix("attn_k.weight") || g.hasSuffix("attn_k.bias")) {
-                w = Self.unpermute(w, heads: config.kvHeads, headDim: config.headDim)
-            }
-            return w
+        func order(_ g: String) -> [Int]? {
+            guard permuted else { return nil }
+            if g.hasPrefix("blk.") && g.contains(".attn_q.") { return Self.unpermuteOrder(heads: config.heads, headDim: config.headDim) }
+            if g.hasPrefix("blk.") && g.contains(".attn_k.") { return Self.unpermuteOrder(heads: config.kvHeads, headDim: config.headDim) }
+            return nil
         }
+        return try ModelWeights.assemble(config, matrix: { hf in
+            let g = Self.ggufName(hf)!, info = file.tensor(g)!
+            var m: WeightMatrix
+            if precision == .f32 {
+                m = WeightMatrix(floats: try file.floats(info), rows: info.shape[0], cols: info.shape[1])
+            } else {
+                m = WeightMatrix(type: info.type, rows: info.shape[0], cols: info.shape[1], copying: file.data(info).baseAddress!)
+            }
+            if let o = order(g) { m = m.reorderingRows(o) }
+            return m
+        }, vector: { hf in
+            let g = Self.ggufName(hf)!
+            let w = try file.floats(file.tensor(g)!)
+            guard let o = order(g) else { return w }
+            return o.map { w[$0] }
+        })
     }
 
-    /// Inverse of llama.cpp's `LlamaModel.permute` on w [heads * d, cols] (cols = 1 for a bias):
-    /// HF row h*d + j*d/2 + i is GGUF row h*d + 2i + j (i < d/2, j in 0, 1).
-    static func unpermute(_ w: [Float], heads: Int, headDim d: Int) -> [Float] {
-        let cols = w.count / (heads * d)
-        precondition(cols * heads * d == w.count && d % 2 == 0, "unpermute: \(w.count) values are not \(heads) heads of \(d) rows")
-        var out = [Float](repeating: 0, count: w.count)
-        w.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for h in 0..<heads {
-                    for i in 0..<(d / 2) {
-                        for j in 0..<2 {
-                            let from = (h * d + 2 * i + j) * cols, to = (h * d + j * d / 2 + i) * cols
-                            (dst.baseAddress! + to).update(from: src.baseAddress! + from, count: cols)
-                        }
-                    }
-                }
-            }
-        }
-        return out
+    /// The row order that undoes llama.cpp's Q/K permutation: HF row h*d + j*d/2 + i is GGUF row
+    /// h*d + 2i + j (i < d/2, j in 0, 1); entry k of the result is the GGUF row of HF row k.
+    static func unpermuteOrder(heads: Int, headDim d: Int) -> [Int] {
+        precondition(d % 2 == 0, "unpermute: head_dim \(d) is odd")
+        var order = [Int](repeating: 0, count: heads * d)
+        for h in 0..<heads { for i in 0..<(d / 2) { for j in 0..<2 { order[h * d + j * d / 2 + i] = h * d + 2 * i + j } } }
+        return order
     }
 }
 
 extension LlamaModel {
-    /// Loads a GGUF model file (weights dequantized to Float32).
-    public convenience init(gguf path: String) throws {
+    /// Loads a GGUF model file (matrices kept packed unless `weights` is .f32).
+    public convenience init(gguf path: String, weights precision: WeightPrecision = .stored) throws {
         let g = try GGUFCheckpoint(path: path)
-        self.init(config: g.config, weights: try g.loadWeights())
+        self.init(config: g.config, weights: try g.loadWeights(precision))
     }
 }

@@ -7,8 +7,10 @@ import KVCache
 public enum LogitsRequest: Sendable { case none, last, all, hidden }
 
 /// A Llama-family decoder (RMSNorm, RoPE, GQA/MQA, SwiGLU MLP, optional biases, tied
-/// embeddings) running on Float32 weights with OpenBLAS. Attention goes through a
-/// `KVCache`, which stores what it chooses and measures its own bytes.
+/// embeddings). Its matrices stay in their file's precision (`WeightMatrix`): a decode step runs
+/// the matrix-vector kernels that decode blocks in registers, across `WorkerPool.shared`; a
+/// prefill chunk multiplies dequantized tiles with sgemm (Float32 matrices: sgemm directly).
+/// Attention goes through a `KVCache`, which stores what it chooses and measures its own bytes.
 public final class LlamaModel {
     public let config: ModelConfig
     public let weights: ModelWeights
@@ -22,11 +24,22 @@ public final class LlamaModel {
         rope = config.rotary
     }
 
-    /// Loads a Hugging Face checkpoint folder.
-    public convenience init(checkpoint directory: String) throws {
+    /// Loads a Hugging Face checkpoint folder (F16/BF16 matrices kept 16-bit unless `weights` is .f32).
+    public convenience init(checkpoint directory: String, weights precision: WeightPrecision = .stored) throws {
         let ckpt = try Checkpoint(directory: directory)
-        self.init(config: ckpt.config, weights: try ckpt.loadWeights())
+        self.init(config: ckpt.config, weights: try ckpt.loadWeights(precision))
     }
+
+    /// Bytes of the buffers one forward chunk of `rows` rows allocates (activations, and the tile
+    /// that packed matrices are dequantized into for prefill), not counting attention scratch.
+    public func workspaceBytes(rows T: Int) -> Int {
+        let c = config
+        let floats = T * (2 * c.hiddenSize + 2 * c.heads * c.headDim + 2 * c.kvHeads * c.headDim + 2 * c.intermediateSize)
+        return 4 * (floats + (T >= WeightMatrix.tileMinRows ? tileFloats : 0))
+    }
+
+    /// Floats of the largest prefill tile any matrix needs.
+    var tileFloats: Int { weights.matrices.map(\.tileFloats).max() ?? 0 }
 
     public var cacheShape: CacheShape {
         CacheShape(layers: config.layers, queryHeads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
@@ -66,27 +79,37 @@ public final class LlamaModel {
         let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
         let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
         let positions = (0..<T).map { startPosition + $0 }
-        let ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
+        let ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I,
+                           tile: T >= WeightMatrix.tileMinRows ? tileFloats : 0)
         defer { ws.free() }
         // x [T, D] = embedding rows
-        weights.embedding.withUnsafeBufferPointer { e in
-            for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
-        }
+        for (r, t) in tokens.enumerated() { weights.embedding.dequantizeRows(t..<(t + 1), into: ws.x + r * D) }
         for (l, w) in weights.layers.enumerated() {
             w.inputNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
-            linear(ws.h, T, D, w.wq, w.bq, qDim, ws.q)
-            linear(ws.h, T, D, w.wk, w.bk, kvDim, ws.k)
-            linear(ws.h, T, D, w.wv, w.bv, kvDim, ws.v)
+            if T == 1 {
+                // One parallel loop for the three projections of the same x.
+                WeightMatrix.products([MatVec(w.wq, ws.q), MatVec(w.wk, ws.k), MatVec(w.wv, ws.v)], x: ws.h)
+                addBias(w.bq, ws.q, 1, qDim); addBias(w.bk, ws.k, 1, kvDim); addBias(w.bv, ws.v, 1, kvDim)
+            } else {
+                linear(ws.h, T, w.wq, w.bq, ws.q, ws.tile)
+                linear(ws.h, T, w.wk, w.bk, ws.k, ws.tile)
+                linear(ws.h, T, w.wv, w.bv, ws.v, ws.tile)
+            }
             rope.apply(ws.q, rows: T, heads: c.heads, positions: positions)
             rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
             cache.attention(layer: l, phase: phase, rows: T, isStepEnd: isStepEnd, queries: ws.q, keys: ws.k, values: ws.v,
                             positions: positions, output: ws.attn)
-            linear(ws.attn, T, qDim, w.wo, w.bo, D, ws.x, accumulate: true)
+            linear(ws.attn, T, w.wo, w.bo, ws.x, ws.tile, accumulate: true)
             w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
-            linear(ws.h, T, D, w.wGate, w.bGate, I, ws.gate)
-            linear(ws.h, T, D, w.wUp, w.bUp, I, ws.up)
+            if T == 1 {
+                WeightMatrix.products([MatVec(w.wGate, ws.gate), MatVec(w.wUp, ws.up)], x: ws.h)
+                addBias(w.bGate, ws.gate, 1, I); addBias(w.bUp, ws.up, 1, I)
+            } else {
+                linear(ws.h, T, w.wGate, w.bGate, ws.gate, ws.tile)
+                linear(ws.h, T, w.wUp, w.bUp, ws.up, ws.tile)
+            }
             Ops.swiGLU(gate: ws.gate, up: ws.up, count: T * I)
-            linear(ws.gate, T, I, w.wDown, w.bDown, D, ws.x, accumulate: true)
+            linear(ws.gate, T, w.wDown, w.bDown, ws.x, ws.tile, accumulate: true)
         }
         guard request != .none else { return [] }
         let first = request == .last ? T - 1 : 0, rows = T - first
@@ -94,31 +117,41 @@ public final class LlamaModel {
             Ops.rmsNorm(ws.x + first * D, weight: $0.baseAddress!, rows: rows, dim: D, eps: c.rmsNormEps, into: ws.h)
         }
         if request == .hidden { return Array(UnsafeBufferPointer(start: ws.h, count: rows * D)) }
-        var out = [Float](repeating: 0, count: rows * c.vocabSize)
         let head = weights.lmHead ?? weights.embedding
-        out.withUnsafeMutableBufferPointer { o in
-            head.withUnsafeBufferPointer { BLAS.linear(ws.h, rows: rows, inDim: D, weight: $0.baseAddress!, outDim: c.vocabSize, into: o.baseAddress!) }
+        return [Float](unsafeUninitializedCapacity: rows * c.vocabSize) { o, n in
+            head.apply(ws.h, rows: rows, into: o.baseAddress!, tile: ws.tile)
+            n = rows * c.vocabSize
         }
-        return out
     }
 
     /// y [rows, out] (=|+=) x [rows, in] W^T + b
     @inline(__always)
-    private func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ inDim: Int, _ w: [Float], _ b: [Float]?,
-                        _ outDim: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
-        w.withUnsafeBufferPointer { BLAS.linear(x, rows: rows, inDim: inDim, weight: $0.baseAddress!, outDim: outDim, into: y, accumulate: accumulate) }
-        if let b { b.withUnsafeBufferPointer { Ops.addBias($0.baseAddress!, to: y, rows: rows, cols: outDim) } }
+    private func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ w: WeightMatrix, _ b: [Float]?,
+                        _ y: UnsafeMutablePointer<Float>, _ tile: UnsafeMutablePointer<Float>?, accumulate: Bool = false) {
+        w.apply(x, rows: rows, into: y, accumulate: accumulate, tile: tile)
+        addBias(b, y, rows, w.rows)
+    }
+
+    @inline(__always)
+    private func addBias(_ b: [Float]?, _ y: UnsafeMutablePointer<Float>, _ rows: Int, _ cols: Int) {
+        if let b { b.withUnsafeBufferPointer { Ops.addBias($0.baseAddress!, to: y, rows: rows, cols: cols) } }
     }
 }
 
 /// Activation buffers of one forward chunk.
 struct Workspace {
     let x, h, q, k, v, attn, gate, up: UnsafeMutablePointer<Float>
-    init(rows T: Int, hidden D: Int, qDim: Int, kvDim: Int, intermediate I: Int) {
+    /// A dequantized tile of a packed matrix (prefill; nil when no matrix needs one).
+    let tile: UnsafeMutablePointer<Float>?
+    init(rows T: Int, hidden D: Int, qDim: Int, kvDim: Int, intermediate I: Int, tile tileFloats: Int) {
         x = .allocate(capacity: T * D); h = .allocate(capacity: T * D)            // [T, D]
         q = .allocate(capacity: T * qDim); attn = .allocate(capacity: T * qDim)   // [T, H*d]
         k = .allocate(capacity: T * kvDim); v = .allocate(capacity: T * kvDim)    // [T, Hkv*d]
         gate = .allocate(capacity: T * I); up = .allocate(capacity: T * I)        // [T, I]
+        tile = tileFloats > 0 ? .allocate(capacity: tileFloats) : nil             // [tile rows, in]
     }
-    func free() { for p in [x, h, q, k, v, attn, gate, up] { p.deallocate() } }
+    func free() {
+        for p in [x, h, q, k, v, attn, gate, up] { p.deallocate() }
+        tile?.deallocate()
+    }
 }

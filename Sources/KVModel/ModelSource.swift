@@ -67,11 +67,13 @@ public enum ModelSource: Equatable, Sendable {
         return (try? h.read(upToCount: 4)) == Data("GGUF".utf8)
     }
 
-    /// Builds the model (reads and converts the checkpoint, or draws the weights).
-    public func load() throws -> LlamaModel {
+    /// Builds the model (reads the checkpoint, or draws the weights). `weights`: matrices in their
+    /// file's precision (.stored: F16/BF16 16-bit, GGUF blocks packed) or dequantized to Float32
+    /// (.f32); synthetic weights are Float32 either way.
+    public func load(weights precision: WeightPrecision = .stored) throws -> LlamaModel {
         switch self {
-        case .checkpoint(let path): return try LlamaModel(checkpoint: path)
-        case .gguf(let path): return try LlamaModel(gguf: path)
+        case .checkpoint(let path): return try LlamaModel(checkpoint: path, weights: precision)
+        case .gguf(let path): return try LlamaModel(gguf: path, weights: precision)
         case .synthetic(let config, let seed, let std):
             return LlamaModel(config: config, weights: .synthetic(config, seed: seed, std: std))
         }

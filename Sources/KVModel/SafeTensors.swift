@@ -1,4 +1,5 @@
 import Foundation
+import KVGGUF
 import KVTensor
 
 /// Element type of a stored tensor.
@@ -119,6 +120,17 @@ public final class SafeTensorsFile {
             out[name] = TensorInfo(name: name, dtype: dtype, shape: shape, byteRange: offs[0]..<offs[1])
         }
         return out
+    }
+
+    /// A 2-D tensor as a weight matrix: F16/BF16 kept 16-bit (copied out of the mapping) unless
+    /// `precision` is .f32, F32 as Float32.
+    public func matrix(_ name: String, precision: WeightPrecision = .stored) throws -> WeightMatrix {
+        guard let info = tensors[name] else { throw ModelError.missingTensor(name: name, files: [path]) }
+        precondition(info.shape.count == 2, "\(name): not a matrix")
+        let (r, c) = (info.shape[0], info.shape[1])
+        if precision == .f32 || info.dtype == .f32 { return WeightMatrix(floats: try floats(name), rows: r, cols: c) }
+        return WeightMatrix(type: info.dtype == .f16 ? .f16 : .bf16, rows: r, cols: c,
+                            copying: base + dataOffset + info.byteRange.lowerBound)
     }
 
     /// Converts a tensor to Float32 (row-major), whatever its stored precision.

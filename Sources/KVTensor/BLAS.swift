@@ -3,8 +3,12 @@ import CBLAS
 /// Thin wrappers over OpenBLAS. Every matrix is row-major and contiguous.
 /// The only file in KVLab that calls BLAS directly.
 public enum BLAS {
-    /// Number of threads OpenBLAS uses for its own kernels.
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+    /// Number of threads OpenBLAS uses for its own kernels; also sizes `WorkerPool.shared` (the
+    /// decode kernels' threads), so one setting governs both.
+    public static func setThreads(_ n: Int) {
+        openblas_set_num_threads(Int32(max(1, n)))
+        WorkerPool.shared.configure(threads: n)
+    }
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
     /// y[rows, out] = x[rows, inDim] * w[out, inDim]^T (+ y if accumulate). The HF `Linear` layout.

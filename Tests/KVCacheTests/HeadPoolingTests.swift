@@ -19,6 +19,9 @@ final class HeadPoolingTests: XCTestCase {
     /// The GQA conversion applied to the weights: each new K/V head block (and bias) is the mean of its group's.
     func weightPooled(_ m: LlamaModel, kvHeads: Int) throws -> LlamaModel {
         let c = m.config, d = c.headDim, D = c.hiddenSize, r = c.kvHeads / kvHeads
+        func pool(_ m: WeightMatrix) -> WeightMatrix {
+            WeightMatrix(floats: pool(m.dequantized(), cols: m.cols), rows: kvHeads * d, cols: m.cols)
+        }
         func pool(_ w: [Float], cols: Int) -> [Float] {
             var out = [Float](repeating: 0, count: kvHeads * d * cols)
             for p in 0..<kvHeads { for member in 0..<r { for row in 0..<d { for col in 0..<cols {
@@ -28,8 +31,8 @@ final class HeadPoolingTests: XCTestCase {
         }
         var w = m.weights
         for l in w.layers.indices {
-            w.layers[l].wk = pool(w.layers[l].wk, cols: D)
-            w.layers[l].wv = pool(w.layers[l].wv, cols: D)
+            w.layers[l].wk = pool(w.layers[l].wk)
+            w.layers[l].wv = pool(w.layers[l].wv)
             w.layers[l].bk = w.layers[l].bk.map { pool($0, cols: 1) }
             w.layers[l].bv = w.layers[l].bv.map { pool($0, cols: 1) }
         }
