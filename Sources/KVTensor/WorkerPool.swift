@@ -58,9 +58,12 @@ public final class WorkerPool: @unchecked Sendable {
         threads = n
         stopping = false
         exited = DispatchSemaphore(value: 0)
+        // The generation workers start from is read here, not when a thread first runs (a stop or
+        // a loop published before then would otherwise go unnoticed).
+        let start = kv_atomic_load(words)
         for i in 0..<(n - 1) {
             let wake = DispatchSemaphore(value: 0)
-            let t = Thread { [unowned self] in self.workerLoop(index: i, wake: wake) }
+            let t = Thread { [unowned self] in self.workerLoop(index: i, start: start, wake: wake) }
             t.name = "kvlab-worker-\(i)"
             t.stackSize = 1 << 20
             workers.append((t, wake))
@@ -124,8 +127,8 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    private func workerLoop(index i: Int, wake: DispatchSemaphore) {
-        var seen = kv_atomic_load(words)
+    private func workerLoop(index i: Int, start: Int64, wake: DispatchSemaphore) {
+        var seen = start
         var spin = true
         while true {
             seen = waitForWork(index: i, seen: seen, wake: wake, spin: spin)
