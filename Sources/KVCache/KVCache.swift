@@ -279,7 +279,9 @@ public final class KVCache {
             if let sel { sel.withUnsafeBufferPointer { run($0) } } else { run(nil) }
         }
         if parallel {
-            DispatchQueue.concurrentPerform(iterations: hkv, execute: work)
+            // The decoder's worker pool (its threads are already spinning between a step's
+            // matrix-vector products; GCD threads would compete with them for the cores).
+            WorkerPool.shared.run(hkv, work)
             for m in meters { meter.keyBytes += m.keyBytes; meter.valueBytes += m.valueBytes; meter.metadataBytes += m.metadataBytes }
         } else {
             for h in 0..<hkv { work(h) }

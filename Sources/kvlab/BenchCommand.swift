@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Release-mode benchmarks that print ratios measured side by side in one run.",
-        subcommands: [DecoderBench.self, EvictionBench.self, AttentionBench.self, KIVIBench.self, TokenizerBench.self])
+        subcommands: [DecoderBench.self, WeightsBench.self, EvictionBench.self, AttentionBench.self, KIVIBench.self, TokenizerBench.self])
 }
 
 /// Prefill and decode throughput of the decoder with the full cache, plus peak memory
@@ -21,6 +21,8 @@ struct DecoderBench: ParsableCommand {
 
     @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
     var model: String = "synthetic:smollm2-135m"
+    @Option(help: ArgumentHelp(WeightPrecision.help))
+    var weights: WeightPrecision = .stored
     @Option(help: "Prompt length of the prefill measurement.")
     var prefill: Int = 512
     @Option(name: .customLong("decode-contexts"), help: "Contexts (comma-separated) at which decode speed is measured.")
@@ -37,7 +39,7 @@ struct DecoderBench: ParsableCommand {
     func run() throws {
         let contexts = try parseIds(decodeContexts, field: "--decode-contexts")
         let baseline = MemoryProbe.residentBytes()
-        let lm = try loadModel(model, threads: threads)
+        let lm = try loadModel(model, threads: threads, weights: weights)
         MemoryProbe.resetPeak()
         let V = lm.config.vocabSize
         var rng = SeededRandom(seed: 1234)
@@ -73,22 +75,26 @@ struct DecoderBench: ParsableCommand {
         let peak = MemoryProbe.peakResidentBytes()
         let c = lm.config
         let chunk = min(lm.prefillChunk, max(prefill, contexts.max() ?? 0))
-        let activations = 4 * (chunk * (2 * c.hiddenSize + 2 * c.heads * c.headDim + 2 * c.kvHeads * c.headDim + 2 * c.intermediateSize)
-            + Attention.queryBlock * (Attention.keyBlock + c.headDim) + c.vocabSize * 2)
-        let accounted = baseline + lm.weights.byteCount + maxKVAllocated + activations
+        // Workspace of a prefill chunk (activations + the dequantized tile of packed matrices),
+        // attention scratch, and the logits row and its copy.
+        let activations = lm.workspaceBytes(rows: chunk)
+            + 4 * (Attention.queryBlock * (Attention.keyBlock + c.headDim) + c.vocabSize * 2)
+        let weightBytes = lm.weights.byteCount
+        let accounted = baseline + weightBytes + maxKVAllocated + activations
         let prefillRate = Double(prefill) / median(prefillTimes)
         if json {
             let decode = contexts.map { "\"\($0)\": \(decodeRates[$0]!)" }.joined(separator: ", ")
-            print("{\"model\": \"\(model)\", \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
+            print("{\"model\": \"\(model)\", \"weights\": \"\(weights.rawValue)\", \"weight_types\": \"\(lm.weights.storageSummary)\", " +
+                  "\"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
                   "\"decode_tok_s\": {\(decode)}, \"peak_rss_bytes\": \(peak), \"accounted_bytes\": \(accounted), " +
-                  "\"weights_bytes\": \(lm.weights.byteCount), \"kv_bytes\": \(maxKVAllocated), \"activation_bytes\": \(activations), " +
+                  "\"weights_bytes\": \(weightBytes), \"kv_bytes\": \(maxKVAllocated), \"activation_bytes\": \(activations), " +
                   "\"baseline_rss_bytes\": \(baseline)}")
         } else {
-            print("model \(model), \(threads) threads, median of \(repeats)")
+            print("model \(model), weights \(weights.rawValue) (\(lm.weights.storageSummary)), \(threads) threads, median of \(repeats)")
             print(String(format: "prefill %5d tokens : %8.1f tok/s", prefill, prefillRate))
             for ctx in contexts { print(String(format: "decode at %6d     : %8.2f tok/s", ctx, decodeRates[ctx]!)) }
             print("peak RSS \(formatBytes(peak)) vs accounted \(formatBytes(accounted)) " +
-                  "(weights \(formatBytes(lm.weights.byteCount)) + KV \(formatBytes(maxKVAllocated)) + activations \(formatBytes(activations)) + runtime \(formatBytes(baseline))): " +
+                  "(weights \(formatBytes(weightBytes)) + KV \(formatBytes(maxKVAllocated)) + activations \(formatBytes(activations)) + runtime \(formatBytes(baseline))): " +
                   String(format: "ratio %.3f", Double(peak) / Double(accounted)))
         }
     }

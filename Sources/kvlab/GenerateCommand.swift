@@ -34,6 +34,8 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
     var model: String
+    @Option(help: ArgumentHelp(WeightPrecision.help))
+    var weights: WeightPrecision = .stored
     @Option(help: "Prompt text, encoded with the model's tokenizer.")
     var prompt: String?
     @Option(name: .customLong("prompt-ids"), help: "Prompt token ids, comma-separated (e.g. 1,2,3).")
@@ -85,7 +87,7 @@ struct GenerateCommand: ParsableCommand {
         } else {
             ids = try parseIds(promptIds!, field: "--prompt-ids")
         }
-        let lm = try loadModel(model, threads: threads)
+        let lm = try loadModel(model, threads: threads, weights: weights)
         if let bad = ids.first(where: { $0 >= lm.config.vocabSize }) {
             throw ValidationError("prompt token \(bad) is outside the model's vocabulary (size \(lm.config.vocabSize))")
         }

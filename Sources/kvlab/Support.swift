@@ -23,10 +23,15 @@ func parseIds(_ text: String, field: String) throws -> [Int] {
     return ids
 }
 
-/// Loads a model, turning loader errors into one clear line.
-func loadModel(_ spec: String, threads: Int?) throws -> LlamaModel {
+/// Loads a model, turning loader errors into one clear line. `weights`: matrices in their file's
+/// precision (default) or dequantized to Float32 at load.
+func loadModel(_ spec: String, threads: Int?, weights: WeightPrecision = .stored) throws -> LlamaModel {
     if let threads { BLAS.setThreads(threads) }
-    return try ModelSource.parse(spec).load()
+    return try ModelSource.parse(spec).load(weights: weights)
+}
+
+extension WeightPrecision: ExpressibleByArgument {
+    static let help = "Matrices as the file stores them (stored: F16/BF16 16-bit, GGUF blocks packed) or f32 (dequantized at load)."
 }
 
 /// Human-readable byte counts.

@@ -53,4 +53,24 @@ final class GGUFModelConfigTests: XCTestCase {
             XCTAssertTrue(m.contains("models[0].path") && m.contains("/no/such/model.gguf") && m.contains("not found"), m)
         }
     }
+
+    /// `weights: f32` dequantizes the matrices at load and makes grid points of their own; the
+    /// default keeps the file's types and the keys of earlier versions; a bad value names the field.
+    func testWeightsKey() throws {
+        func yaml(_ weights: String?) -> String {
+            "models:\n  - path: \(gguf)\n" + (weights.map { "    weights: \($0)\n" } ?? "") +
+            "tasks:\n  - task: mqar\n    context: 64\npolicies:\n  - policy: full\n"
+        }
+        let stored = try ExperimentConfig.parse(yaml(nil), file: "s.yaml")
+        let f32 = try ExperimentConfig.parse(yaml("f32"), file: "f.yaml")
+        XCTAssertEqual(stored.models[0].weights, .stored)
+        XCTAssertEqual(f32.models[0].weights, .f32)
+        XCTAssertFalse(stored.grid[0].key.contains("weights"))
+        XCTAssertTrue(f32.grid[0].key.contains("|weights=f32"))
+        XCTAssertEqual(try ExperimentConfig.parse(yaml("stored"), file: "s.yaml").grid[0].key, stored.grid[0].key)
+        XCTAssertThrowsError(try ExperimentConfig.parse(yaml("f8"), file: "x.yaml")) { e in
+            let m = (e as? LocalizedError)?.errorDescription ?? "\(e)"
+            XCTAssertTrue(m.contains("models[0].weights") && m.contains("f8"), m)
+        }
+    }
 }

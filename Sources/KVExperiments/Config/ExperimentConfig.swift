@@ -8,6 +8,8 @@ public struct ModelEntry: Sendable {
     public var id: String
     public var spec: String            // folder or .gguf path, or synthetic:PRESET[,k=v...]
     public var source: ModelSource
+    /// How the matrices are held: as the file stores them (default) or dequantized to Float32.
+    public var weights: WeightPrecision = .stored
 }
 
 /// A parsed, validated experiment config (docs/config.md). Every list-valued parameter is
@@ -78,7 +80,7 @@ public struct ExperimentConfig {
     }
 
     static func parseModel(_ f: Field, index: Int) throws -> ModelEntry {
-        let m = try f.mapping(allowed: ["id", "path", "synthetic"])
+        let m = try f.mapping(allowed: ["id", "path", "synthetic", "weights"])
         let spec: String
         switch (m["path"], m["synthetic"]) {
         case (let p?, nil):
@@ -97,7 +99,8 @@ public struct ExperimentConfig {
             throw (m["synthetic"] ?? f).error(error.localizedDescription)
         }
         let id = try m["id"]?.string() ?? (spec.hasPrefix("synthetic:") ? "synthetic\(index)" : URL(fileURLWithPath: spec).lastPathComponent)
-        return ModelEntry(id: id, spec: spec, source: source)
+        let weights = try m["weights"]?.choice(WeightPrecision.self) ?? .stored
+        return ModelEntry(id: id, spec: spec, source: source, weights: weights)
     }
 
     /// Every grid point in run order: model-major, then task, then policy (so one model's full-cache
@@ -130,7 +133,10 @@ public struct GridPoint: Sendable {
         let t = task
         let depth = t.depth.map { "\($0)" } ?? "null"
         let text = t.textFile.map { "\"\($0)\"" } ?? "null"
-        return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
+        // Float32 weights compute other logits (summation order): a point of their own. The default
+        // adds nothing, so results of earlier versions keep their keys.
+        let weights = model.weights == .stored ? "" : "|weights=\(model.weights.rawValue)"
+        return "{\"model\": \"\(model.id)|\(model.spec)\(weights)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
             "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
             "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.label)\"}"
     }

@@ -74,7 +74,7 @@ public final class SweepRunner {
         func model(_ entry: ModelEntry) throws -> (LlamaModel, TextCodec?, PromptStyle) {
             if let l = loaded, l.id == entry.id { return (l.model, l.codec, l.style) }
             loaded = nil
-            let m = try entry.source.load()
+            let m = try entry.source.load(weights: entry.weights)
             var codec: TextCodec? = nil
             var style = PromptStyle.standard
             if let path = entry.source.path { (codec, style) = try TokenizerCodec.textSetup(model: path) }
