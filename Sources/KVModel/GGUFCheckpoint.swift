@@ -127,14 +127,13 @@ public struct GGUFCheckpoint {
         }
         return try ModelWeights.assemble(config, matrix: { hf in
             let g = Self.ggufName(hf)!, info = file.tensor(g)!
-            var m: WeightMatrix
+            let (rows, cols) = (info.shape[0], info.shape[1])
             if precision == .f32 {
-                m = WeightMatrix(floats: try file.floats(info), rows: info.shape[0], cols: info.shape[1])
-            } else {
-                m = WeightMatrix(type: info.type, rows: info.shape[0], cols: info.shape[1], copying: file.data(info).baseAddress!)
+                return try file.floats(info).withUnsafeBytes {
+                    WeightMatrix(type: .f32, rows: rows, cols: cols, copying: $0.baseAddress!, rowOrder: order(g))
+                }
             }
-            if let o = order(g) { m = m.reorderingRows(o) }
-            return m
+            return WeightMatrix(type: info.type, rows: rows, cols: cols, copying: file.data(info).baseAddress!, rowOrder: order(g))
         }, vector: { hf in
             let g = Self.ggufName(hf)!
             let w = try file.floats(file.tensor(g)!)

@@ -50,6 +50,7 @@ public struct ModelWeights: Sendable {
 
     /// The same weights with every matrix dequantized to Float32.
     public func toFloat32() -> ModelWeights {
+        defer { WeightArena.shared.seal() }
         var w = self
         w.embedding = embedding.toFloat32()
         w.lmHead = lmHead?.toFloat32()
@@ -114,6 +115,7 @@ public struct ModelWeights: Sendable {
                 bGate: try opt("mlp.gate_proj.bias", c.mlpBias), bUp: try opt("mlp.up_proj.bias", c.mlpBias),
                 bDown: try opt("mlp.down_proj.bias", c.mlpBias))
         }
+        defer { WeightArena.shared.seal() }      // the next model starts a chunk of its own
         return ModelWeights(embedding: try matrix("model.embed_tokens.weight"),
                             layers: try (0..<c.layers).map(layer),
                             finalNorm: try get("model.norm.weight"),

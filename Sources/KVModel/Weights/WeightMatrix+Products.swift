@@ -97,13 +97,8 @@ extension WeightMatrix {
     /// y[r] (=|+=) W[r, :] . x for the rows of `range`, with the kernel of this matrix's type.
     func rowProducts(_ range: Range<Int>, x: UnsafePointer<Float>, aux: UnsafePointer<Float>,
                      y: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        if type == .f32 {
-            withFloats {
-                GGMLRowProducts.rows(.f32, UnsafeRawPointer($0), rowBytes: cols * 4, range: range, x: x, aux: aux,
-                                     cols: cols, y: y, accumulate: accumulate)
-            }
-        } else {
-            GGMLRowProducts.rows(type, packed!.base, rowBytes: rowBytes, range: range, x: x, aux: aux,
+        withExtendedLifetime(storage) {
+            GGMLRowProducts.rows(type, storage.base, rowBytes: rowBytes, range: range, x: x, aux: aux,
                                  cols: cols, y: y, accumulate: accumulate)
         }
     }

@@ -12,7 +12,7 @@ public enum WeightPrecision: String, Sendable, Codable, CaseIterable {
 
 /// A weight matrix [rows, cols] in HF `Linear` layout ([out, in]), held in its file's precision:
 /// Float32, IEEE half, bfloat16, or rows of ggml blocks exactly as a GGUF file stores them (a row
-/// is `cols / blockSize` blocks; rows are contiguous).
+/// is `cols / blockSize` blocks; rows are contiguous), in huge-page memory (`WeightArena`).
 ///
 /// Products (WeightMatrix+Products.swift): one activation row takes the matrix-vector kernels of
 /// KVGGUF's RowKernels*.swift, which decode each block in registers and multiply at once (never writing
@@ -24,74 +24,43 @@ public struct WeightMatrix: @unchecked Sendable {
     public let cols: Int                 // in
     /// Storage type: .f32, .f16, .bf16 or a ggml block type (GGMLType.supported).
     public let type: GGMLType
-    /// Float32 storage (type .f32) [rows, cols].
-    let floats: [Float]
-    /// Every other type: rows * rowBytes bytes, 64-byte aligned.
-    let packed: PackedBytes?
+    /// rows * rowBytes bytes, 64-byte aligned.
+    let storage: PackedBytes
 
     /// Bytes of one row.
     public var rowBytes: Int { cols / type.blockSize * type.blockBytes }
     /// Bytes held.
-    public var byteCount: Int { type == .f32 ? floats.count * 4 : rows * rowBytes }
+    public var byteCount: Int { rows * rowBytes }
     public var elementCount: Int { rows * cols }
 
-    /// A Float32 matrix.
+    /// A Float32 matrix (the values are copied).
     public init(floats: [Float], rows: Int, cols: Int) {
         precondition(floats.count == rows * cols, "WeightMatrix: \(floats.count) values are not \(rows) x \(cols)")
-        self.rows = rows
-        self.cols = cols
-        type = .f32
-        self.floats = floats
-        packed = nil
+        self = floats.withUnsafeBytes { WeightMatrix(type: .f32, rows: rows, cols: cols, copying: $0.baseAddress!) }
     }
 
-    /// A matrix of `type` whose rows*rowBytes bytes are copied from `src` (any alignment). F32 data
-    /// is copied into a Float32 array.
-    public init(type: GGMLType, rows: Int, cols: Int, copying src: UnsafeRawPointer) {
+    /// A matrix of `type` whose rows*rowBytes bytes are copied from `src` (any alignment); with
+    /// `rowOrder`, row i is copied from source row rowOrder[i] (a permutation of 0..<rows).
+    public init(type: GGMLType, rows: Int, cols: Int, copying src: UnsafeRawPointer, rowOrder: [Int]? = nil) {
         precondition(type.isSupported, "WeightMatrix: \(type.name) cannot be decoded")
         precondition(cols % type.blockSize == 0, "WeightMatrix: \(cols) columns are not whole \(type.name) blocks")
         self.rows = rows
         self.cols = cols
-        if type == .f32 {
-            self.type = .f32
-            floats = [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
-                UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: src, byteCount: rows * cols * 4)
-                n = rows * cols
-            }
-            packed = nil
+        self.type = type
+        let rb = cols / type.blockSize * type.blockBytes
+        storage = PackedBytes(count: rows * rb)
+        if let order = rowOrder {
+            precondition(order.count == rows && Set(order).count == rows && order.allSatisfy { $0 >= 0 && $0 < rows },
+                         "WeightMatrix: the row order is not a permutation of \(rows) rows")
+            for (i, r) in order.enumerated() { (storage.base + i * rb).copyMemory(from: src + r * rb, byteCount: rb) }
         } else {
-            self.type = type
-            floats = []
-            let bytes = rows * (cols / type.blockSize * type.blockBytes)
-            let p = PackedBytes(count: bytes)
-            p.base.copyMemory(from: src, byteCount: bytes)
-            packed = p
+            storage.base.copyMemory(from: src, byteCount: rows * rb)
         }
     }
 
     /// The same matrix with its rows reordered: row i of the result is row `order[i]` of this one.
     public func reorderingRows(_ order: [Int]) -> WeightMatrix {
-        precondition(order.count == rows && Set(order).count == rows && order.allSatisfy { $0 >= 0 && $0 < rows },
-                     "reorderingRows: not a permutation of \(rows) rows")
-        if type == .f32 {
-            var out = [Float](repeating: 0, count: floats.count)
-            floats.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { d in
-                for (i, r) in order.enumerated() { (d.baseAddress! + i * cols).update(from: s.baseAddress! + r * cols, count: cols) }
-            } }
-            return WeightMatrix(floats: out, rows: rows, cols: cols)
-        }
-        let rb = rowBytes, src = packed!.base
-        let out = PackedBytes(count: byteCount)
-        for (i, r) in order.enumerated() { (out.base + i * rb).copyMemory(from: src + r * rb, byteCount: rb) }
-        return WeightMatrix(type: type, rows: rows, cols: cols, packed: out)
-    }
-
-    private init(type: GGMLType, rows: Int, cols: Int, packed: PackedBytes) {
-        self.rows = rows
-        self.cols = cols
-        self.type = type
-        floats = []
-        self.packed = packed
+        withExtendedLifetime(storage) { WeightMatrix(type: type, rows: rows, cols: cols, copying: storage.base, rowOrder: order) }
     }
 
     /// Decodes rows r.lowerBound..<r.upperBound into out [r.count, cols] (Float32), as the file's
@@ -99,21 +68,17 @@ public struct WeightMatrix: @unchecked Sendable {
     public func dequantizeRows(_ r: Range<Int>, into out: UnsafeMutablePointer<Float>) {
         precondition(r.lowerBound >= 0 && r.upperBound <= rows, "dequantizeRows: \(r) outside 0..<\(rows)")
         let n = r.count * cols
+        let src = UnsafeRawPointer(storage.base + r.lowerBound * rowBytes)
         switch type {
-        case .f32:
-            floats.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + r.lowerBound * cols, count: n) }
-        case .f16:
-            GGMLRowProducts.halfToFloat(packed!.base + r.lowerBound * rowBytes, into: out, count: n)
-        case .bf16:
-            GGMLRowProducts.bfloat16ToFloat(packed!.base + r.lowerBound * rowBytes, into: out, count: n)
-        default:
-            GGMLDequantize.row(type, packed!.base + r.lowerBound * rowBytes, into: out, count: n)
+        case .f32: UnsafeMutableRawPointer(out).copyMemory(from: src, byteCount: n * 4)
+        case .f16: GGMLRowProducts.halfToFloat(src, into: out, count: n)
+        case .bf16: GGMLRowProducts.bfloat16ToFloat(src, into: out, count: n)
+        default: GGMLDequantize.row(type, src, into: out, count: n)
         }
     }
 
     /// Every element as Float32 [rows, cols].
     public func dequantized() -> [Float] {
-        if type == .f32 { return floats }
         return [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
             let per = max(1, (1 << 16) / max(cols, 1))
             let tasks = (rows + per - 1) / per
@@ -131,21 +96,22 @@ public struct WeightMatrix: @unchecked Sendable {
         type == .f32 ? self : WeightMatrix(floats: dequantized(), rows: rows, cols: cols)
     }
 
-    /// Pointer to the Float32 storage (type .f32 only), valid while `self` lives.
+    /// The Float32 storage (type .f32 only), valid while `self` lives.
     func withFloats<R>(_ body: (UnsafePointer<Float>) -> R) -> R {
-        floats.withUnsafeBufferPointer { body($0.baseAddress!) }
+        precondition(type == .f32, "withFloats: a \(type.name) matrix")
+        return withExtendedLifetime(storage) { body(storage.base.assumingMemoryBound(to: Float.self)) }
     }
 }
 
-/// An owned, 64-byte-aligned byte buffer (the packed rows of a matrix).
+/// The bytes of one matrix: 64-byte aligned, in a `WeightArena` chunk this keeps alive.
 final class PackedBytes: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let count: Int
+    private let owner: WeightArena.Chunk
     init(count: Int) {
         self.count = count
-        base = .allocate(byteCount: max(count, 1), alignment: 64)
+        (owner, base) = WeightArena.shared.allocate(count)
     }
-    deinit { base.deallocate() }
 }
 
 extension ModelWeights {
