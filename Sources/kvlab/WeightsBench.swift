@@ -76,8 +76,27 @@ struct WeightsBench: ParsableCommand {
                              n, tMin * 1e3, tMed * 1e3, bytes / tMin / 1e9, bytes / tMed / 1e9, tl.min()! * 1e3, th.min()! * 1e3, 1 / tMin))
             }
         }
+        // What a prefill chunk pays to dequantize every matrix into sgemm tiles (one thread).
+        let all = w.matrices
+        let tile = UnsafeMutablePointer<Float>.allocate(capacity: all.map(\.tileFloats).max() ?? 1)
+        defer { tile.deallocate() }
+        func dequantizeAll() {
+            for m in all where m.type != .f32 {
+                let per = max(1, m.tileFloats / m.cols)
+                var r = 0
+                while r < m.rows { let n = min(per, m.rows - r); m.dequantizeRows(r..<(r + n), into: tile); r += n }
+            }
+        }
+        WorkerPool.shared.configure(threads: 1)
+        dequantizeAll()
+        let dq = (0..<5).map { _ in clock { dequantizeAll() } }.min()!
+        let elements = all.filter { $0.type != .f32 }.map(\.elementCount).reduce(0, +)
         if json {
-            print("{\"model\": \"\(model)\", \"weights\": \"\(weights.rawValue)\", \"types\": \"\(w.storageSummary)\", \"runs\": [\(rows.joined(separator: ", "))]}")
+            print("{\"model\": \"\(model)\", \"weights\": \"\(weights.rawValue)\", \"types\": \"\(w.storageSummary)\", " +
+                  "\"dequantize_all_min_s\": \(dq), \"runs\": [\(rows.joined(separator: ", "))]}")
+        } else {
+            print(String(format: "dequantize every packed matrix into tiles (a prefill chunk's extra work), 1 thread: %.1f ms (%.2f Gelem/s)",
+                         dq * 1e3, Double(elements) / dq / 1e9))
         }
     }
 }
