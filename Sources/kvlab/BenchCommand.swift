@@ -31,6 +31,9 @@ struct DecoderBench: ParsableCommand {
     var decodeTokens: Int = 32
     @Option(help: "Repeats; the median is reported.")
     var repeats: Int = 3
+    @Flag(name: .customLong("prefill-once"),
+          help: "Decode: prefill each context once and time the repeats as consecutive windows of --decode-tokens steps (contexts C, C+N, ...), instead of one prefill per repeat.")
+    var prefillOnce = false
     @Option(help: "BLAS and attention threads.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print one JSON object instead of a table.")
@@ -59,12 +62,16 @@ struct DecoderBench: ParsableCommand {
         for ctx in contexts {
             let ctxTokens = randomTokens(ctx), steps = randomTokens(decodeTokens)
             var rates: [Double] = []
-            for _ in 0..<repeats {
-                let cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens)
-                _ = lm.forward(ctxTokens, startPosition: 0, cache: cache, phase: .prefill)
+            var cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens * (prefillOnce ? repeats : 1))
+            for r in 0..<repeats {
+                let start = prefillOnce ? ctx + r * decodeTokens : ctx
+                if !prefillOnce || r == 0 {
+                    if r > 0 { cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens) }
+                    _ = lm.forward(ctxTokens, startPosition: 0, cache: cache, phase: .prefill)
+                }
                 let t = clock {
                     for (i, tok) in steps.enumerated() {
-                        _ = lm.forward([tok], startPosition: ctx + i, cache: cache, phase: .decode)
+                        _ = lm.forward([tok], startPosition: start + i, cache: cache, phase: .decode)
                     }
                 }
                 rates.append(Double(decodeTokens) / t)

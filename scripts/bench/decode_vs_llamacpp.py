@@ -11,9 +11,10 @@ The F16/F32 files are the Q4_1 file's weights dequantized by gguf-py
 (scripts/bench/make_dense_gguf.py, run automatically when they are missing).
 
 Metrics (each side times the same things): prefill tok/s of one forward over P tokens
-(last-row logits), and decode tok/s at context C: prefill C tokens (untimed), then N single-token
-steps, tok/s = N / time. Median over R repeats within a run, after a warm-up. Token ids:
-SplitMix64(1234) % vocab in KVLab's order (prompt, then per context its C + N ids).
+(last-row logits; median of R), and decode tok/s at context C: prefill C tokens once (untimed),
+then R consecutive windows of N single-token steps (contexts C, C+N, ...; tok/s = N / time,
+median of the R windows; `kvlab bench decoder --prefill-once`). Token ids: SplitMix64(1234) %
+vocab in KVLab's order (prompt, then per context its C + N ids; each window replays the N ids).
 
 Rounds: each round runs, for each pair, the two sides one after the other in separate processes,
 KVLab first in odd rounds and llama.cpp first in even rounds, and records the 1-minute load
@@ -87,18 +88,23 @@ def llama_worker(spec):
         llm.eval(tokens)
         return time.perf_counter() - t
 
-    def decode(ctx_tokens, steps):
+    def decode(ctx_tokens, steps, windows):
+        # Prefill once, then `windows` consecutive timed windows of len(steps) steps (as
+        # `kvlab bench decoder --prefill-once`).
         llm.reset()
         llm.eval(ctx_tokens)
-        t = time.perf_counter()
-        for tok in steps:
-            llm.eval([tok])
-        return len(steps) / (time.perf_counter() - t)
+        rates = []
+        for _ in range(windows):
+            t = time.perf_counter()
+            for tok in steps:
+                llm.eval([tok])
+            rates.append(len(steps) / (time.perf_counter() - t))
+        return rates
 
     prefill(prompt[:64])                      # warm-up
-    decode(prompt[:16], prompt[16:20])
+    decode(prompt[:16], prompt[16:20], 1)
     pre = [spec["prefill"] / prefill(prompt) for _ in range(spec["repeats"])]
-    dec = {str(c): [decode(*per_ctx[c]) for _ in range(spec["repeats"])] for c in spec["contexts"]}
+    dec = {str(c): decode(*per_ctx[c], spec["repeats"]) for c in spec["contexts"]}
     return {"prefill_tok_s": statistics.median(pre), "prefill_runs": pre,
             "decode_tok_s": {c: statistics.median(v) for c, v in dec.items()}, "decode_runs": dec,
             "load_s": load_s, "llama_cpp_python": llama_cpp.__version__,
@@ -113,7 +119,7 @@ def loadavg():
 def run_kvlab(args, model, contexts):
     cmd = [args.kvlab, "bench", "decoder", "--model", model, "--weights", "stored", "--prefill", str(args.prefill),
            "--decode-contexts", ",".join(map(str, contexts)), "--decode-tokens", str(args.steps),
-           "--repeats", str(args.repeats), "--threads", str(args.threads), "--json"]
+           "--repeats", str(args.repeats), "--threads", str(args.threads), "--prefill-once", "--json"]
     if args.kv_dtype != "f32":
         cmd += ["--kv-dtype", args.kv_dtype]
     before = loadavg()
