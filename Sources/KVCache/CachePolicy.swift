@@ -19,6 +19,7 @@ public struct LayerStep {
     public let shape: CacheShape
     public let tokensSeen: Int                    // tokens fed to the model so far, these included
     public let promptLength: Int                  // tokens seen when the last compressed prefill ended
+    public let prefillEnd: Int                    // tokens seen when the last prefill ended, compressed or not
     /// Bytes a policy reads outside the attention kernel (page summaries, low-rank key slices).
     public let meter: ReadMeter
     public var scale: Float { 1 / Float(shape.headDim).squareRoot() }
