@@ -93,8 +93,10 @@ public final class SweepRunner {
         }
         let store = try ResultsStore.open(path: outputPath, provenance: provenance, models: records, force: options.force)
         defer { store.close() }
+        for w in config.warnings { log("warning: \(w)") }
 
-        var references: (key: String, samples: [TaskSample], outcomes: [SampleOutcome])?
+        var references: (key: String, samples: [TaskSample], outcomes: [SampleOutcome], seconds: Double)?
+        var textSources: [String: String] = [:]
         var evalSeconds = 0.0
         for (done, point) in todo.enumerated() {
             if store.isFinished(index: point.index, key: point.key) { summary.skipped += 1; continue }
@@ -105,19 +107,27 @@ public final class SweepRunner {
                 let refKey = point.model.id + "|" + point.key.components(separatedBy: "\"policy\"")[0]
                 if references?.key != refKey {
                     references = nil
+                    let r0 = DispatchTime.now().uptimeNanoseconds
                     let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
                                                           options: TaskOptions(style: style), modelName: point.model.id)
                     let outcomes = samples.map { s in
                         evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
                     }
-                    references = (refKey, samples, outcomes)
+                    references = (refKey, samples, outcomes, Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9)
                 }
-                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes)
+                var source = ""
+                if let file = point.task.textFile, point.task.kind != .mqar {
+                    if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
+                    source = textSources[file]!
+                }
+                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes,
+                                      referenceSeconds: references!.seconds, textSource: source)
             } catch {
                 record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
                                    context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
                                    policyFamily: point.policy.family, policyLabel: point.policy.label,
                                    policyParams: point.policy.parametersJSON, status: "error: \(error.localizedDescription)")
+                record.info = RunFractions.info(point, textSource: "")
                 summary.failed += 1
             }
             let t1 = DispatchTime.now().uptimeNanoseconds
