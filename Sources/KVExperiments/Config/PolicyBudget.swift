@@ -49,7 +49,7 @@ extension ExperimentConfig {
                     at = " at context \(c)" + (hits.count > 1 ? " (and \(hits.count - 1) shorter context\(hits.count > 2 ? "s" : ""))" : "")
                 }
                 let share = Int((Double(count) / Double(max(cap, 1)) * 100).rounded())
-                out.append("\(p.label): the \(what) (\(count) tokens) take \(share)% of the budget of \(cap) tokens\(at); " +
+                out.append("\(p.label): the \(what) (\(count) tokens) \(what == "sinks" ? "use" : "uses") \(share)% of the budget of \(cap) tokens\(at); " +
                            "half or more of what is kept is fixed by position, not chosen by the policy")
             }
         }
