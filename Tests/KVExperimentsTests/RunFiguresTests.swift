@@ -42,6 +42,7 @@ final class RunFiguresTests: XCTestCase {
               - {policy: kivi, bits: 2, residual: 32}
               - {policy: cla, share_factor: 2}
               - stack: [{policy: tova, keep: 0.5}, {policy: kivi, bits: 4, residual: 32}]
+              - {policy: minicache, retain_fraction: 0.05}
             """)
         let expected: [(String, String, Double)] = [("streaming_llm", "keep", 0.125), ("snapkv", "compression_ratio", 0.75),
                                                     ("h2o", "budget", 48), ("oracle_topk", "k_fraction", 0.25), ("tova", "keep", 0.5)]
@@ -74,6 +75,14 @@ final class RunFiguresTests: XCTestCase {
         // KIVI holds fewer bytes than it holds tokens.
         let kivi = try XCTUnwrap(try run(f, "kivi").perLayerHead.first { $0.name == "kept_fraction" })
         XCTAssertTrue(kivi.values.allSatisfy { $0 > 0.3 && $0 < 0.9 }, "\(kivi.values)")
+        // MiniCache merges layers 2 and 3 (of 4): they hold less than the full cache's bytes, the
+        // lower layers all of them.
+        let mini = try XCTUnwrap(try run(f, "minicache").perLayerHead.first { $0.name == "kept_fraction" })
+        XCTAssertEqual(Array(mini.values[0..<4]), [1, 1, 1, 1])
+        XCTAssertTrue(mini.values[4...].allSatisfy { $0 > 0.4 && $0 < 0.9 }, "\(mini.values)")
+        // kvlab report shows the setup and every score with its interval and sample count by default.
+        let header = try ResultsReport.table(f).split(separator: "\n")[0].split(separator: " ").map(String.init)
+        for column in ["setup", "score", "score_lo", "score_hi", "score_n", "run_wall_s"] { XCTAssertTrue(header.contains(column), column) }
         // The summary carries the text columns.
         XCTAssertTrue(ResultsReport.columns(f).starts(with: ResultsSchema.fixedColumns + ["budget_kind", "setup", "suffix", "text_source"]))
     }
