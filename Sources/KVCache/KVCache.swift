@@ -14,6 +14,8 @@ public final class KVCache {
     /// The model's geometry: what `attention` receives.
     public let modelShape: CacheShape
     public let policy: CachePolicy
+    /// How the policy's tokens are stored (`policy.layout`, read once).
+    public let layout: StorageLayout
     /// stores[layer][kvHead]; a layer that reads another layer's store (sharing) holds nothing.
     public private(set) var stores: [[HeadStore]]
     public private(set) var stats = CacheStats()
@@ -56,13 +58,15 @@ public final class KVCache {
     private var mergePairs: [Int: (lower: Int, states: [PairMergeState])] = [:]
 
     public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
-        let stored = policy.storedKVHeads(modelKVHeads: modelShape.kvHeads)
+        let layout = policy.layout
+        let stored = layout.kvHeads(model: modelShape.kvHeads)
         precondition(stored >= 1 && modelShape.kvHeads % stored == 0, "\(policy.name): stored KV heads must divide the model's")
         let shape = CacheShape(layers: modelShape.layers, queryHeads: modelShape.queryHeads, kvHeads: stored,
                                headDim: modelShape.headDim)
         self.shape = shape
         self.modelShape = modelShape
         self.policy = policy
+        self.layout = layout
         policy.bind(shape: shape)
         stores = (0..<shape.layers).map { l in
             let owns = policy.sourceLayer(l) == l
@@ -70,12 +74,9 @@ public final class KVCache {
                 HeadStore(headDim: shape.headDim, initialCapacity: owns ? initialCapacity : 1)
             }
         }
-        if let q = policy.quantization { for layer in stores { for s in layer { s.enableQuantization(q) } } }
-        if let m = policy.layerMerge {
-            precondition(policy.quantization == nil, "\(policy.name): layer merging does not compose with quantization")
+        if let q = layout.quantization { for layer in stores { for s in layer { s.enableQuantization(q) } } }
+        if let m = layout.layerMerge {
             for (a, b) in m.pairs(layers: shape.layers) {
-                precondition(policy.sourceLayer(a) == a && policy.sourceLayer(b) == b,
-                             "\(policy.name): merged layers \(a) and \(b) must own their stores (no cross-layer sharing)")
                 for h in 0..<shape.kvHeads {
                     let shared = MergedDirections(headDim: shape.headDim)
                     stores[a][h].enableMerging(shared); stores[b][h].enableMerging(shared)
@@ -86,11 +87,7 @@ public final class KVCache {
         recent = Array(repeating: [], count: shape.layers)
         rotaryShift = Array(repeating: Array(repeating: [:], count: shape.kvHeads), count: shape.layers)
         rotaryOffset = Array(repeating: Array(repeating: 0, count: shape.kvHeads), count: shape.layers)
-        if policy.shiftsPositions {
-            precondition(policy.quantization == nil && policy.layerMerge == nil,
-                         "\(policy.name): position shift re-rotates Float32 keys; it does not compose with quantization or merging")
-        }
-        bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { policy.keyBasis(layer: l, head: $0) } }
+        bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { layout.keyBasis?(l, $0) } }
         layerPayload = Array(repeating: 0, count: shape.layers)
     }
 
@@ -184,7 +181,7 @@ public final class KVCache {
             }
             // KIVI: quantize at the step end, after retention (scorers saw Float32 keys).
             if owns && isStepEnd { for st in heads { st.quantizeResidual() } }
-            if owns && isStepEnd && policy.shiftsPositions { shiftPositions(layer: layer, next: (positions.max() ?? -1) + 1) }
+            if owns && isStepEnd && layout.positionShift { shiftPositions(layer: layer, next: (positions.max() ?? -1) + 1) }
             // MiniCache: once the upper layer of a pair has its tokens, merge the pair.
             if owns && isStepEnd, let pair = mergePairs[layer] { mergeLayers(lower: pair.lower, upper: layer, states: pair.states) }
             if owns && isStepEnd {
@@ -250,7 +247,7 @@ public final class KVCache {
 
     /// Merges the new tokens of a layer pair (MiniCache) and tells the policy how indices moved.
     private func mergeLayers(lower: Int, upper: Int, states: [PairMergeState]) {
-        guard let spec = policy.layerMerge else { return }
+        guard let spec = layout.layerMerge else { return }
         for h in 0..<shape.kvHeads {
             guard let maps = LayerMerge.merge(lower: stores[lower][h], upper: stores[upper][h], state: states[h],
                                               spec: spec, compress: compressionEnabled) else { continue }

@@ -6,15 +6,32 @@ import KVTensor
 
 /// Scores each stored key by its negated L2 norm (per KV head) and keeps the top `capacity`.
 public final class Knorm: ScoredEviction {
-    public let budget: Budget
-    public let schedule: EvictionSchedule
-
-    public init(budget: Budget, schedule: EvictionSchedule = .prefill) throws {
-        try budget.validate(policy: "knorm")
-        self.budget = budget; self.schedule = schedule
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var schedule: EvictionSchedule
+        public init(budget: Budget, schedule: EvictionSchedule = .prefill) { self.budget = budget; self.schedule = schedule }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "knorm", family: .eviction, summary: "keeps the keys with the smallest L2 norm",
+            defaults: Config(budget: .tokens(1)),
+            parameters: [.budget(\.budget), .schedule(\.schedule)],
+            sample: "keep: 0.25")
+        public func make() throws -> CachePolicy { try Knorm(self) }
     }
 
-    public var name: String { "knorm(budget=\(budget),\(schedule))" }
+    public let config: Config
+    public var budget: Budget { config.budget }
+    public var schedule: EvictionSchedule { config.schedule }
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+    }
+
+    public convenience init(budget: Budget, schedule: EvictionSchedule = Config.descriptor.defaults.schedule) throws {
+        try self.init(Config(budget: budget, schedule: schedule))
+    }
+
+    public var name: String { config.label() }
 
     /// Negated key norms per stored token, computed once on append: [layer][kvHead][token].
     private var negNorms: [[[Float]]] = []

@@ -49,11 +49,72 @@ public final class Loki: CachePolicy {
         }
     }
 
+    public struct Config: PolicyConfig {
+        /// A `kvlab calibrate` file, relative to the current directory like model paths.
+        public var calibration: String
+        public var rank: Rank
+        public var topK: SelectionSize
+        public var gqa: SelectionGQA
+        public var phases: Phases
+        /// Defaults are the reference's protocol (docs/selection.md): gqa query_head, phases prefill+decode.
+        public init(calibration: String, rank: Rank = .fraction(0.25), topK: SelectionSize = .fraction(0.25),
+                    gqa: SelectionGQA = .queryHead, phases: Phases = .prefillAndDecode) {
+            self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.phases = phases
+        }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "loki", family: .selection, summary: "top-k tokens by low-rank scores in the keys' calibrated principal basis",
+            defaults: Config(calibration: ""),
+            parameters: [
+                .string("calibration", \.calibration, required: true, help: "written by `kvlab calibrate`"),
+                PolicyParameter(keys: ["rank", "d_fraction", "explained_variance"], type: "dims | fraction of d | threshold",
+                                help: "at most one: rank (dimensions), d_fraction (of d), explained_variance (the reference's per-layer rank)",
+                                read: { c, p in
+                                    let given = ["rank", "d_fraction", "explained_variance"].filter { p[$0] != nil }
+                                    if given.count > 1 { throw p.error("expected at most one of rank, d_fraction, explained_variance, got \(given.joined(separator: ", "))") }
+                                    if let r = p["rank"] { c.rank = .dims(try r.intValue()) }
+                                    else if let t = p["explained_variance"] { c.rank = .explainedVariance(try t.doubleValue()) }
+                                    else if let f = p["d_fraction"] { c.rank = .fraction(try f.doubleValue()) }
+                                },
+                                write: { c, _ in
+                                    switch c.rank {
+                                    case .fraction(let f): return [("d_fraction", text(f))]
+                                    case .dims(let n): return [("rank", text(n))]
+                                    case .explainedVariance(let t): return [("explained_variance", text(t))]
+                                    }
+                                },
+                                check: { c, policy in
+                                    switch c.rank {
+                                    case .fraction(let f): try Bound<Double>("a fraction of d in (0, 1]") { $0 > 0 && $0 <= 1 }.check("rank", f, policy: policy)
+                                    case .dims(let r): try Bound<Int>.atLeast(1).check("rank", r, policy: policy)
+                                    case .explainedVariance(let t):
+                                        try Bound<Double>("an explained-variance threshold in (0, 1]") { $0 > 0 && $0 <= 1 }.check("rank", t, policy: policy)
+                                    }
+                                }),
+                .selectionSize(\.topK, required: false),
+                .gqa(\.gqa),
+                .choice("phases", \.phases, help: "prefill+decode: every query row selects (the reference); decode: prefill dense"),
+            ],
+            // hpcgroup/loki methods/pca_topk/modify_llama.py: top-k over every query row, prefill
+            // included, per query head after repeat_kv (KVLab's Loki defaults); `kvlab` is the decode-only,
+            // group-summed variant.
+            setups: [PolicySetupValues("paper", [("gqa", "query_head"), ("phases", "prefill+decode")]),
+                     PolicySetupValues("kvlab", [("gqa", "kv_group"), ("phases", "decode")])],
+            sample: "calibration: cal.h5, d_fraction: 0.25, k_fraction: 0.25")
+        /// Keys stored in the calibration's bases (read when the cache asks: a config's layout combines without reading it).
+        public var layout: StorageLayout {
+            StorageLayout(owner: Self.descriptor.name, keyBasis: { [calibration] in try? LokiCalibration.loadCached(calibration).basis(layer: $0, head: $1) },
+                          mirrorsKeys: true, selects: true,
+                          selectsRows: gqa == .queryHead || phases == .prefillAndDecode ? "use gqa: kv_group, phases: decode" : nil)
+        }
+        public func make() throws -> CachePolicy { try Loki(self, calibration: LokiCalibration.loadCached(calibration)) }
+    }
+
+    public let config: Config
     public let calibration: LokiCalibration
-    public let rank: Rank
-    public let topK: SelectionSize
-    public let gqa: SelectionGQA
-    public let phases: Phases
+    public var rank: Rank { config.rank }
+    public var topK: SelectionSize { config.topK }
+    public var gqa: SelectionGQA { config.gqa }
+    public var phases: Phases { config.phases }
     /// Rank used in each layer (resolved from `rank` and the calibration).
     public let ranks: [Int]
     /// Whether the first r dims of the keys are also kept contiguously (see the type's comment).
@@ -67,24 +128,16 @@ public final class Loki: CachePolicy {
         case prefillAndDecode = "prefill+decode"
     }
 
-    public init(calibration: LokiCalibration, rank: Rank = .fraction(0.25), topK: SelectionSize = .fraction(0.25),
-                gqa: SelectionGQA = .queryHead, phases: Phases = .prefillAndDecode, lowRankCopy: Bool = true) throws {
-        let name = "loki"
-        switch rank {
-        case .fraction(let f) where !(f > 0 && f <= 1):
-            throw PolicyError.invalidParameter(policy: name, field: "rank", message: "expected a fraction of d in (0, 1], got \(f)")
-        case .dims(let r) where r < 1 || r > calibration.headDim:
-            throw PolicyError.invalidParameter(policy: name, field: "rank", message: "expected 1...\(calibration.headDim) dimensions, got \(r)")
-        case .explainedVariance(let t) where !(t > 0 && t <= 1):
-            throw PolicyError.invalidParameter(policy: name, field: "rank", message: "expected an explained-variance threshold in (0, 1], got \(t)")
-        default: break
+    /// `config` with its calibration already read (`config.calibration` names it in labels).
+    public init(_ config: Config, calibration: LokiCalibration, lowRankCopy: Bool = true) throws {
+        try config.validate()
+        if case .dims(let r) = config.rank, r > calibration.headDim {
+            throw PolicyError.invalidParameter(policy: Config.descriptor.name, field: "rank", message: "expected 1...\(calibration.headDim) dimensions, got \(r)")
         }
-        try topK.validate(policy: name, field: "top_k")
-        self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.phases = phases
-        self.lowRankCopy = lowRankCopy
+        self.config = config; self.calibration = calibration; self.lowRankCopy = lowRankCopy
         let d = calibration.headDim
         ranks = (0..<calibration.layers).map { l in
-            switch rank {
+            switch config.rank {
             case .fraction(let f): return min(d, max(1, Int((f * Double(d)).rounded())))
             case .dims(let r): return r
             case .explainedVariance(let t): return t >= 1 ? d : calibration.referenceRank(t, layer: l)
@@ -92,7 +145,20 @@ public final class Loki: CachePolicy {
         }
     }
 
-    public var name: String { "loki(rank=\(rank),k=\(topK),\(gqa.rawValue),\(phases.rawValue))" }
+    public convenience init(calibration: LokiCalibration, rank: Rank = Config.descriptor.defaults.rank,
+                            topK: SelectionSize = Config.descriptor.defaults.topK, gqa: SelectionGQA = Config.descriptor.defaults.gqa,
+                            phases: Phases = Config.descriptor.defaults.phases, lowRankCopy: Bool = true) throws {
+        try self.init(Config(calibration: "(in memory)", rank: rank, topK: topK, gqa: gqa, phases: phases),
+                      calibration: calibration, lowRankCopy: lowRankCopy)
+    }
+
+    public var name: String { config.label() }
+
+    public var layout: StorageLayout {
+        var l = config.layout
+        l.keyBasis = { [calibration] in calibration.basis(layer: $0, head: $1) }
+        return l
+    }
 
     public func bind(shape: CacheShape) {
         precondition(calibration.matches(shape),
@@ -124,8 +190,6 @@ public final class Loki: CachePolicy {
         found.sync()
         return found
     }
-
-    public func keyBasis(layer: Int, head: Int) -> [Float]? { calibration.basis(layer: layer, head: head) }
 
     /// The bases held, plus the contiguous low-rank key rows when `lowRankCopy`.
     public var metadataBytes: Int {
@@ -283,5 +347,13 @@ final class LowRankKeys {
             rows = fresh; capacity = max(capacity, kept.count)
         }
         covered = kept.count
+    }
+}
+
+extension PolicySpec {
+    /// Loki's spec (`PolicySpec(Loki.Config(...))`), for existing callers.
+    public static func loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA,
+                            phases: Loki.Phases = .prefillAndDecode) -> PolicySpec {
+        PolicySpec(Loki.Config(calibration: calibration, rank: rank, topK: topK, gqa: gqa, phases: phases))
     }
 }

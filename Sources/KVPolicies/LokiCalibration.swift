@@ -97,7 +97,7 @@ public struct LokiCalibration: Sendable, Equatable {
 
     /// PCA of the keys an accumulator saw: eigenvectors of the centred covariance via LAPACK.
     public static func fit(_ acc: KeyCovarianceRecorder, attributes: [String: String] = [:]) throws -> LokiCalibration {
-        guard let shape = acc.shape else { throw PolicyError.invalidParameter(policy: "loki", field: "calibration", message: "the recorder saw no model") }
+        guard let shape = acc.shape else { throw PolicyError.invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration", message: "the recorder saw no model") }
         let L = shape.layers, H = shape.kvHeads, d = shape.headDim
         var bases = [Float](repeating: 0, count: L * H * d * d)
         var means = [Float](repeating: 0, count: L * H * d)
@@ -109,7 +109,7 @@ public struct LokiCalibration: Sendable, Equatable {
                 let s = acc.stats[l][h]
                 minCount = min(minCount, s.count)
                 guard s.count >= 2 else {
-                    throw PolicyError.invalidParameter(policy: "loki", field: "calibration",
+                    throw PolicyError.invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration",
                         message: "layer \(l) head \(h): \(s.count) keys, need at least 2 to fit a PCA")
                 }
                 let n = Double(s.count)
@@ -164,7 +164,7 @@ public struct LokiCalibration: Sendable, Equatable {
 
     /// Reads a file written by `save` (errors name the file and what is wrong).
     public static func load(_ path: String) throws -> LokiCalibration {
-        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: "loki", field: "calibration", message: "\(path): \(m)") }
+        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration", message: "\(path): \(m)") }
         let f = try H5File.open(path)
         defer { try? f.close() }
         let root = f.root
@@ -199,18 +199,12 @@ public struct LokiCalibration: Sendable, Equatable {
         return cal
     }
 
-    private static let cacheLock = NSLock()
-    nonisolated(unsafe) private static var cached: [String: (Date, LokiCalibration)] = [:]
+    private static let files = PolicyFileCache<LokiCalibration>()
 
-    /// `load`, remembered per path and modification date (a sweep builds Loki once per sample).
+    /// `load`, remembered per path and modification date (a sweep builds the policy per sample);
+    /// errors name the policy's field.
     public static func loadCached(_ path: String) throws -> LokiCalibration {
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
-        cacheLock.lock()
-        if let (date, cal) = cached[path], date == modified { cacheLock.unlock(); return cal }
-        cacheLock.unlock()
-        let cal = try load(path)
-        cacheLock.lock(); cached[path] = (modified, cal); cacheLock.unlock()
-        return cal
+        try files.load(path, policy: Loki.Config.descriptor.name, field: "calibration", read: load)
     }
 }
 

@@ -20,25 +20,58 @@ import KVTensor
 /// one dot product over its [M | m] row of 2d floats; summed over a group it is one dot with the
 /// summed [q+ | q-]. Per step the page rows are the only full-length read: 2/S of the keys.
 public final class Quest: CachePolicy {
-    /// Fault injection for the regression tests: forget Quest's always-read last page.
-    nonisolated(unsafe) static var dropLastPageForTesting = false
-    public let tokenBudget: Int
-    public let pageSize: Int
-    public let denseLayers: Int
-    public let gqa: SelectionGQA
-
-    public init(tokenBudget: Int, pageSize: Int = 16, denseLayers: Int = 2, gqa: SelectionGQA = .kvGroup) throws {
-        let name = "quest"
-        if pageSize < 1 { throw PolicyError.invalidParameter(policy: name, field: "page_size", message: "expected >= 1, got \(pageSize)") }
-        if tokenBudget < pageSize {
-            throw PolicyError.invalidParameter(policy: name, field: "budget",
-                message: "expected at least one page (page_size \(pageSize) tokens), got \(tokenBudget)")
+    public struct Config: PolicyConfig {
+        public var budget: Int
+        public var pageSize: Int
+        public var denseLayers: Int
+        public var gqa: SelectionGQA
+        public init(budget: Int, pageSize: Int = 16, denseLayers: Int = 2, gqa: SelectionGQA = .kvGroup) {
+            self.budget = budget; self.pageSize = pageSize; self.denseLayers = denseLayers; self.gqa = gqa
         }
-        if denseLayers < 0 { throw PolicyError.invalidParameter(policy: name, field: "dense_layers", message: "expected >= 0, got \(denseLayers)") }
-        self.tokenBudget = tokenBudget; self.pageSize = pageSize; self.denseLayers = denseLayers; self.gqa = gqa
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "quest", family: .selection, summary: "query-aware page selection from per-page key bounds; reads only the chosen pages",
+            defaults: Config(budget: 1),
+            parameters: [
+                .int("budget", \.budget, required: true, isBudget: true, help: "tokens read per decode step"),
+                .int("page_size", \.pageSize, .atLeast(1), help: "tokens per page"),
+                .int("dense_layers", \.denseLayers, .atLeast(0), help: "first layers attended densely"),
+                .gqa(\.gqa),
+            ],
+            // mit-han-lab/Quest evaluation/quest_attention.py: pages (chunk_size) of 16, layers 0 and 1
+            // dense (`self.layer_id < 2`), selection after repeat_kv, i.e. per query head; the question
+            // (the prompt's last 400 characters, evaluation/passkey/passkey.py) is fed token by token
+            // through the sparse decode path (`suffix: decode`, the passkey default).
+            setups: [PolicySetupValues("paper", [("page_size", "16"), ("dense_layers", "2"), ("gqa", "query_head")]),
+                     PolicySetupValues("kvlab", [("page_size", "16"), ("dense_layers", "2"), ("gqa", "kv_group")])],
+            sample: "budget: 48, dense_layers: 0",
+            check: { c in
+                if c.budget < c.pageSize {
+                    throw PolicyError.invalidParameter(policy: "quest", field: "budget",
+                        message: "expected at least one page (page_size \(c.pageSize) tokens), got \(c.budget)")
+                }
+            })
+        public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, mirrorsKeys: true, selects: true) }
+        public func make() throws -> CachePolicy { try Quest(self) }
     }
 
-    public var name: String { "quest(budget=\(tokenBudget),page=\(pageSize),dense_layers=\(denseLayers),\(gqa.rawValue))" }
+    public let config: Config
+    public var tokenBudget: Int { config.budget }
+    public var pageSize: Int { config.pageSize }
+    public var denseLayers: Int { config.denseLayers }
+    public var gqa: SelectionGQA { config.gqa }
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+    }
+
+    public convenience init(tokenBudget: Int, pageSize: Int = Config.descriptor.defaults.pageSize,
+                            denseLayers: Int = Config.descriptor.defaults.denseLayers, gqa: SelectionGQA = Config.descriptor.defaults.gqa) throws {
+        try self.init(Config(budget: tokenBudget, pageSize: pageSize, denseLayers: denseLayers, gqa: gqa))
+    }
+
+    public var name: String { config.label() }
+    public var layout: StorageLayout { config.layout }
     /// Whole pages read per step (the last page included).
     public var pageBudget: Int { tokenBudget / pageSize }
 
@@ -97,7 +130,7 @@ public final class Quest: CachePolicy {
             let scored = pageList.filter { Int($0) != lastPage }
             let chosen = choose(summary: summary, pages: scored, w: w, heads: heads, keep: P - 1, meter: step.meter)
             var keep = Set(chosen.map { Int($0) })
-            if !Self.dropLastPageForTesting { keep.insert(lastPage) }
+            keep.insert(lastPage)
             return cand.filter { keep.contains(Int($0) / S) }
         }
 
@@ -108,7 +141,7 @@ public final class Quest: CachePolicy {
         var out = [Int32]()
         out.reserveCapacity((chosen.count + 1) * S)
         for p in chosen { let lo = Int(p) * S; for i in lo..<(lo + S) { out.append(Int32(i)) } }
-        if !Self.dropLastPageForTesting { for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) } }
+        for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) }
         return out
     }
 
@@ -261,5 +294,12 @@ final class QuestPages {
             let k = key(j)
             for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
         }
+    }
+}
+
+extension PolicySpec {
+    /// Quest's spec (`PolicySpec(Quest.Config(...))`), for existing callers.
+    public static func quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA) -> PolicySpec {
+        PolicySpec(Quest.Config(budget: budget, pageSize: pageSize, denseLayers: denseLayers, gqa: gqa))
     }
 }

@@ -8,17 +8,34 @@ import KVCache
 /// it with max + 1). At prefill the newest query is the prompt's last token; during decoding it
 /// is the generated token (probabilities observed from the attention kernel). No forced sinks.
 public final class TOVA: ScoredEviction {
-    public let budget: Budget
-    public let schedule: EvictionSchedule
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var schedule: EvictionSchedule
+        public init(budget: Budget, schedule: EvictionSchedule = .always) { self.budget = budget; self.schedule = schedule }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "tova", family: .eviction, summary: "the newest query's attention averaged over all heads; the same tokens for every head",
+            defaults: Config(budget: .tokens(1)),
+            parameters: [.budget(\.budget), .schedule(\.schedule)],
+            sample: "keep: 0.125")
+        public func make() throws -> CachePolicy { try TOVA(self) }
+    }
+
+    public let config: Config
+    public var budget: Budget { config.budget }
+    public var schedule: EvictionSchedule { config.schedule }
     private var layerScores: [[Float]] = []     // per layer: mean probability per stored token [T]
     private var prefillMemo: (layer: Int, seen: Int, scores: [Float])?
 
-    public init(budget: Budget, schedule: EvictionSchedule = .always) throws {
-        try budget.validate(policy: "tova")
-        self.budget = budget; self.schedule = schedule
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
     }
 
-    public var name: String { "tova(budget=\(budget),\(schedule))" }
+    public convenience init(budget: Budget, schedule: EvictionSchedule = Config.descriptor.defaults.schedule) throws {
+        try self.init(Config(budget: budget, schedule: schedule))
+    }
+
+    public var name: String { config.label() }
 
     public func bind(shape: CacheShape) {
         layerScores = Array(repeating: [], count: shape.layers)

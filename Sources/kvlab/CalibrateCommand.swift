@@ -8,7 +8,7 @@ import KVTokenizer
 /// `kvlab calibrate [loki]`: Loki's offline PCA of the post-RoPE keys, saved to HDF5.
 struct LokiCalibrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "loki",
+        commandName: Loki.Config.descriptor.name,
         abstract: "Fit Loki's per-layer, per-KV-head PCA of the post-RoPE keys and save it to HDF5.",
         discussion: """
         Runs the model densely over calibration text (default debian:licenses, encoded with the model's \

@@ -55,7 +55,7 @@ final class KIVITests: XCTestCase {
         let full = run(FullCachePolicy()).logits
         XCTAssertEqual(run(try KIVI(bits: 16, groupSize: 8, residual: 16)).logits, full)
         XCTAssertEqual(run(try KIVI(bits: 32)).logits, full)
-        XCTAssertEqual(run(PolicyStack([try SnapKV(budget: .tokens(400), window: 8), try KIVI(bits: 16)])).logits, full)
+        XCTAssertEqual(run(try! PolicyStack([try SnapKV(budget: .tokens(400), window: 8), try KIVI(bits: 16)])).logits, full)
     }
 
     func testEightBitsIsCloseAndTwoBitsChangesSomething() throws {
@@ -172,13 +172,13 @@ final class KIVITests: XCTestCase {
     func testStacksWithEvictionAndSelection() throws {
         let full = run(FullCachePolicy()).logits
         let stacks: [CachePolicy] = [
-            PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
-            PolicyStack([try KIVI(bits: 4, groupSize: 8, residual: 16), try SnapKV(budget: .tokens(64), window: 8)]),
-            PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
-            PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
-            PolicyStack([try StreamingLLM(budget: .tokens(70), sinks: 4), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
-            PolicyStack([try OracleTopK(topK: .tokens(40)), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
-            PolicyStack([try TOVA(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try KIVI(bits: 4, groupSize: 8, residual: 16), try SnapKV(budget: .tokens(64), window: 8)]),
+            try! PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try StreamingLLM(budget: .tokens(70), sinks: 4), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try OracleTopK(topK: .tokens(40)), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try TOVA(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
         ]
         for p in stacks {
             var steps = 0
@@ -190,11 +190,11 @@ final class KIVITests: XCTestCase {
             } }
         }
         // H2O evicts during decoding: the store stays at its budget with groups freed as they empty.
-        let h2o = run(PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
+        let h2o = run(try! PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
         for layer in h2o.stores { for s in layer { XCTAssertLessThanOrEqual(s.count, 80) } }
         // Selection reads fewer bytes than the same KIVI cache without it.
         let k = run(try KIVI(bits: 2, groupSize: 8, residual: 16)).cache
-        let kq = run(PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
+        let kq = run(try! PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
         XCTAssertLessThan(kq.stats.decodeBytesRead, k.stats.decodeBytesRead)
         XCTAssertEqual(kq.stats.bytesStored, k.stats.bytesStored)
     }
@@ -301,7 +301,7 @@ final class KIVITests: XCTestCase {
     // MARK: spec and parser
 
     func testSpecAndValidation() throws {
-        let spec = PolicySpec.kivi(bits: 2, groupSize: 32, residual: 128)
+        let spec = PolicySpec(KIVI.Config(bits: 2, groupSize: 32, residual: 128))
         XCTAssertEqual(spec.kind, "kivi")
         XCTAssertEqual(spec.family, "quantization")
         XCTAssertEqual(spec.parameters.map(\.0), ["bits", "group_size", "residual"])
@@ -313,7 +313,7 @@ final class KIVITests: XCTestCase {
                 XCTAssertEqual(f, field)
             }
         }
-        XCTAssertNil(try KIVI(bits: 16).quantization)
-        XCTAssertEqual(PolicyStack([FullCachePolicy(), try KIVI(bits: 4)]).quantization?.bits, 4)
+        XCTAssertNil(try KIVI(bits: 16).layout.quantization)
+        XCTAssertEqual(try PolicyStack([FullCachePolicy(), try KIVI(bits: 4)]).layout.quantization?.bits, 4)
     }
 }

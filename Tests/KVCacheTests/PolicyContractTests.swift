@@ -24,9 +24,9 @@ final class PolicyContractTests: XCTestCase {
             try! TOVA(budget: b),
             try! Knorm(budget: b),
             try! Knorm(budget: b, schedule: .always),
-            PolicyStack([try! StreamingLLM(budget: b), try! Knorm(budget: b, schedule: .always)]),
-            PolicyStack([try! SnapKV(budget: b, window: 8), try! H2O(budget: b)]),
-            PolicyStack([try! SnapKV(budget: b, window: 8), try! KIVI(bits: 16)]),   // KIVI's codes: KIVITests
+            try! PolicyStack([try! StreamingLLM(budget: b), try! Knorm(budget: b, schedule: .always)]),
+            try! PolicyStack([try! SnapKV(budget: b, window: 8), try! H2O(budget: b)]),
+            try! PolicyStack([try! SnapKV(budget: b, window: 8), try! KIVI(bits: 16)]),   // KIVI's codes: KIVITests
         ]
     }
 
@@ -42,8 +42,8 @@ final class PolicyContractTests: XCTestCase {
             try! Loki(calibration: calibration, rank: .explainedVariance(0.9), topK: .tokens(n), gqa: .queryHead),
             try! OracleTopK(topK: .tokens(n)),
             try! OracleTopK(topK: .tokens(n), gqa: .queryHead),
-            PolicyStack([try! SnapKV(budget: .tokens(max(n, 16)), window: 8), try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0)]),
-            PolicyStack([try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0), try! KIVI(bits: 16)]),
+            try! PolicyStack([try! SnapKV(budget: .tokens(max(n, 16)), window: 8), try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0)]),
+            try! PolicyStack([try! Quest(tokenBudget: max(n, 8), pageSize: 8, denseLayers: 0), try! KIVI(bits: 16)]),
         ]
     }
 

@@ -295,7 +295,7 @@ final class SelectionTests: XCTestCase {
         ]
         for (first, second, bound) in stacks {
             let check = SelectionCheck(second, bound: bound)
-            _ = run(PolicyStack([first, check]))
+            _ = run(try! PolicyStack([first, check]))
             XCTAssertEqual(check.violations, [], "\(first.name) + \(second.name)")
             XCTAssertGreaterThan(check.narrowed, 0, "\(second.name) after \(first.name) never narrowed")
         }

@@ -1,4 +1,5 @@
 import XCTest
+import KVPolicies
 @testable import KVExperiments
 
 /// Bad configs get an error naming the file, the line and the field, and what was expected.
@@ -92,8 +93,10 @@ final class ConfigErrorTests: XCTestCase {
         XCTAssertEqual(c.tasks.map(\.context), [64, 128])
         XCTAssertEqual(c.policies.count, 1 + 3 + 4 + 2)
         XCTAssertEqual(c.grid.count, 2 * 10)
-        if case let .snapKV(b, w, _, _) = c.policies[2] { XCTAssertEqual(b, .tokens(48)); XCTAssertEqual(w, 16) } else { XCTFail() }
-        if case let .streamingLLM(b, sinks, _, _) = c.policies[4] { XCTAssertEqual(b, .keep(0.25)); XCTAssertEqual(sinks, 2) } else { XCTFail() }
+        let snap = try XCTUnwrap(c.policies[2].config(as: SnapKV.Config.self))
+        XCTAssertEqual(snap.budget, .tokens(48)); XCTAssertEqual(snap.window, 16)
+        let stream = try XCTUnwrap(c.policies[4].config(as: StreamingLLM.Config.self))
+        XCTAssertEqual(stream.budget, .keep(0.25)); XCTAssertEqual(stream.sinks, 2)
         XCTAssertEqual(Set(c.grid.map(\.key)).count, c.grid.count, "grid keys are unique")
         // The grid hash ignores formatting and output, and changes with the grid.
         let reformatted = yaml.replacingOccurrences(of: "context: [64, 128]", with: "context:\n      - 64\n      - 128")

@@ -98,9 +98,8 @@ final class RunFiguresTests: XCTestCase {
               - {policy: oracle_topk, top_k: 32, setup: [paper, kvlab]}
             """, file: "s.yaml")
         XCTAssertEqual(c.policies.map { PolicySetup.name(of: $0) }, ["paper", "kvlab", "custom", "custom", "paper", "kvlab"])
-        if case let .quest(_, page, dense, gqa) = c.policies[0] {
-            XCTAssertEqual(page, 16); XCTAssertEqual(dense, 2); XCTAssertEqual(gqa, .queryHead)
-        } else { XCTFail() }
+        let quest = try XCTUnwrap(c.policies[0].config(as: Quest.Config.self))
+        XCTAssertEqual(quest.pageSize, 16); XCTAssertEqual(quest.denseLayers, 2); XCTAssertEqual(quest.gqa, .queryHead)
         // Loki's paper setup needs the `phases` option (prefill+decode); a build without it says so.
         XCTAssertThrowsError(try ExperimentConfig.parse(base + "policies:\n  - {policy: loki, calibration: c.h5, setup: paper}\n",
                                                         file: "l.yaml")) {
@@ -120,8 +119,8 @@ final class RunFiguresTests: XCTestCase {
               - {policy: streaming_llm, budget: 16, sinks: 8, schedule: always, decode_budget: context}
               - {policy: h2o, keep: 0.125}
             """, file: "w.yaml")
-        guard case let .streamingLLM(_, _, schedule, _) = c.policies[2] else { return XCTFail() }
-        XCTAssertEqual(schedule, EvictionSchedule(.always, decodeBudget: .context))
+        let stream = try XCTUnwrap(c.policies[2].config(as: StreamingLLM.Config.self))
+        XCTAssertEqual(stream.schedule, EvictionSchedule(.always, decodeBudget: .context))
         XCTAssertTrue(c.policies[2].label.contains("schedule=always,decode_budget=context"), c.policies[2].label)
         let w = c.warnings
         XCTAssertEqual(w.count, 2, "\(w)")
