@@ -44,9 +44,9 @@ public final class Knorm: ScoredEviction {
 
     public func didAppend(_ step: LayerStep) {
         for (h, st) in step.stores.enumerated() {
-            let d = st.headDim
-            for j in negNorms[step.layer][h].count..<st.count {
-                negNorms[step.layer][h].append(-Ops.dot(st.keys + j * d, st.keys + j * d, d).squareRoot())
+            let d = st.headDim, new = negNorms[step.layer][h].count..<st.count
+            st.rows.withFloat32(new) { keys, _ in
+                for j in 0..<new.count { negNorms[step.layer][h].append(-Ops.dot(keys + j * d, keys + j * d, d).squareRoot()) }
             }
         }
     }

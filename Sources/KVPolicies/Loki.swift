@@ -119,8 +119,8 @@ public final class Loki: CachePolicy {
     public let ranks: [Int]
     /// Whether the first r dims of the keys are also kept contiguously (see the type's comment).
     public let lowRankCopy: Bool
-    /// [layer][kvHead] contiguous low-rank key rows, bound to the store they mirror.
-    private var mirrors: [[LowRankKeys]] = []
+    /// Contiguous low-rank key rows per (layer, KV head), following the stores they mirror.
+    private var mirrors = KeyMirrors<LowRankKeys>()
 
     /// Where Loki selects: the reference's every forward, or decode steps only.
     public enum Phases: String, Hashable, Sendable, CaseIterable {
@@ -164,56 +164,41 @@ public final class Loki: CachePolicy {
         precondition(calibration.matches(shape),
             "loki: the calibration is for \(calibration.layers) layers x \(calibration.kvHeads) KV heads x d \(calibration.headDim), " +
             "the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim): calibrate this model with `kvlab calibrate`")
-        mirrors = lowRankCopy ? ranks.map { r in (0..<shape.kvHeads).map { _ in LowRankKeys(rank: r) } } : []
+        if lowRankCopy { mirrors = KeyMirrors(layers: ranks.count, kvHeads: shape.kvHeads) { LowRankKeys(rank: ranks[$0]) } }
     }
 
-    public func reset() { for l in mirrors { for m in l { m.clear() } } }
+    public func reset() { mirrors.reset() }
 
     public func didAppend(_ step: LayerStep) {
-        guard lowRankCopy else { return }
-        for (h, st) in step.stores.enumerated() { let m = mirrors[step.layer][h]; m.attach(st); m.sync() }
+        if lowRankCopy { mirrors.didAppend(step) }
     }
 
     public func didRetain(layer: Int, head: Int, kept: [Int]) {
-        if lowRankCopy { mirrors[layer][head].remap(kept: kept) }
+        if lowRankCopy { mirrors.didRetain(layer: layer, head: head, kept: kept) }
     }
 
-    /// The mirror of the store `head` of this step reads (it follows the store object under sharing).
+    /// The low-rank rows of the store `head` of this step reads, when they hold at least r dims.
     private func mirror(_ step: LayerStep, head: Int, rank r: Int) -> LowRankKeys? {
         guard lowRankCopy else { return nil }
-        let st = step.stores[head]
-        let own = mirrors[step.layer][head]
-        var m = own.store === st ? own : nil
-        if m == nil { for l in mirrors.indices where mirrors[l][head].store === st { m = mirrors[l][head]; break } }
-        if m == nil { own.attach(st); m = own }
-        guard let found = m, found.rank >= r else { return nil }
-        found.sync()
-        return found
+        let m = mirrors.mirror(step, head: head)
+        return m.rank >= r ? m : nil
     }
 
     /// The bases held, plus the contiguous low-rank key rows when `lowRankCopy`.
     public var metadataBytes: Int {
-        calibration.bases.count * MemoryLayout<Float>.stride + mirrors.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } }
+        calibration.bases.count * MemoryLayout<Float>.stride + mirrors.bytes
     }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
-        guard step.phase == .decode else { return candidates }
-        let st = step.stores[head], d = st.headDim, g = step.shape.groupSize
-        let n = candidates?.count ?? st.count
-        let k = topK.count(of: n)
-        guard k < n else { return candidates }
-        let r = ranks[min(step.layer, ranks.count - 1)]
-        let q = step.queries + head * g * d
-        let scores: [Float]
-        if let m = mirror(step, head: head, rank: r) {
-            scores = Loki.scores(queries: q, groups: g, dim: d, rows: m.rows, ld: m.rank, count: st.count, rank: r,
-                                 indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
-        } else {
-            scores = Loki.scores(queries: q, groups: g, store: st, rank: r, indices: candidates,
-                                 perQueryHead: gqa == .queryHead, scale: 1)
+        SelectionKernels.decodeTopK(step, head: head, candidates: candidates, size: topK, gqa: gqa) { q, st, n in
+            let r = ranks[min(step.layer, ranks.count - 1)], g = step.shape.groupSize, d = st.headDim
+            step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
+            if let m = mirror(step, head: head, rank: r) {
+                return Loki.scores(queries: q, groups: g, dim: d, rows: m.rows.base, ld: m.rank, count: st.count, rank: r,
+                                   indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
+            }
+            return Loki.scores(queries: q, groups: g, store: st, rank: r, indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
         }
-        step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
-        return SelectionKernels.select(scores: scores, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
     }
 
     public func selectsRows(_ phase: Phase) -> Bool {
@@ -228,21 +213,21 @@ public final class Loki: CachePolicy {
         guard rows.contains(where: { visible[$0] > k }) else { return nil }
         let r = ranks[min(step.layer, ranks.count - 1)]
         let perHead = gqa == .queryHead, m = perHead ? g : 1, n = rows.count
-        // Key rows to score: the contiguous low-rank copy, or the store's rows (a restored copy of KIVI codes).
-        let low = mirror(step, head: head, rank: r)
-        let restored = low == nil && st.compactCount > 0 ? st.dequantizedCopy() : nil
-        let keyRows = low.map { UnsafePointer($0.rows) } ?? UnsafePointer((restored ?? st).keys), ld = low?.rank ?? d
         var lists = [[Int32]?](repeating: nil, count: m * n)
-        for i in rows where visible[i] > k {
-            let q = step.queries + i * hq * d + head * g * d        // [g, d] the group's query heads of row i
-            let scores = Loki.scores(queries: q, groups: g, dim: d, rows: keyRows, ld: ld, count: visible[i], rank: r,
-                                     indices: nil, perQueryHead: perHead, scale: 1)   // [m, visible[i]]
-            step.meter.keyBytes += visible[i] * r * MemoryLayout<Float>.stride
-            scores.withUnsafeBufferPointer { sb in
-                for h in 0..<m { lists[h * n + i - rows.lowerBound] = SelectionKernels.topK(sb.baseAddress! + h * visible[i], count: visible[i], k: k) }
+        // Key rows to score [T, ld]: the contiguous low-rank copy, or the store's rows as Float32.
+        func score(_ keyRows: UnsafePointer<Float>, ld: Int) {
+            for i in rows where visible[i] > k {
+                let q = step.queries + i * hq * d + head * g * d        // [g, d] the group's query heads of row i
+                let scores = Loki.scores(queries: q, groups: g, dim: d, rows: keyRows, ld: ld, count: visible[i], rank: r,
+                                         indices: nil, perQueryHead: perHead, scale: 1)   // [m, visible[i]]
+                step.meter.keyBytes += visible[i] * r * MemoryLayout<Float>.stride
+                scores.withUnsafeBufferPointer { sb in
+                    for h in 0..<m { lists[h * n + i - rows.lowerBound] = SelectionKernels.topK(sb.baseAddress! + h * visible[i], count: visible[i], k: k) }
+                }
             }
         }
-        withExtendedLifetime(restored) {}
+        if let low = mirror(step, head: head, rank: r) { score(low.rows.base, ld: low.rank) }
+        else { st.rows.withFloat32(0..<st.count) { keys, _ in score(keys, ld: d) } }
         return RowSelection(perQueryHead: perHead, lists: lists)
     }
 
@@ -251,13 +236,10 @@ public final class Loki: CachePolicy {
     /// [g, n] per query head, or [n] summed over the group.
     public static func scores(queries q: UnsafePointer<Float>, groups g: Int, store: HeadStore, rank r: Int,
                               indices: [Int32]?, perQueryHead: Bool, scale: Float) -> [Float] {
-        if store.compactCount > 0 {   // KIVI store: score the dequantized keys
-            let k = store.dequantizedCopy()
-            return scores(queries: q, groups: g, dim: k.headDim, rows: k.keys, ld: k.headDim, count: k.count, rank: r,
-                          indices: indices, perQueryHead: perQueryHead, scale: scale)
+        store.rows.withFloat32(0..<store.count) { keys, _ in   // compact formats: their restored keys
+            scores(queries: q, groups: g, dim: store.headDim, rows: keys, ld: store.headDim, count: store.count, rank: r,
+                   indices: indices, perQueryHead: perQueryHead, scale: scale)
         }
-        return scores(queries: q, groups: g, dim: store.headDim, rows: store.keys, ld: store.headDim, count: store.count, rank: r,
-                      indices: indices, perQueryHead: perQueryHead, scale: scale)
     }
 
     /// The same from key rows `ld` floats apart (the store's, or a contiguous low-rank copy).
@@ -288,63 +270,45 @@ public final class Loki: CachePolicy {
 
 /// The first `rank` dims of every key of one store, contiguous ([count, rank]), kept in step with
 /// the store: appended rows folded in by `sync`, moved rows by `remap`.
-final class LowRankKeys {
+final class LowRankKeys: KeyMirror {
     let rank: Int
-    private(set) weak var store: HeadStore?
-    private(set) var rows: UnsafeMutablePointer<Float>
-    private var capacity: Int
-    private(set) var covered = 0
+    weak var store: HeadStore?
+    var covered = 0
+    let rows: MirrorRows                 // [tokens, rank]
 
     init(rank: Int) {
         self.rank = rank
-        capacity = 64
-        rows = .allocate(capacity: capacity * rank)
+        rows = MirrorRows(width: rank, capacity: 64)
     }
-    deinit { rows.deallocate() }
 
     var bytes: Int { covered * rank * MemoryLayout<Float>.stride }
 
-    func attach(_ s: HeadStore) { if store !== s { store = s; covered = 0 } }
-    func clear() { covered = 0 }
-
-    private func reserve(_ n: Int) {
-        guard n > capacity else { return }
-        let newCap = max(n, capacity * 2)
-        let r = UnsafeMutablePointer<Float>.allocate(capacity: newCap * rank)
-        r.update(from: rows, count: covered * rank)
-        rows.deallocate()
-        rows = r; capacity = newCap
-    }
-
-    func sync() {
-        guard let st = store else { return }
-        if covered > st.count { covered = 0 }
-        guard covered < st.count else { return }
-        reserve(st.count)
-        let d = st.headDim
-        for j in covered..<st.count { (rows + j * rank).update(from: st.keys + j * d, count: rank) }
-        covered = st.count
+    func fold(_ keys: UnsafePointer<Float>, tokens: Range<Int>, store: HeadStore) {
+        rows.reserve(tokens.upperBound, keeping: tokens.lowerBound)
+        for (r, j) in tokens.enumerated() { rows[j].update(from: keys + r * store.headDim, count: rank) }
     }
 
     /// Row i now holds the token that was at kept[i].
     func remap(kept: [Int]) {
         guard let st = store else { covered = 0; return }
-        let old = covered, d = st.headDim
+        let old = covered
+        rows.reserve(kept.count, keeping: old)
+        // Tokens not folded in yet are read from the store.
+        func fresh(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+            st.rows.withFloat32(i..<(i + 1)) { keys, _ in out.update(from: keys, count: rank) }
+        }
         var increasing = true
         for i in 1..<max(kept.count, 1) where kept[i] <= kept[i - 1] { increasing = false; break }
         if increasing {
             for (i, k) in kept.enumerated() where k != i || k >= old {
-                if k < old { (rows + i * rank).update(from: rows + k * rank, count: rank) }
-                else { (rows + i * rank).update(from: st.keys + i * d, count: rank) }
+                if k < old { rows[i].update(from: rows[k], count: rank) } else { fresh(i, into: rows[i]) }
             }
         } else {
-            let fresh = UnsafeMutablePointer<Float>.allocate(capacity: max(capacity, kept.count) * rank)
+            let copy = MirrorRows(width: rank, capacity: max(rows.capacity, kept.count))
             for (i, k) in kept.enumerated() {
-                if k < old { (fresh + i * rank).update(from: rows + k * rank, count: rank) }
-                else { (fresh + i * rank).update(from: st.keys + i * d, count: rank) }
+                if k < old { copy[i].update(from: rows[k], count: rank) } else { fresh(i, into: copy[i]) }
             }
-            rows.deallocate()
-            rows = fresh; capacity = max(capacity, kept.count)
+            rows.replace(with: copy)
         }
         covered = kept.count
     }

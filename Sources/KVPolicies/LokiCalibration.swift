@@ -236,13 +236,14 @@ public final class KeyCovarianceRecorder: CachePolicy {
         for (h, st) in step.stores.enumerated() {
             let d = st.headDim
             var s = stats[step.layer][h]
+            let new = st.rows.withFloat32((st.count - rows)..<st.count) { keys, _ in Array(UnsafeBufferPointer(start: keys, count: rows * d)) }
             if s.count == 0 {
-                s.shift = Array(UnsafeBufferPointer(start: st.keys + (st.count - rows) * d, count: d))
+                s.shift = Array(new[0..<d])
                 s.sum = [Double](repeating: 0, count: d)
                 s.outer = [Double](repeating: 0, count: d * d)
             }
             var x = [Float](repeating: 0, count: rows * d)
-            for r in 0..<rows { for i in 0..<d { x[r * d + i] = st.keys[(st.count - rows + r) * d + i] - s.shift[i] } }
+            for r in 0..<rows { for i in 0..<d { x[r * d + i] = new[r * d + i] - s.shift[i] } }
             var xtx = [Float](repeating: 0, count: d * d)
             x.withUnsafeBufferPointer { xb in
                 xtx.withUnsafeMutableBufferPointer { cb in

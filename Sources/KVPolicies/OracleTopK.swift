@@ -44,14 +44,10 @@ public final class OracleTopK: CachePolicy {
     public var layout: StorageLayout { config.layout }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
-        guard step.phase == .decode else { return candidates }
-        let st = step.stores[head], d = st.headDim, g = step.shape.groupSize
-        let n = candidates?.count ?? st.count
-        let k = topK.count(of: n)
-        guard k < n else { return candidates }
-        let scores = Loki.scores(queries: step.queries + head * g * d, groups: g, store: st, rank: d,
-                                 indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
-        step.meter.keyBytes += n * d * MemoryLayout<Float>.stride
-        return SelectionKernels.select(scores: scores, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
+        SelectionKernels.decodeTopK(step, head: head, candidates: candidates, size: topK, gqa: gqa) { q, st, n in
+            step.meter.keyBytes += n * st.headDim * MemoryLayout<Float>.stride
+            return Loki.scores(queries: q, groups: step.shape.groupSize, store: st, rank: st.headDim,
+                               indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
+        }
     }
 }

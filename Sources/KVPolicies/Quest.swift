@@ -75,46 +75,21 @@ public final class Quest: CachePolicy {
     /// Whole pages read per step (the last page included).
     public var pageBudget: Int { tokenBudget / pageSize }
 
-    private var shape: CacheShape?
-    /// summaries[layer][kvHead], bound to the store they summarise on first use.
-    private var summaries: [[QuestPages]] = []
+    /// Page summaries per (layer, KV head), following the stores they summarise.
+    private var summaries = KeyMirrors<QuestPages>()
 
     public func bind(shape: CacheShape) {
-        self.shape = shape
-        summaries = (0..<shape.layers).map { _ in (0..<shape.kvHeads).map { _ in QuestPages(headDim: shape.headDim, pageSize: pageSize) } }
+        summaries = KeyMirrors(layers: shape.layers, kvHeads: shape.kvHeads) { _ in QuestPages(headDim: shape.headDim, pageSize: pageSize) }
     }
 
-    public func reset() { for l in summaries { for s in l { s.clear() } } }
-
-    public var metadataBytes: Int { summaries.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } } }
-
-    public func didAppend(_ step: LayerStep) {
-        for (h, st) in step.stores.enumerated() {
-            let s = summaries[step.layer][h]
-            s.attach(st)
-            s.sync()
-        }
-    }
-
-    public func didRetain(layer: Int, head: Int, kept: [Int]) {
-        summaries[layer][head].remap(kept: kept)
-    }
-
-    /// The page summaries of the store `head` of this step reads (the store's own layer may differ
-    /// from `step.layer` under cross-layer sharing: summaries follow the store object).
-    func pages(_ step: LayerStep, head: Int) -> QuestPages {
-        let st = step.stores[head]
-        let own = summaries[step.layer][head]
-        if own.store === st { return own }
-        for l in summaries.indices where summaries[l][head].store === st { return summaries[l][head] }
-        own.attach(st)
-        return own
-    }
+    public func reset() { summaries.reset() }
+    public var metadataBytes: Int { summaries.bytes }
+    public func didAppend(_ step: LayerStep) { summaries.didAppend(step) }
+    public func didRetain(layer: Int, head: Int, kept: [Int]) { summaries.didRetain(layer: layer, head: head, kept: kept) }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
         guard step.layer >= denseLayers, step.phase == .decode else { return candidates }
-        let summary = pages(step, head: head)
-        summary.sync()
+        let summary = summaries.mirror(step, head: head)     // under sharing, the summaries of the store read
         let st = step.stores[head], d = st.headDim, g = step.shape.groupSize, S = pageSize, P = pageBudget
         let q = step.queries + head * g * d                     // [g, d] this group's query rows
         let heads = gqa == .kvGroup ? 1 : g
@@ -156,11 +131,11 @@ public final class Quest: CachePolicy {
             w.withUnsafeBufferPointer { wb in
                 if let pages {
                     pages.withUnsafeBufferPointer { pb in
-                        SelectionKernels.rowDots(matrix: summary.rows, ld: d2, cols: d2, rows: n, indices: pb.baseAddress,
+                        SelectionKernels.rowDots(matrix: summary.rows.base, ld: d2, cols: d2, rows: n, indices: pb.baseAddress,
                                                  vectors: wb.baseAddress!, m: heads, out: sb.baseAddress!)
                     }
                 } else {
-                    SelectionKernels.rowDots(matrix: summary.rows, ld: d2, cols: d2, rows: n, indices: nil,
+                    SelectionKernels.rowDots(matrix: summary.rows.base, ld: d2, cols: d2, rows: n, indices: nil,
                                              vectors: wb.baseAddress!, m: heads, out: sb.baseAddress!)
                 }
             }
@@ -176,9 +151,9 @@ public final class Quest: CachePolicy {
     /// The page rows [pages, 2d] (max | min of each page's keys) currently held for (layer, KV head),
     /// brought up to date with the store first. For tests and tools.
     public func pageSummaries(layer: Int, head: Int) -> [Float] {
-        let s = summaries[layer][head]
+        let s = summaries[layer, head]
         s.sync()
-        return Array(UnsafeBufferPointer(start: s.rows, count: s.pageCount * 2 * s.headDim))
+        return Array(UnsafeBufferPointer(start: s.rows.base, count: s.pageCount * 2 * s.headDim))
     }
 
     /// [q+ | q-] rows, [heads, 2d]: one per query head, or their sum over the group.
@@ -206,7 +181,7 @@ public final class Quest: CachePolicy {
         var out = [Float](repeating: 0, count: heads * pages.pageCount)
         out.withUnsafeMutableBufferPointer { ob in
             w.withUnsafeBufferPointer { wb in
-                SelectionKernels.rowDots(matrix: pages.rows, ld: 2 * d, cols: 2 * d, rows: pages.pageCount, indices: nil,
+                SelectionKernels.rowDots(matrix: pages.rows.base, ld: 2 * d, cols: 2 * d, rows: pages.pageCount, indices: nil,
                                          vectors: wb.baseAddress!, m: heads, out: ob.baseAddress!)
             }
         }
@@ -214,55 +189,33 @@ public final class Quest: CachePolicy {
     }
 }
 
-/// Per-page key bounds of one store: row p = [max over the page's keys (d) | min (d)].
-final class QuestPages {
+/// Per-page key bounds of one store: entry p = [max over the page's keys (d) | min (d)].
+final class QuestPages: KeyMirror {
     let headDim: Int
     let pageSize: Int
-    private(set) weak var store: HeadStore?
-    private(set) var rows: UnsafeMutablePointer<Float>
-    private var capacity: Int            // pages
-    private(set) var covered = 0         // store tokens folded in
+    weak var store: HeadStore?
+    var covered = 0                      // store tokens folded in
+    let rows: MirrorRows                 // [pages, 2d]
 
     init(headDim: Int, pageSize: Int) {
         self.headDim = headDim; self.pageSize = pageSize
-        capacity = 16
-        rows = .allocate(capacity: capacity * 2 * headDim)
+        rows = MirrorRows(width: 2 * headDim, capacity: 16)
     }
-    deinit { rows.deallocate() }
 
     var pageCount: Int { (covered + pageSize - 1) / pageSize }
     var bytes: Int { pageCount * 2 * headDim * MemoryLayout<Float>.stride }
 
-    func attach(_ s: HeadStore) {
-        if store !== s { store = s; covered = 0 }
-    }
-    func clear() { covered = 0 }
-
-    private func reserve(pages n: Int) {
-        guard n > capacity else { return }
-        let newCap = max(n, capacity * 2)
-        let r = UnsafeMutablePointer<Float>.allocate(capacity: newCap * 2 * headDim)
-        r.update(from: rows, count: capacity * 2 * headDim)
-        rows.deallocate()
-        rows = r; capacity = newCap
-    }
-
-    /// Folds in the tokens appended since the last sync (or rebuilds if the store shrank unseen).
-    func sync() {
-        guard let st = store else { return }
-        if covered > st.count { covered = 0 }
-        guard covered < st.count else { return }
+    func fold(_ keys: UnsafePointer<Float>, tokens: Range<Int>, store: HeadStore) {
         let d = headDim
-        reserve(pages: (st.count + pageSize - 1) / pageSize)
-        for j in covered..<st.count {
-            let p = j / pageSize, mx = rows + p * 2 * d, mn = mx + d, k = st.keys + j * d
+        rows.reserve((tokens.upperBound + pageSize - 1) / pageSize, keeping: (tokens.lowerBound + pageSize - 1) / pageSize)
+        for (r, j) in tokens.enumerated() {
+            let mx = rows[j / pageSize], mn = mx + d, k = keys + r * d
             if j % pageSize == 0 {
                 mx.update(from: k, count: d); mn.update(from: k, count: d)
             } else {
                 for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
             }
         }
-        covered = st.count
     }
 
     /// The store now holds at index i the token that was at kept[i]: rebuild the pages whose
@@ -276,24 +229,13 @@ final class QuestPages {
         for i in 0..<n where kept[i] != i || kept[i] >= old { dirty.insert(i / pageSize) }
         if old != n { dirty.insert((n - 1) / pageSize) }
         precondition(st.count == n, "Quest: store size differs from the retention")
-        reserve(pages: (n + pageSize - 1) / pageSize)
-        for p in dirty { rebuild(page: p, store: st) }
-        covered = n
-    }
-
-    private func rebuild(page p: Int, store st: HeadStore) {
-        let d = headDim, lo = p * pageSize, hi = min(lo + pageSize, st.count)
-        guard lo < hi else { return }
-        let mx = rows + p * 2 * d, mn = mx + d
-        // KIVI stores: rows held as codes are read dequantized.
-        let buf = UnsafeMutablePointer<Float>.allocate(capacity: d)
-        defer { buf.deallocate() }
-        func key(_ j: Int) -> UnsafePointer<Float> { j < st.compactCount ? { st.key(j, into: buf); return UnsafePointer(buf) }() : UnsafePointer(st.keys + j * d) }
-        mx.update(from: key(lo), count: d); mn.update(from: key(lo), count: d)
-        for j in (lo + 1)..<hi {
-            let k = key(j)
-            for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
+        rows.reserve((n + pageSize - 1) / pageSize, keeping: pageCount)
+        for p in dirty {
+            let lo = p * pageSize, hi = min(lo + pageSize, n)
+            guard lo < hi else { continue }
+            st.rows.withFloat32(lo..<hi) { keys, _ in fold(keys, tokens: lo..<hi, store: st) }
         }
+        covered = n
     }
 }
 

@@ -132,8 +132,7 @@ final class KIVITests: XCTestCase {
     /// 512 (fp16): 1/8 of the Float32 cache, 1/4 of fp16 (2/16 of fp16 for the codes + overhead).
     func testBytesStoredExactForTwoBits() {
         let d = 128, t = 1000
-        let s = HeadStore(headDim: d)
-        s.enableQuantization(QuantizationSpec(bits: 2, groupSize: 32, residual: 128))
+        let s = HeadStore(headDim: d, rows: QuantizedRows(spec: QuantizationSpec(bits: 2, groupSize: 32, residual: 128), headDim: d))
         var rng = SeededRandom(seed: 3)
         for p in 0..<t {
             let k = (0..<d).map { _ in rng.nextNormal() }, v = (0..<d).map { _ in rng.nextNormal() }
@@ -152,8 +151,7 @@ final class KIVITests: XCTestCase {
         XCTAssertEqual(perQuantized / Double(d * 2 * 2), 1.0 / 4)     // vs fp16
         XCTAssertEqual(s.metadataBytes, t * 4 + 27 * 4)
         // 4 bits: 64 + 64 code bytes instead.
-        let s4 = HeadStore(headDim: d)
-        s4.enableQuantization(QuantizationSpec(bits: 4, groupSize: 32, residual: 128))
+        let s4 = HeadStore(headDim: d, rows: QuantizedRows(spec: QuantizationSpec(bits: 4, groupSize: 32, residual: 128), headDim: d))
         for p in 0..<t { let k = [Float](repeating: Float(p), count: d); s4.append(key: k, value: k, position: p) }
         s4.quantizeResidual()
         XCTAssertEqual(s4.payloadBytes, fp + 864 * 128 + valueParams + keyParams)
@@ -219,7 +217,7 @@ final class KIVITests: XCTestCase {
                     v[c] = q.valueParams[i * 2 * vg + c / g] + q.valueParams[i * 2 * vg + vg + c / g] * vc
                 }
             } else {
-                for c in 0..<d { k[c] = s.keys[i * d + c]; v[c] = s.values[i * d + c] }
+                s.key(i, into: &k); s.value(i, into: &v)
             }
             ref.append(key: k, value: v, position: s.position(i))
         }
@@ -229,8 +227,7 @@ final class KIVITests: XCTestCase {
     func testDequantizingKernelMatchesExplicitDequantization() {
         var rng = SeededRandom(seed: 5)
         for (bits, d, g, heads) in [(2, 64, 32, 4), (4, 128, 32, 2), (8, 16, 8, 3), (2, 20, 8, 5)] {
-            let s = HeadStore(headDim: d)
-            s.enableQuantization(QuantizationSpec(bits: bits, groupSize: g, residual: 2 * g))
+            let s = HeadStore(headDim: d, rows: QuantizedRows(spec: QuantizationSpec(bits: bits, groupSize: g, residual: 2 * g), headDim: d))
             for p in 0..<(11 * g + 5) {
                 let k = (0..<d).map { _ in rng.nextNormal() }, v = (0..<d).map { _ in rng.nextNormal() }
                 s.append(key: k, value: v, position: p)
@@ -245,14 +242,13 @@ final class KIVITests: XCTestCase {
                 let n = indices?.count ?? s.count
                 var p1 = [Float](repeating: 0, count: heads * n), p2 = p1
                 var o1 = [Float](repeating: 0, count: heads * d), o2 = o1
-                let run = { (st: HeadStore, probs: inout [Float], out: inout [Float]) in
+                let run = { (st: HeadStore, probs: inout [Float], out: inout [Float]) -> RowsRead in
                     if let idx = indices {
-                        _ = idx.withUnsafeBufferPointer { Attention.decode(q: qv, groups: heads, store: st, indices: $0, scale: scale, probs: &probs, out: &out) }
-                    } else {
-                        _ = Attention.decode(q: qv, groups: heads, store: st, indices: nil, scale: scale, probs: &probs, out: &out)
+                        return idx.withUnsafeBufferPointer { st.rows.decode(q: qv, groups: heads, indices: $0, scale: scale, probs: &probs, out: &out) }
                     }
+                    return st.rows.decode(q: qv, groups: heads, indices: nil, scale: scale, probs: &probs, out: &out)
                 }
-                _ = run(s, &p1, &o1); _ = run(ref, &p2, &o2)
+                let read = run(s, &p1, &o1); _ = run(ref, &p2, &o2)
                 let pe = zip(p1, p2).map { abs($0 - $1) }.max()!, oe = zip(o1, o2).map { abs($0 - $1) }.max()!
                 XCTAssertLessThanOrEqual(pe, 1e-4, "b=\(bits) d=\(d): probabilities differ by \(pe)")
                 XCTAssertLessThanOrEqual(oe, 1e-4, "b=\(bits) d=\(d): outputs differ by \(oe)")
@@ -261,8 +257,8 @@ final class KIVITests: XCTestCase {
                 let rows = indices.map { $0.map(Int.init) } ?? Array(0..<s.count)
                 let qRows = rows.filter { $0 < q.count }
                 let groupsTouched = Set(qRows.map { q.group(of: $0) }).count
-                XCTAssertEqual(s.lastReadBytes.keys, qRows.count * q.rowBytes + groupsTouched * 2 * d * 4 + (rows.count - qRows.count) * d * 4)
-                XCTAssertEqual(s.lastReadBytes.values, qRows.count * (q.rowBytes + 2 * q.valueGroups * 4) + (rows.count - qRows.count) * d * 4)
+                XCTAssertEqual(read.keyBytes, qRows.count * q.rowBytes + groupsTouched * 2 * d * 4 + (rows.count - qRows.count) * d * 4)
+                XCTAssertEqual(read.valueBytes, qRows.count * (q.rowBytes + 2 * q.valueGroups * 4) + (rows.count - qRows.count) * d * 4)
             }
         }
     }

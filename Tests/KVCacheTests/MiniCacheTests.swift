@@ -160,12 +160,12 @@ final class MiniCacheTests: XCTestCase {
             var p1 = [Float](repeating: 0, count: g * n), p2 = p1
             var o1 = [Float](repeating: 0, count: g * d), o2 = o1
             let idx = indices.map { i in i.withUnsafeBufferPointer { $0 } }
-            _ = MergedAttention.decode(q: q, groups: g, store: st, merged: st.merged!, indices: idx, scale: 0.25, probs: &p1, out: &o1)
+            let read = st.rows.decode(q: q, groups: g, indices: idx, scale: 0.25, probs: &p1, out: &o1)
             _ = Attention.decode(q: q, groups: g, store: copy, indices: idx, scale: 0.25, probs: &p2, out: &o2)
             for i in 0..<(g * n) { XCTAssertEqual(p1[i], p2[i], accuracy: 1e-5) }
             for i in 0..<(g * d) { XCTAssertEqual(o1[i], o2[i], accuracy: 1e-5) }
             let m = (indices ?? (0..<st.count).map(Int32.init)).filter { Int($0) < st.compactCount }.count
-            XCTAssertEqual(st.lastReadBytes.values, m * (d + 1) * 4 + (n - m) * d * 4, "a merged value row reads d + 1 floats")
+            XCTAssertEqual(read.valueBytes, m * (d + 1) * 4 + (n - m) * d * 4, "a merged value row reads d + 1 floats")
         }
     }
 
