@@ -47,7 +47,12 @@ let package = Package(
             "KVTensor", "KVModel", "KVCache", "KVPolicies", "KVHDF5", "KVTokenizer", "KVExperiments",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
+        // Shared by the test targets (not a product): the policy harness and fixtures.
+        .target(name: "KVTestSupport", dependencies: ["KVCache", "KVModel", "KVPolicies", "KVTensor"],
+                path: "Tests/KVTestSupport", swiftSettings: cpuFlags),
         .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
+        .testTarget(name: "KVPoliciesTests", dependencies: ["KVPolicies", "KVCache", "KVModel", "KVTestSupport"],
+                    swiftSettings: cpuFlags),
         .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCache", "KVHDF5", "KVGGUF"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVExperimentsTests", dependencies: ["KVExperiments", "KVModel", "KVPolicies", "KVHDF5"],
@@ -55,7 +60,7 @@ let package = Package(
         .testTarget(name: "KVTokenizerTests", dependencies: ["KVTokenizer"], exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVGGUFTests", dependencies: ["KVGGUF"], exclude: ["Fixtures"], swiftSettings: cpuFlags),
         .testTarget(name: "KVHDF5Tests", dependencies: ["KVHDF5"], swiftSettings: cpuFlags),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel", "KVPolicies"],
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "KVModel", "KVPolicies", "KVTestSupport"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]

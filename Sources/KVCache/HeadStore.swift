@@ -7,9 +7,10 @@ public final class HeadStore {
     public let rows: KVRows
     public private(set) var positions: UnsafeMutablePointer<Int32> // [positionCapacity], original positions
     private var positionCapacity = 0
-    /// Whether positions increase with the index. Single evictions during decoding move the last
-    /// token into the hole (O(d) instead of shifting the whole window); the cache restores the
-    /// order before a prefill needs it for causal masking.
+    /// Whether positions increase with the index (in each section of a format with a compact prefix:
+    /// MiniCache's merged tokens precede the Float32 rows, and every old token precedes the new ones).
+    /// Single evictions during decoding move the last token into the hole (O(d) instead of shifting
+    /// the whole window); the cache restores the order before a prefill needs it for causal masking.
     public private(set) var isOrdered = true
 
     public init(headDim: Int, initialCapacity: Int = 64, rows: KVRows? = nil) {

@@ -76,6 +76,10 @@ public struct StorageLayout {
             return "\(a.owner) chooses the keys of each query row itself; it does not stack with another selection policy (\(b.owner)): \(hint)"
         },
         { a, b, _ in
+            guard a.keyBasis != nil, b.storedKVHeads != nil else { return nil }
+            return "\(a.owner) stores keys in a basis fitted per KV head of the model; it does not stack with \(b.owner) (pooled KV heads)"
+        },
+        { a, b, _ in
             guard a.layerMerge != nil, b.quantization != nil || b.sharesLayers || b.selects || b.layerMerge != nil else { return nil }
             return "\(a.owner) does not stack with \(b.owner) (it merges the stores that \(b.owner) also rewrites or mirrors)"
         },

@@ -29,7 +29,7 @@ public final class CrossLayerSharing: CachePolicy {
         }
         public static let descriptor = PolicyDescriptor<Config>(
             name: "cla", family: .sharing,
-            summary: "layers in groups of share_factor read the first layer's store and store nothing (the naive, untrained baseline), or a KVSharer map",
+            summary: "layers in groups of share_factor read the first layer's store and store nothing (the naive, untrained baseline), or a KVSharer map ([sharing.md](sharing.md))",
             defaults: Config(),
             parameters: [
                 PolicyParameter(keys: ["share_factor"], type: "integer", help: "layers per group (the first stores)",
@@ -61,7 +61,8 @@ public final class CrossLayerSharing: CachePolicy {
                                 },
                                 write: { c, _ in c.map.map { [("map_file", $0)] } ?? [] }),
             ],
-            sample: "share_factor: 2")
+            sample: "share_factor: 2",
+            examples: { n, _ in [Config(shareFactor: n == nil ? 1 : 2)] })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, sharesLayers: true) }
         public func make() throws -> CachePolicy {
             guard let path = map else { return try CrossLayerSharing(self) }

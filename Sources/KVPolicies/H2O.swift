@@ -37,7 +37,8 @@ public final class H2O: ScoredEviction {
                 .choice("scoring", \.scoring, help: "causal: attention received from every query row seen (the reference); observed: kvpress's ObservedAttentionPress"),
                 .schedule(\.schedule, default: { $0.scoring == .observed ? .prefill : .always }),
             ],
-            sample: "keep: 0.125")
+            sample: "keep: 0.125",
+            examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20)), Config(budget: .tokens(n ?? 1 << 20), scoring: .observed)] })
         public func make() throws -> CachePolicy { try H2O(self) }
         public var cost: PolicyCost { scoring == .causal ? .prefillScores : .light }
     }
@@ -86,7 +87,10 @@ public final class H2O: ScoredEviction {
         }
     }
 
+    /// A layer that reads another layer's store (cross-layer sharing) holds no scores: only the
+    /// layer that owns a store scores its tokens (the one whose retention runs).
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
+        guard acc[step.layer][head].count == step.stores[head].count else { return }
         accumulate(probs, rows: step.shape.groupSize, count: n, indices: indices, scale: 1, into: &acc[step.layer][head])
     }
 

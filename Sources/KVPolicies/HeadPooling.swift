@@ -17,7 +17,9 @@ public final class HeadPooling: CachePolicy {
             name: "head_pooling", family: .sharing, summary: "stores fewer KV heads, each the mean of its group (MHA -> GQA/MQA without uptraining)",
             defaults: Config(kvHeads: 1),
             parameters: [.int("kv_heads", \.kvHeads, .atLeast(1), required: true, help: "KV heads stored after pooling; must divide the model's")],
-            sample: "kv_heads: 1")
+            sample: "kv_heads: 1",
+            // More heads than any model's: every head is stored (the full cache).
+            examples: { n, _ in [Config(kvHeads: n == nil ? 1 << 20 : 1)] })
         /// A target that does not divide the model's KV heads is rejected when the policy is made for a model.
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, storedKVHeads: kvHeads) }
         public func make() throws -> CachePolicy { try HeadPooling(self) }

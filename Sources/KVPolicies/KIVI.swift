@@ -24,7 +24,7 @@ public final class KIVI: CachePolicy {
             self.bits = bits; self.groupSize = groupSize; self.residual = residual
         }
         public static let descriptor = PolicyDescriptor<Config>(
-            name: "kivi", family: .quantization, summary: "older tokens as 2/4/8-bit codes: keys per channel, values per token; the newest in full precision",
+            name: "kivi", family: .quantization, summary: "older tokens as 2/4/8-bit codes: keys per channel, values per token; the newest in full precision ([kivi.md](kivi.md))",
             defaults: Config(),
             parameters: [
                 .int("bits", \.bits, Bound("2, 4, 8 or 16 (no quantization)") { [2, 4, 8, 16, 32].contains($0) }, help: "bits per code (16: no quantization, the full cache)"),
@@ -37,6 +37,11 @@ public final class KIVI: CachePolicy {
                     throw PolicyError.invalidParameter(policy: "kivi", field: "residual",
                                                        message: "expected a multiple of group_size (\(c.groupSize)) >= 0, got \(c.residual)")
                 }
+            },
+            // A residual of at least the context quantizes nothing: the full cache.
+            examples: { n, _ in
+                n == nil ? [Config(bits: 16), Config(bits: 2, groupSize: 8, residual: 1 << 20)]
+                         : [Config(bits: 2, groupSize: 8, residual: 16), Config(bits: 4, groupSize: 8, residual: 16), Config(bits: 8, groupSize: 16, residual: 0)]
             })
         /// bits >= 16: no quantization (the full cache).
         public var layout: StorageLayout {

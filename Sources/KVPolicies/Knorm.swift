@@ -14,7 +14,8 @@ public final class Knorm: ScoredEviction {
             name: "knorm", family: .eviction, summary: "keeps the keys with the smallest L2 norm",
             defaults: Config(budget: .tokens(1)),
             parameters: [.budget(\.budget), .schedule(\.schedule)],
-            sample: "keep: 0.25")
+            sample: "keep: 0.25",
+            examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20)), Config(budget: .tokens(n ?? 1 << 20), schedule: .always)] })
         public func make() throws -> CachePolicy { try Knorm(self) }
     }
 

@@ -62,7 +62,7 @@ public final class Loki: CachePolicy {
             self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.phases = phases
         }
         public static let descriptor = PolicyDescriptor<Config>(
-            name: "loki", family: .selection, summary: "top-k tokens by low-rank scores in the keys' calibrated principal basis",
+            name: "loki", family: .selection, summary: "top-k tokens by low-rank scores in the keys' calibrated principal basis; the defaults are the reference's protocol ([selection.md](selection.md))",
             defaults: Config(calibration: ""),
             parameters: [
                 .string("calibration", \.calibration, required: true, help: "written by `kvlab calibrate`"),
@@ -99,7 +99,13 @@ public final class Loki: CachePolicy {
             // group-summed variant.
             setups: [PolicySetupValues("paper", [("gqa", "query_head"), ("phases", "prefill+decode")]),
                      PolicySetupValues("kvlab", [("gqa", "kv_group"), ("phases", "decode")])],
-            sample: "calibration: cal.h5, d_fraction: 0.25, k_fraction: 0.25")
+            sample: "calibration: cal.h5, d_fraction: 0.25, k_fraction: 0.25",
+            examples: { n, cal in
+                guard let n else { return [Config(calibration: cal, rank: .fraction(1), topK: .fraction(1)),
+                                           Config(calibration: cal, rank: .fraction(1), topK: .fraction(1), gqa: .kvGroup, phases: .decode)] }
+                return [Config(calibration: cal, rank: .fraction(0.5), topK: .tokens(n)),
+                        Config(calibration: cal, rank: .explainedVariance(0.9), topK: .tokens(n), gqa: .kvGroup, phases: .decode)]
+            })
         /// Keys stored in the calibration's bases (read when the cache asks: a config's layout combines without reading it).
         public var layout: StorageLayout {
             StorageLayout(owner: Self.descriptor.name, keyBasis: { [calibration] in try? LokiCalibration.loadCached(calibration).basis(layer: $0, head: $1) },

@@ -21,17 +21,20 @@ public final class MiniCache: CachePolicy {
             self.startLayer = startLayer; self.t = t; self.retainFraction = retainFraction
         }
         public static let descriptor = PolicyDescriptor<Config>(
-            name: "minicache", family: .sharing, summary: "merges adjacent layers' K/V directions (SLERP), per-layer norms; divergent tokens stay unmerged",
+            name: "minicache", family: .sharing, summary: "merges adjacent layers' K/V directions (SLERP), per-layer norms; divergent tokens stay unmerged ([sharing.md](sharing.md#minicache))",
             defaults: Config(),
             parameters: [
                 PolicyParameter(keys: ["start_layer"], type: "integer", help: "first layer of the first merged pair", defaultText: "L/2",
-                                read: { c, p in if let v = p["start_layer"] { c.startLayer = try v.intValue() } },
+                                read: { c, p in   // `half`, as labels write the default, or a layer
+                                    if let v = p["start_layer"] { c.startLayer = try v.stringValue() == "half" ? nil : try v.intValue() }
+                                },
                                 write: { c, _ in [("start_layer", c.startLayer.map(String.init) ?? "half")] },
                                 check: { c, policy in if let s = c.startLayer { try Bound<Int>.atLeast(0).check("start_layer", s, policy: policy) } }),
                 .double("t", \.t, .unit("an interpolation weight in [0, 1]"), help: "SLERP weight of the upper layer"),
                 .double("retain_fraction", \.retainFraction, .unit("a fraction of tokens in [0, 1]"), help: "most divergent tokens kept unmerged"),
             ],
-            sample: "retain_fraction: 0.05")
+            sample: "retain_fraction: 0.05",
+            examples: { n, _ in n == nil ? [Config(retainFraction: 1)] : [Config(startLayer: 0), Config(startLayer: 0, t: 0.5, retainFraction: 0)] })
         public var layout: StorageLayout {
             StorageLayout(owner: Self.descriptor.name, layerMerge: LayerMergeSpec(startLayer: startLayer, t: Float(t), retainFraction: retainFraction))
         }

@@ -15,14 +15,18 @@ public final class OracleTopK: CachePolicy {
         public var gqa: SelectionGQA
         public init(topK: SelectionSize, gqa: SelectionGQA = .kvGroup) { self.topK = topK; self.gqa = gqa }
         public static let descriptor = PolicyDescriptor<Config>(
-            name: "oracle_topk", family: .selection, summary: "exact scores over every token, attend the top k: the upper bound of selection",
+            name: "oracle_topk", family: .selection, summary: "exact scores over every token, attend the top k: the upper bound of selection ([selection.md](selection.md))",
             defaults: Config(topK: .tokens(1)),
             parameters: [.selectionSize(\.topK, required: true), .gqa(\.gqa)],
             // The exact top-k baseline of the selection papers (hpcgroup/loki methods/baselines/topk/
             // modify_llama.py:108-122; Quest's oracle): per query head. The Loki baseline also masks the
             // prefill rows; KVLab's oracle selects during decoding only (docs/config.md).
             setups: [PolicySetupValues("paper", [("gqa", "query_head")]), PolicySetupValues("kvlab", [("gqa", "kv_group")])],
-            sample: "top_k: 48")
+            sample: "top_k: 48",
+            examples: { n, _ in
+                let k = n.map(SelectionSize.tokens) ?? .fraction(1)
+                return [Config(topK: k), Config(topK: k, gqa: .queryHead)]
+            })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, selects: true) }
         public func make() throws -> CachePolicy { try OracleTopK(self) }
     }

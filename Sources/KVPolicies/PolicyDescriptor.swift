@@ -95,12 +95,20 @@ public struct PolicyDescriptor<Config: PolicyConfig>: Sendable {
     public let sample: String
     /// Rules across parameters (a window below the budget...), after each parameter's bound.
     let check: @Sendable (Config) throws -> Void
+    /// Configs the contract tests run (kvpress's tests/default_presses.py), on a small model (2
+    /// layers, 2 KV heads) with a prompt of about a hundred tokens: with `tokens` nil, configs that must give the full cache's
+    /// logits (a budget above the context, k = T, share factor 1, 16 bits...); otherwise configs that
+    /// keep or read about `tokens` tokens per KV head where the policy has such a budget.
+    /// `calibration` is a `kvlab calibrate` file of the test model.
+    public let examples: @Sendable (_ tokens: Int?, _ calibration: String) -> [Config]
 
     public init(name: String, family: PolicyFamily, summary: String, defaults: Config,
                 parameters: [PolicyParameter<Config>], setups: [PolicySetupValues] = [], sample: String,
-                check: @escaping @Sendable (Config) throws -> Void = { _ in }) {
+                check: @escaping @Sendable (Config) throws -> Void = { _ in },
+                examples: @escaping @Sendable (_ tokens: Int?, _ calibration: String) -> [Config]) {
         self.name = name; self.family = family; self.summary = summary; self.defaults = defaults
         self.parameters = parameters; self.setups = setups; self.sample = sample; self.check = check
+        self.examples = examples
     }
 
     /// Every bound, then the cross-field rules.
@@ -139,6 +147,8 @@ public protocol AnyPolicyDescriptor: Sendable {
     func spec(_ inputs: ParameterInputs) throws -> PolicySpec
     /// The spec with every default (required parameters hold placeholders).
     var defaultSpec: PolicySpec { get }
+    /// The contract tests' configs (`PolicyDescriptor.examples`) as specs.
+    func exampleSpecs(tokens: Int?, calibration: String) -> [PolicySpec]
 }
 
 /// A parameter as the docs show it.
@@ -159,4 +169,5 @@ extension PolicyDescriptor: AnyPolicyDescriptor {
     }
     public func spec(_ inputs: ParameterInputs) throws -> PolicySpec { PolicySpec(try parse(inputs)) }
     public var defaultSpec: PolicySpec { PolicySpec(defaults) }
+    public func exampleSpecs(tokens: Int?, calibration: String) -> [PolicySpec] { examples(tokens, calibration).map(PolicySpec.init) }
 }

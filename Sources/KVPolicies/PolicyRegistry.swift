@@ -34,7 +34,7 @@ public struct FullCacheConfig: PolicyConfig {
     public init() {}
     public static let descriptor = PolicyDescriptor<FullCacheConfig>(
         name: "full", family: .full, summary: "keeps and reads every token: the reference every policy is compared with",
-        defaults: FullCacheConfig(), parameters: [], sample: "")
+        defaults: FullCacheConfig(), parameters: [], sample: "", examples: { _, _ in [FullCacheConfig()] })
     public func make() throws -> CachePolicy { FullCachePolicy() }
     public var cost: PolicyCost { .reuse }
 }

@@ -32,7 +32,7 @@ public final class PyramidKV: SnapKV {
             self.beta = beta; self.variant = variant
         }
         public static let descriptor = PolicyDescriptor<Config>(
-            name: "pyramidkv", family: .eviction, summary: "SnapKV's scores with per-layer budgets shrinking from the bottom layer to the top",
+            name: "pyramidkv", family: .eviction, summary: "SnapKV's scores with per-layer budgets shrinking from the bottom layer to the top ([kvpress-semantics.md](kvpress-semantics.md#7-pyramidkv-the-authors-schedule-default-and-kvpresss-variant-kvpress))",
             defaults: Config(budget: .tokens(1)),
             parameters: SnapKV.Config.sharedParameters(\.budget, \.window, \.kernel, \.pooling) + [
                 .double("beta", \.beta, Bound(">= 1") { $0 >= 1 }, help: "the pyramid's steepness: the top layer keeps budget / beta"),
@@ -45,6 +45,10 @@ public final class PyramidKV: SnapKV {
                     throw PolicyError.invalidParameter(policy: "pyramidkv", field: "window",
                         message: "expected a window below the budget (\(n)): the reference keeps budget - window prefix tokens per layer on average, got \(c.window)")
                 }
+            },
+            examples: { n, _ in
+                let b = Budget.tokens(n ?? 1 << 20), w = min(8, (n ?? 9) - 1)
+                return [Config(budget: b, window: w), Config(budget: b, window: w, variant: .kvpress)]
             })
         public func make() throws -> CachePolicy { try PyramidKV(self) }
         public var forcedTokens: [ForcedTokens] { [ForcedTokens("window", count: window, budget: budget)] }

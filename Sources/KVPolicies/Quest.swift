@@ -29,7 +29,7 @@ public final class Quest: CachePolicy {
             self.budget = budget; self.pageSize = pageSize; self.denseLayers = denseLayers; self.gqa = gqa
         }
         public static let descriptor = PolicyDescriptor<Config>(
-            name: "quest", family: .selection, summary: "query-aware page selection from per-page key bounds; reads only the chosen pages",
+            name: "quest", family: .selection, summary: "query-aware page selection from per-page key bounds; reads only the chosen pages ([selection.md](selection.md))",
             defaults: Config(budget: 1),
             parameters: [
                 .int("budget", \.budget, required: true, isBudget: true, help: "tokens read per decode step"),
@@ -49,6 +49,10 @@ public final class Quest: CachePolicy {
                     throw PolicyError.invalidParameter(policy: "quest", field: "budget",
                         message: "expected at least one page (page_size \(c.pageSize) tokens), got \(c.budget)")
                 }
+            },
+            examples: { n, _ in
+                let b = max(n ?? 1 << 20, 8)
+                return [Config(budget: b, pageSize: 8, denseLayers: 0), Config(budget: b, pageSize: 8, denseLayers: 0, gqa: .queryHead)]
             })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, mirrorsKeys: true, selects: true) }
         public func make() throws -> CachePolicy { try Quest(self) }

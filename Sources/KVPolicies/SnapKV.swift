@@ -39,7 +39,11 @@ public class SnapKV: ScoredEviction {
             defaults: Config(budget: .tokens(1)),
             parameters: sharedParameters(\.budget, \.window, \.kernel, \.pooling),
             sample: "keep: 0.25, window: 16",
-            check: { try checkWindow("snapkv", budget: $0.budget, window: $0.window) })
+            check: { try checkWindow("snapkv", budget: $0.budget, window: $0.window) },
+            examples: { n, _ in
+                let b = Budget.tokens(n ?? 1 << 20), w = min(8, n ?? 8)
+                return [Config(budget: b, window: w), Config(budget: b, window: w, kernel: 3, pooling: .max)]
+            })
         public func make() throws -> CachePolicy { try SnapKV(self) }
         public var forcedTokens: [ForcedTokens] { [ForcedTokens("window", count: window, budget: budget)] }
         public var cost: PolicyCost { .window }

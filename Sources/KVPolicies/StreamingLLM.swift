@@ -38,6 +38,10 @@ public final class StreamingLLM: ScoredEviction {
                     throw PolicyError.invalidParameter(policy: "streaming_llm", field: "sinks",
                                                        message: "expected fewer sinks than the budget (\(n)), got \(c.sinks)")
                 }
+            },
+            examples: { n, _ in
+                let b = Budget.tokens(n ?? 1 << 20)
+                return [Config(budget: b), Config(budget: b, schedule: .prefill), Config(budget: b, positionShift: true)]
             })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, positionShift: positionShift) }
         public func make() throws -> CachePolicy { try StreamingLLM(self) }

@@ -3,6 +3,7 @@ import XCTest
 import KVCache
 import KVModel
 import KVPolicies
+import KVTestSupport
 import KVTensor
 
 extension SelectionTests {

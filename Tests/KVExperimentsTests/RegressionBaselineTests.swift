@@ -86,7 +86,7 @@ struct QuestWithoutLastPage: PolicyConfig {
         defaults: QuestWithoutLastPage(quest: Quest.Config.descriptor.defaults),
         parameters: [PolicyParameter(keys: [], type: "", help: "Quest's", read: { _, _ in },
                                      write: { c, canonical in c.quest.parameters(canonical: canonical) })],
-        sample: "")
+        sample: "", examples: { _, _ in [] })
     func make() throws -> CachePolicy { DropLastPage(try Quest(quest)) }
 
     final class DropLastPage: CachePolicy {
