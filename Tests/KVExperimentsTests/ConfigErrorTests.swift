@@ -104,3 +104,27 @@ final class ConfigErrorTests: XCTestCase {
         XCTAssertNotEqual(try ExperimentConfig.parse(yaml.replacingOccurrences(of: "sinks: [2, 4]", with: "sinks: [2, 8]"), file: "c.yaml").gridHash, c.gridHash)
     }
 }
+
+/// The typed run key writes the very text results files and baselines hold, and reads back.
+final class RunKeyTests: XCTestCase {
+    func testTextIsTheStoredKeyAndDecodes() throws {
+        let yaml = """
+        models:
+          - {id: tiny, synthetic: tiny}
+        tasks:
+          - {task: needle, context: 256, samples: 2, depth: 0.5, text_file: debian:kjv}
+          - {task: fidelity, context: 128}
+        policies:
+          - {policy: snapkv, keep: 0.25, window: 16}
+        """
+        let c = try ExperimentConfig.parse(yaml, file: "k.yaml")
+        XCTAssertEqual(c.grid[0].key, "{\"model\": \"tiny|synthetic:tiny\", \"task\": {\"kind\": \"needle\", \"context\": 256, \"samples\": 2, " +
+            "\"seed\": 0, \"depth\": 0.5, \"text_file\": \"debian:kjv\", \"eval_tokens\": 32, \"suffix\": \"prefill\"}, " +
+            "\"policy\": \"snapkv(compression_ratio=0.75,window=16,kernel=5,pooling=avg)\"}")
+        for p in c.grid {
+            XCTAssertEqual(try JSONDecoder().decode(RunKey.self, from: Data(p.key.utf8)), p.runKey)
+            XCTAssertEqual(p.runKey.reference.policy, nil)
+        }
+        XCTAssertNotEqual(c.grid[0].runKey.reference, c.grid[1].runKey.reference, "one reference per (model, task)")
+    }
+}
