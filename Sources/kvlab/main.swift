@@ -11,7 +11,7 @@ struct KVLabCommand: ParsableCommand {
         shapes written as synthetic:PRESET[,key=value...] (presets: \(ModelSourceHelp.presets)).
         """,
         version: KVLabInfo.version,
-        subcommands: [RunCommand.self, ValidateCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, SlurmCommand.self, StatusCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
+        subcommands: [RunCommand.self, ValidateCommand.self, PoliciesCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, SlurmCommand.self, StatusCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
 }
 
 KVLabCommand.main()
