@@ -9,7 +9,7 @@ import KVCache
 /// this is the naive baseline of the trade-off. Which layers take part is configurable: all, the
 /// upper half (from L/2), or an explicit first layer; an explicit map (layer -> source, e.g. from
 /// a KVSharer search) overrides the grouping.
-public final class CrossLayerSharing: CachePolicy {
+public final class CrossLayerSharing: CachePolicy, ConfiguredPolicy {
     public enum Layers: Hashable, Sendable {
         case all
         case upperHalf
@@ -98,7 +98,6 @@ public final class CrossLayerSharing: CachePolicy {
         guard let m = explicitMap, config.map == nil else { return config.label() }
         return PolicyDescriptor<Config>.label(Config.descriptor.name, [("map", m.sorted { $0.key < $1.key }.map { "\($0.key)->\($0.value)" }.joined(separator: ";"))])
     }
-    public var layout: StorageLayout { config.layout }
 
     public func bind(shape: CacheShape) {
         let L = shape.layers

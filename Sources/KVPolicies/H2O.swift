@@ -13,7 +13,7 @@ import KVCache
 /// lm-eval path). Scoring `.observed` is kvpress's ObservedAttentionPress: prefill column sums
 /// divided by the number of queries that see each key (T - j), averaged over the group, no
 /// recent window, prefill only.
-public final class H2O: ScoredEviction {
+public final class H2O: ScoredEviction, ConfiguredPolicy {
     public enum Scoring: String, Sendable, CaseIterable { case causal, observed }
     public struct Config: PolicyConfig {
         public var budget: Budget
@@ -62,7 +62,6 @@ public final class H2O: ScoredEviction {
         try self.init(Config(budget: budget, recentFraction: recentFraction, scoring: scoring, schedule: schedule))
     }
 
-    public var name: String { config.label() }
 
     public func bind(shape: CacheShape) {
         acc = Array(repeating: Array(repeating: [], count: shape.kvHeads), count: shape.layers)

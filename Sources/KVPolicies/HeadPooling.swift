@@ -9,7 +9,7 @@ import KVCache
 /// weight blocks (and biases) and then applying RoPE, because projection and rotation are linear
 /// and every head rotates by the same angles: this is the paper's weight conversion, applied in
 /// the cache, no checkpoint rewrite. Without uptraining the quality drops; measure it.
-public final class HeadPooling: CachePolicy {
+public final class HeadPooling: CachePolicy, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var kvHeads: Int
         public init(kvHeads: Int) { self.kvHeads = kvHeads }
@@ -35,7 +35,5 @@ public final class HeadPooling: CachePolicy {
 
     public convenience init(kvHeads: Int) throws { try self.init(Config(kvHeads: kvHeads)) }
 
-    public var name: String { config.label() }
 
-    public var layout: StorageLayout { config.layout }
 }

@@ -15,7 +15,7 @@ import KVCache
 /// values one token at a time when the value residual exceeds R, and at prefill quantizes all but
 /// T mod R keys and all but R values; here keys and values share one residual and move to codes G
 /// tokens at a time. bits >= 16 stores nothing quantized: the full cache, exactly.
-public final class KIVI: CachePolicy {
+public final class KIVI: CachePolicy, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var bits: Int
         public var groupSize: Int
@@ -66,7 +66,5 @@ public final class KIVI: CachePolicy {
         try self.init(Config(bits: bits, groupSize: groupSize, residual: residual))
     }
 
-    public var name: String { config.label() }
 
-    public var layout: StorageLayout { config.layout }
 }

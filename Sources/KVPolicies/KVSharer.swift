@@ -97,12 +97,9 @@ public struct KVSharerMap: Sendable, Equatable {
         guard FileManager.default.fileExists(atPath: path) else { throw bad("no such file") }
         let result: KVSharerMap
         if H5File.isHDF5(path) {
-            let f = try H5File.open(path)
+            let f = try openPolicyFile(path, format: format, what: "KVSharer map", writer: "kvlab calibrate kvsharer", bad: bad)
             defer { try? f.close() }
             let root = f.root
-            guard root.hasAttribute("format"), try root.stringAttribute("format") == format else {
-                throw bad("not a KVSharer map (attribute format != \(format)); write one with `kvlab calibrate kvsharer`")
-            }
             let (src, ss) = try root.readInt64s("sources")
             let (pairs, ps) = try root.readInt64s("ranking")
             let (dist, _) = try root.readDoubles("distances")

@@ -5,7 +5,7 @@ import KVCache
 import KVTensor
 
 /// Scores each stored key by its negated L2 norm (per KV head) and keeps the top `capacity`.
-public final class Knorm: ScoredEviction {
+public final class Knorm: ScoredEviction, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var budget: Budget
         public var schedule: EvictionSchedule
@@ -32,7 +32,6 @@ public final class Knorm: ScoredEviction {
         try self.init(Config(budget: budget, schedule: schedule))
     }
 
-    public var name: String { config.label() }
 
     /// Negated key norms per stored token, computed once on append: [layer][kvHead][token].
     private var negNorms: [[[Float]]] = []

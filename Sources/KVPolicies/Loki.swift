@@ -35,7 +35,7 @@ import KVTensor
 /// eviction, counted in `metadataBytes`): the scoring pass then really reads r/d of the keys,
 /// for r/d of the keys' memory extra. Without it nothing extra is held and the strided slice is
 /// read. Bytes read are metered the same way (r/d of the keys) either way.
-public final class Loki: CachePolicy {
+public final class Loki: CachePolicy, ConfiguredPolicy {
     public enum Rank: Hashable, Sendable, CustomStringConvertible {
         case fraction(Double)
         case dims(Int)
@@ -158,7 +158,6 @@ public final class Loki: CachePolicy {
                       calibration: calibration, lowRankCopy: lowRankCopy)
     }
 
-    public var name: String { config.label() }
 
     public var layout: StorageLayout {
         var l = config.layout

@@ -165,12 +165,9 @@ public struct LokiCalibration: Sendable, Equatable {
     /// Reads a file written by `save` (errors name the file and what is wrong).
     public static func load(_ path: String) throws -> LokiCalibration {
         func bad(_ m: String) -> PolicyError { .invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration", message: "\(path): \(m)") }
-        let f = try H5File.open(path)
+        let f = try openPolicyFile(path, format: format, what: "Loki calibration file", writer: "kvlab calibrate", bad: bad)
         defer { try? f.close() }
         let root = f.root
-        guard root.hasAttribute("format"), try root.stringAttribute("format") == format else {
-            throw bad("not a Loki calibration file (attribute format != \(format)); write one with `kvlab calibrate`")
-        }
         let (b, bs) = try root.readFloats("bases")
         guard bs.count == 4, bs[2] == bs[3] else { throw bad("bases: expected shape [L, Hkv, d, d], got \(bs)") }
         let L = bs[0], H = bs[1], d = bs[2]

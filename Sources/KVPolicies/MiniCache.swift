@@ -12,7 +12,7 @@ import KVCache
 /// representation, so bytes stored are measured from it (`LayerMerge`, `MergedDirections`).
 /// Keys are merged after RoPE: both layers' keys of a token share its rotation, which preserves
 /// norms and angles.
-public final class MiniCache: CachePolicy {
+public final class MiniCache: CachePolicy, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var startLayer: Int?
         public var t: Double
@@ -54,6 +54,4 @@ public final class MiniCache: CachePolicy {
         try self.init(Config(startLayer: startLayer, t: t, retainFraction: retainFraction))
     }
 
-    public var name: String { config.label() }
-    public var layout: StorageLayout { config.layout }
 }

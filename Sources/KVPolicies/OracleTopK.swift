@@ -9,7 +9,7 @@ import KVTensor
 /// saves no traffic: it shows how close Quest and Loki get to ideal selection at the same k.
 /// GQA: `.kvGroup` (default) ranks by the logits summed over the group's query heads, i.e.
 /// (sum_h q_h).k, one choice per KV head; `.queryHead` chooses per query head, reads the union.
-public final class OracleTopK: CachePolicy {
+public final class OracleTopK: CachePolicy, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var topK: SelectionSize
         public var gqa: SelectionGQA
@@ -44,8 +44,6 @@ public final class OracleTopK: CachePolicy {
         try self.init(Config(topK: topK, gqa: gqa))
     }
 
-    public var name: String { config.label() }
-    public var layout: StorageLayout { config.layout }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
         SelectionKernels.decodeTopK(step, head: head, candidates: candidates, size: topK, gqa: gqa) { q, st, n in

@@ -59,6 +59,18 @@ extension PolicyConfig {
     func isEqual(to other: any PolicyConfig) -> Bool { (other as? Self) == self }
 }
 
+/// A policy class built from its typed config (validated in its initialiser): its name is the
+/// config's label, its storage layout the config's.
+public protocol ConfiguredPolicy: CachePolicy {
+    associatedtype Config: PolicyConfig
+    var config: Config { get }
+}
+
+extension ConfiguredPolicy {
+    public var name: String { config.label() }
+    public var layout: StorageLayout { config.layout }
+}
+
 /// Tokens a policy keeps by position: what they are, how many, against which budget.
 public struct ForcedTokens: Sendable {
     public var what: String

@@ -1,6 +1,7 @@
 // Support file, not a policy: the calibration files policies read (Loki's bases, KVSharer's maps;
 // their papers and reference repositories are on their own files), read once per path and date.
 import Foundation
+import KVHDF5
 
 /// Files a policy reads at build time, remembered per path and modification date: a sweep builds
 /// the policy once per sample, the file is read once.
@@ -22,4 +23,16 @@ final class PolicyFileCache<T>: @unchecked Sendable {
         lock.lock(); entries[path] = (modified, value); lock.unlock()
         return value
     }
+}
+
+/// A policy's HDF5 file (a calibration), opened, its `format` attribute checked: "not a `what`
+/// (attribute format != F); write one with `writer`" otherwise, through `bad`. The caller closes it.
+func openPolicyFile(_ path: String, format: String, what: String, writer: String, bad: (String) -> PolicyError) throws -> H5File {
+    let f = try H5File.open(path)
+    do {
+        guard f.root.hasAttribute("format"), try f.root.stringAttribute("format") == format else {
+            throw bad("not a \(what) (attribute format != \(format)); write one with `\(writer)`")
+        }
+    } catch { try? f.close(); throw error }
+    return f
 }

@@ -19,7 +19,7 @@ import KVTensor
 /// Bound = q+ . M + q- . m with q+ = max(q, 0), q- = min(q, 0) (M >= m), so a page is scored with
 /// one dot product over its [M | m] row of 2d floats; summed over a group it is one dot with the
 /// summed [q+ | q-]. Per step the page rows are the only full-length read: 2/S of the keys.
-public final class Quest: CachePolicy {
+public final class Quest: CachePolicy, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var budget: Int
         public var pageSize: Int
@@ -74,8 +74,6 @@ public final class Quest: CachePolicy {
         try self.init(Config(budget: tokenBudget, pageSize: pageSize, denseLayers: denseLayers, gqa: gqa))
     }
 
-    public var name: String { config.label() }
-    public var layout: StorageLayout { config.layout }
     /// Whole pages read per step (the last page included).
     public var pageBudget: Int { tokenBudget / pageSize }
 

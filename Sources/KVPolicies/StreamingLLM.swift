@@ -12,7 +12,7 @@ import KVCache
 /// model sees the kept tokens as contiguous, so the sinks sit just before the window
 /// (`KVCache.shiftPositions`; the reference caches pre-RoPE keys and rotates them all every step,
 /// which gives the same scores).
-public final class StreamingLLM: ScoredEviction {
+public final class StreamingLLM: ScoredEviction, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var budget: Budget
         public var sinks: Int
@@ -65,8 +65,6 @@ public final class StreamingLLM: ScoredEviction {
         try self.init(Config(budget: budget, sinks: sinks, schedule: schedule, positionShift: positionShift))
     }
 
-    public var name: String { config.label() }
-    public var layout: StorageLayout { config.layout }
 
     /// Sinks (the first `sinks` positions) score +inf; every other token its position, so the
     /// newest stay. Position-based, because decode-time evictions reuse slots.

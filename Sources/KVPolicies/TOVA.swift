@@ -7,7 +7,7 @@ import KVCache
 /// and keeps the same top tokens for every head; the newest token is always kept (kvpress pads
 /// it with max + 1). At prefill the newest query is the prompt's last token; during decoding it
 /// is the generated token (probabilities observed from the attention kernel). No forced sinks.
-public final class TOVA: ScoredEviction {
+public final class TOVA: ScoredEviction, ConfiguredPolicy {
     public struct Config: PolicyConfig {
         public var budget: Budget
         public var schedule: EvictionSchedule
@@ -39,7 +39,6 @@ public final class TOVA: ScoredEviction {
         try self.init(Config(budget: budget, schedule: schedule))
     }
 
-    public var name: String { config.label() }
 
     public func bind(shape: CacheShape) {
         layerScores = Array(repeating: [], count: shape.layers)
