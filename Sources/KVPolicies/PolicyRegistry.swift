@@ -20,6 +20,7 @@ public enum PolicyRegistry {
         CrossLayerSharing.Config.descriptor,
         KIVI.Config.descriptor,
         MiniCache.Config.descriptor,
+        RandomEviction.Config.descriptor,
     ]
 
     /// The registered descriptor named `name` (as configs write it).
