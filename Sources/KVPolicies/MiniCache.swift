@@ -24,7 +24,7 @@ public final class MiniCache: CachePolicy, ConfiguredPolicy {
             name: "minicache", family: .sharing, summary: "merges adjacent layers' K/V directions (SLERP), per-layer norms; divergent tokens stay unmerged ([sharing.md](sharing.md#minicache))",
             defaults: Config(),
             parameters: [
-                PolicyParameter(keys: ["start_layer"], type: "integer", help: "first layer of the first merged pair", defaultText: "L/2",
+                PolicyParameter(keys: ["start_layer"], type: "integer", help: "first layer of the first merged pair (half: L/2)", defaultText: "L/2",
                                 read: { c, p in   // `half`, as labels write the default, or a layer
                                     if let v = p["start_layer"] { c.startLayer = try v.stringValue() == "half" ? nil : try v.intValue() }
                                 },
