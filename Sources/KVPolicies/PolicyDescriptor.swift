@@ -157,8 +157,6 @@ public protocol AnyPolicyDescriptor: Sendable {
     var parameterRows: [ParameterRow] { get }
     /// The spec of one entry from its given values.
     func spec(_ inputs: ParameterInputs) throws -> PolicySpec
-    /// The spec with every default (required parameters hold placeholders).
-    var defaultSpec: PolicySpec { get }
     /// The contract tests' configs (`PolicyDescriptor.examples`) as specs.
     func exampleSpecs(tokens: Int?, calibration: String) -> [PolicySpec]
 }
@@ -180,6 +178,5 @@ extension PolicyDescriptor: AnyPolicyDescriptor {
         }
     }
     public func spec(_ inputs: ParameterInputs) throws -> PolicySpec { PolicySpec(try parse(inputs)) }
-    public var defaultSpec: PolicySpec { PolicySpec(defaults) }
     public func exampleSpecs(tokens: Int?, calibration: String) -> [PolicySpec] { examples(tokens, calibration).map(PolicySpec.init) }
 }
