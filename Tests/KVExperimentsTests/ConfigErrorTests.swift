@@ -112,14 +112,14 @@ final class RunKeyTests: XCTestCase {
         models:
           - {id: tiny, synthetic: tiny}
         tasks:
-          - {task: needle, context: 256, samples: 2, depth: 0.5, text_file: debian:kjv}
+          - {task: needle, context: 256, samples: 2, depth: 0.5, text_file: debian:licenses}
           - {task: fidelity, context: 128}
         policies:
           - {policy: snapkv, keep: 0.25, window: 16}
         """
         let c = try ExperimentConfig.parse(yaml, file: "k.yaml")
         XCTAssertEqual(c.grid[0].key, "{\"model\": \"tiny|synthetic:tiny\", \"task\": {\"kind\": \"needle\", \"context\": 256, \"samples\": 2, " +
-            "\"seed\": 0, \"depth\": 0.5, \"text_file\": \"debian:kjv\", \"eval_tokens\": 32, \"suffix\": \"prefill\"}, " +
+            "\"seed\": 0, \"depth\": 0.5, \"text_file\": \"debian:licenses\", \"eval_tokens\": 32, \"suffix\": \"prefill\"}, " +
             "\"policy\": \"snapkv(compression_ratio=0.75,window=16,kernel=5,pooling=avg)\"}")
         for p in c.grid {
             XCTAssertEqual(try JSONDecoder().decode(RunKey.self, from: Data(p.key.utf8)), p.runKey)
