@@ -78,6 +78,7 @@ struct ValidateCommand: ParsableCommand {
     @Argument(help: "The YAML config.") var config: String
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
+        for w in cfg.warnings { note("warning: \(w)") }
         print("\(config): ok: \(cfg.models.count) models, \(cfg.tasks.count) task points, \(cfg.policies.count) policy points, \(cfg.grid.count) runs -> \(cfg.output)")
     }
 }
@@ -92,6 +93,10 @@ struct ReportCommand: ParsableCommand {
     func run() throws {
         let f = try ResultsFile.read(file)
         let cols = columns.map { $0.split(separator: ",").map(String.init) }
+        let missing = ResultsReport.missingColumns(f, columns: cols, sortBy: sort)
+        if !missing.isEmpty {
+            note("\(file) has no column \(missing.joined(separator: ", ")) (shown blank); its columns: \(ResultsReport.columns(f).joined(separator: ", "))")
+        }
         if csv {
             print(try ResultsReport.csv(f, columns: cols, sortBy: sort, descending: descending), terminator: "")
         } else {

@@ -4,7 +4,7 @@ import Foundation
 
 public enum ResultsEquality {
     /// Wall-clock metrics: they differ run to run.
-    public static let timings: Set<String> = ["prefill_s_per_token", "decode_s_per_token"]
+    public static let timings: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
 
     /// Differences between the runs of `a` and `b`, one line each (empty: equal): the same grid
     /// indices with the same keys, and per run the same status, scalars, per-sample series,
