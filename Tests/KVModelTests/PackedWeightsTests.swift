@@ -75,6 +75,29 @@ final class PackedWeightsTests: XCTestCase {
         }
     }
 
+    /// Float32 matrices keep the path of the versions before packed weights (sgemv for a decode
+    /// row, also inside a batched q/k/v call, and accumulation): a Float32 model's results stay bit
+    /// for bit those of the committed regression baseline. A kernel of our own would sum in another
+    /// order (it did: fidelity KLs of models/kvlab-retrieval moved in the 5th digit).
+    func testFloat32ProductsAreBLASBitForBit() {
+        var rng = SeededRandom(seed: 5)
+        let (rows, cols) = (200, 96)
+        let a = (0..<(rows * cols)).map { _ in rng.nextNormal() }, b = (0..<(rows * cols)).map { _ in rng.nextNormal() }
+        let x = (0..<cols).map { _ in rng.nextNormal() }
+        let (ma, mb) = (WeightMatrix(floats: a, rows: rows, cols: cols), WeightMatrix(floats: b, rows: rows, cols: cols))
+        var ya = [Float](repeating: 0, count: rows), yb = (0..<rows).map { Float($0) / 7 }
+        let start = yb
+        var ra = ya, rb = yb
+        ya.withUnsafeMutableBufferPointer { pa in yb.withUnsafeMutableBufferPointer { pb in
+            WeightMatrix.products([MatVec(ma, pa.baseAddress!), MatVec(mb, pb.baseAddress!, accumulate: true)], x: x)
+        } }
+        BLAS.linear(x, rows: 1, inDim: cols, weight: a, outDim: rows, into: &ra)
+        BLAS.linear(x, rows: 1, inDim: cols, weight: b, outDim: rows, into: &rb, accumulate: true)
+        XCTAssertTrue(ya == ra, "\(zip(ya, ra).filter { $0 != $1 }.count) of \(rows) rows differ from sgemv")
+        XCTAssertTrue(yb == rb, "\(zip(yb, rb).filter { $0 != $1 }.count) of \(rows) accumulated rows differ from sgemv")
+        XCTAssertNotEqual(yb, start)
+    }
+
     /// Splitting a product's rows across threads does not change any row's summation: decode
     /// logits with 1 and 2 pool threads are bit-identical.
     func testDecodeIsIdenticalOnOneAndTwoThreads() throws {

@@ -27,17 +27,17 @@ extension WeightMatrix {
     /// Floats of the tile buffer `apply` needs for this matrix (0 for Float32 matrices).
     public var tileFloats: Int { type == .f32 ? 0 : min(rows, max(1, Self.tileCapacity / cols)) * cols }
 
-    /// y [T, rows] (=|+=) x [T, cols] W^T, the HF `Linear` without bias. T == 1 (decode) and
-    /// T < tileMinRows take the matrix-vector kernels; Float32 matrices go to sgemm; packed ones are
+    /// y [T, rows] (=|+=) x [T, cols] W^T, the HF `Linear` without bias. Float32 matrices go to
+    /// OpenBLAS (sgemv for one row, sgemm for more); T < tileMinRows take the matrix-vector kernels; packed ones are
     /// dequantized tile by tile into `tile` (at least `tileFloats` floats) and multiplied with sgemm.
     public func apply(_ x: UnsafePointer<Float>, rows T: Int, into y: UnsafeMutablePointer<Float>,
                       accumulate: Bool = false, tile: UnsafeMutablePointer<Float>?) {
-        if T == 1 || (T < Self.tileMinRows && type != .f32) {
-            for r in 0..<T { Self.products([MatVec(self, y + r * rows, accumulate: accumulate)], x: x + r * cols) }
-            return
-        }
         if type == .f32 {
             withFloats { BLAS.linear(x, rows: T, inDim: cols, weight: $0, outDim: rows, into: y, accumulate: accumulate) }
+            return
+        }
+        if T < Self.tileMinRows {
+            for r in 0..<T { Self.products([MatVec(self, y + r * rows, accumulate: accumulate)], x: x + r * cols) }
             return
         }
         guard let tile else { preconditionFailure("WeightMatrix.apply: a \(type.name) matrix needs a tile buffer for \(T) rows") }
@@ -67,7 +67,17 @@ extension WeightMatrix {
     /// Matrix-vector products of several matrices with one x [cols] (e.g. q, k and v projections),
     /// as one parallel loop: each matrix's rows are cut into tasks of about `taskBytes`, and the
     /// tasks of all of them are shared by `WorkerPool.shared`'s threads.
+    ///
+    /// Float32 matrices take OpenBLAS's sgemv instead (as every version before packed weights did),
+    /// so a Float32 model's logits stay bit-identical to those versions' (experiments/regression.yaml
+    /// against results/baselines/ with `kvlab compare --exact`).
     public static func products(_ jobs: [MatVec], x: UnsafePointer<Float>) {
+        for job in jobs where job.matrix.type == .f32 {
+            job.matrix.withFloats {
+                BLAS.linear(x, rows: 1, inDim: job.matrix.cols, weight: $0, outDim: job.matrix.rows, into: job.y, accumulate: job.accumulate)
+            }
+        }
+        let jobs = jobs.filter { $0.matrix.type != .f32 }
         guard let first = jobs.first else { return }
         let cols = first.matrix.cols
         precondition(jobs.allSatisfy { $0.matrix.cols == cols }, "WeightMatrix.products: matrices of different widths")
