@@ -5,8 +5,8 @@
 // new file next to it, `.<name>.tmp-<pid>-<random>`, fsyncs it and renames it over `path`: a
 // kill at any moment leaves either the previous file or the new one, both complete. The new file
 // is built one of two ways:
-// - append (the usual case): a byte copy of the current file (finished runs stay byte-identical),
-//   opened read-write, gets the new run groups and a rebuilt /summary. Each append leaves the
+// - append (the usual case): the current file, read into memory (finished runs stay
+//   byte-identical), gets the new run groups and a rebuilt /summary. Each append leaves the
 //   replaced summary's space unused in the file (HDF5 does not reclaim it);
 // - rewrite (compaction): a fresh file with the provenance, the models, every committed run
 //   copied from the current one (see `copyRun`), the new runs and the summary. Done when the
@@ -222,18 +222,18 @@ public final class ResultsStore {
         record(added)
     }
 
-    /// Copies the file byte for byte, adds `runs` and a new /summary to the copy, and renames it
-    /// over `path`.
+    /// Reads the file (finished runs stay byte-identical), adds `runs` and a new /summary in memory,
+    /// and replaces `path` with the result atomically (H5File.modifyAtomically).
     private func append(_ runs: [RunRecord]) throws {
         let stamp = stamp()
         let added = runs.map { ResultsIO.Row($0, stamp: stamp) }
         let all = rows + added
-        try FileOps.replaceAtomically(path, withModifiedCopy: { file in
+        try H5File.modifyAtomically(path) { file in
             let group = try file.root.group("runs")
             for r in runs { try ResultsIO.writeRun(r, stamp: stamp, to: group) }
             try file.root.remove("summary")
             try ResultsIO.writeSummary(all, to: file.root)
-        })
+        }
         record(added)
     }
 
@@ -312,74 +312,4 @@ private enum FileOps {
     }
 
     static func errnoText() -> String { String(cString: strerror(errno)) }
-
-    /// Replaces `path` crash-safely with a modified copy of it: copies the bytes to
-    /// `.<name>.tmp-<pid>-<random>` next to it, opens the copy read-write for `body`, closes and
-    /// fsyncs it, and renames it over `path` (then fsyncs the directory). On any error the copy is
-    /// removed and `path` is untouched.
-    static func replaceAtomically(_ path: String, withModifiedCopy body: (H5File) throws -> Void) throws {
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent().path
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(String(UInt32.random(in: 0 ... .max), radix: 16))").path
-        func fail(_ step: String) -> ResultsError { .failed(file: path, reason: "\(step): \(errnoText())") }
-        do {
-            try copyFile(path, to: temporary, fail: fail)
-            let file = try H5File.open(temporary, writable: true)
-            do {
-                try body(file)
-                try file.close()
-            } catch {
-                try? file.close()
-                throw error
-            }
-            let fd = open(temporary, O_RDONLY)
-            guard fd >= 0 else { throw fail("open '\(temporary)' for fsync") }
-            let synced = fsync(fd)
-            FileOps.posixClose(fd)
-            guard synced == 0 else { throw fail("fsync '\(temporary)'") }
-            guard rename(temporary, path) == 0 else { throw fail("rename '\(temporary)'") }
-        } catch {
-            _ = unlink(temporary)
-            throw error
-        }
-        let dirFD = open(directory, O_RDONLY)
-        if dirFD >= 0 { _ = fsync(dirFD); FileOps.posixClose(dirFD) }
-    }
-
-    /// Copies the regular file `source` to the new file `destination` (created exclusively).
-    static func copyFile(_ source: String, to destination: String, fail: (String) -> ResultsError) throws {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw fail("open '\(source)'") }
-        defer { FileOps.posixClose(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard output >= 0 else { throw fail("create '\(destination)'") }
-        defer { FileOps.posixClose(output) }
-        #if os(Linux)
-        // In-kernel copy; falls back to read/write where sendfile cannot do files.
-        var offset: off_t = 0
-        while true {
-            let n = sendfile(output, input, &offset, 1 << 30)
-            if n > 0 { continue }
-            if n == 0 { return }
-            if errno == EINTR { continue }
-            if errno == EINVAL || errno == ENOSYS, offset == 0 { break }
-            throw fail("copy '\(source)' to '\(destination)'")
-        }
-        #endif
-        let size = 1 << 18
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(input, buffer, size)
-            if n < 0 { if errno == EINTR { continue }; throw fail("read '\(source)'") }
-            if n == 0 { break }
-            var written = 0
-            while written < n {
-                let w = write(output, buffer + written, n - written)
-                if w < 0 { if errno == EINTR { continue }; throw fail("write '\(destination)'") }
-                written += w
-            }
-        }
-    }
 }
