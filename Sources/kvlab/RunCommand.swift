@@ -8,8 +8,11 @@ struct RunCommand: ParsableCommand {
         abstract: "Run an experiment config: every model x task x policy point, saved to one HDF5 file.",
         discussion: """
         Each finished run is committed atomically: killing the sweep loses only the run in progress, \
-        and rerunning the same config skips finished runs. A different config aimed at the same file \
-        is refused unless --force (the old file is kept as a .bak). The schema is in docs/results-schema.md.
+        and rerunning the same config skips finished runs and retries failed ones (--skip-failed: \
+        skip them too). A different config aimed at the same file is refused unless --force (the old \
+        file is kept as a .bak). Exit status: 0 when every run is in the file with status ok, 2 when \
+        any failed (or was skipped as failed), 1 on an error that stopped the sweep. The schema is in \
+        docs/results-schema.md.
         """)
 
     @Argument(help: "The YAML config (see docs/config.md and experiments/).")
@@ -28,6 +31,8 @@ struct RunCommand: ParsableCommand {
     var quiet = false
     @Flag(help: "Progress lines even when stderr is not a terminal.")
     var progress = false
+    @Flag(name: .customLong("skip-failed"), help: "Do not retry runs that failed in an earlier invocation.")
+    var skipFailed = false
 
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
@@ -36,6 +41,7 @@ struct RunCommand: ParsableCommand {
         opts.output = output
         opts.threads = threads
         opts.progress = !quiet && (progress || isatty(STDERR_FILENO) != 0)
+        opts.skipFailed = skipFailed
         if let s = shard {
             let parts = s.split(separator: "/").compactMap { Int($0) }
             guard parts.count == 2, parts[1] > 0, parts[0] >= 0, parts[0] < parts[1] else {
@@ -55,11 +61,16 @@ struct RunCommand: ParsableCommand {
         }
         note("running \(runner.points.count) of \(cfg.grid.count) runs into \(runner.outputPath)")
         let s = try runner.run(log: note)
-        note(String(format: "done: %d ran, %d skipped (finished before), %d failed; %.1f s, harness overhead %.1f%% (commits %.2f s)",
-                    s.ran, s.skipped, s.failed, s.wallSeconds, s.overheadFraction * 100, s.commitSeconds))
+        note(String(format: "done: %d ran (%d retried), %d skipped (finished before), %d failed; %.1f s, harness overhead %.1f%% (commits %.2f s)",
+                    s.ran, s.retried, s.skipped, s.failed, s.wallSeconds, s.overheadFraction * 100, s.commitSeconds))
         let file = try ResultsFile.read(s.output)
         print(try ResultsReport.table(file))
         print("results: \(s.output)")
+        if !s.allSucceeded {
+            let skipped = s.skippedFailed > 0 ? ", \(s.skippedFailed) failed earlier and skipped (--skip-failed)" : ""
+            note("FAILED: \(s.failed) runs failed\(skipped); their status column says why. Rerun to retry them.")
+            throw ExitCode(2)
+        }
     }
 }
 

@@ -13,6 +13,8 @@ public struct RunOptions: Sendable {
     public var threads: Int? = nil
     /// Progress lines with ETA (on for a terminal).
     public var progress = true
+    /// Runs committed with an error status are retried by a rerun unless this is set.
+    public var skipFailed = false
     public init() {}
 }
 
@@ -22,7 +24,14 @@ public struct SweepSummary: Sendable {
     public var planned = 0
     public var skipped = 0
     public var ran = 0
+    /// Runs of this invocation that ended with an error status.
     public var failed = 0
+    /// Runs that had failed before and ran again (counted in `ran` too).
+    public var retried = 0
+    /// Runs that had failed before and were skipped (`skipFailed`); counted in `skipped` too.
+    public var skippedFailed = 0
+    /// Whether every run this invocation is responsible for is in the file with status "ok".
+    public var allSucceeded: Bool { failed == 0 && skippedFailed == 0 }
     public var wallSeconds = 0.0
     /// Seconds spent evaluating (model forwards, metrics) vs committing results and bookkeeping.
     public var evaluationSeconds = 0.0
@@ -97,7 +106,14 @@ public final class SweepRunner {
         var references: (key: String, samples: [TaskSample], outcomes: [SampleOutcome])?
         var evalSeconds = 0.0
         for (done, point) in todo.enumerated() {
-            if store.isFinished(index: point.index, key: point.key) { summary.skipped += 1; continue }
+            if store.isFinished(index: point.index, key: point.key) {
+                if !store.isFailed(index: point.index) || options.skipFailed {
+                    summary.skipped += 1
+                    if store.isFailed(index: point.index) { summary.skippedFailed += 1 }
+                    continue
+                }
+                summary.retried += 1
+            }
             let t0 = DispatchTime.now().uptimeNanoseconds
             var record: RunRecord
             do {
