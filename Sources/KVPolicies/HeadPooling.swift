@@ -22,7 +22,8 @@ public final class HeadPooling: CachePolicy {
     public var name: String { "head_pooling(kv_heads=\(kvHeads))" }
 
     public func storedKVHeads(modelKVHeads: Int) -> Int {
-        // A target that does not divide the model's KV heads is rejected by the cache; configs check it at load.
-        min(kvHeads, modelKVHeads)
+        // As asked: a target that does not divide the model's KV heads (or exceeds them) is rejected
+        // by the runner and by `kvlab validate`, never silently clamped to "no pooling".
+        kvHeads
     }
 }

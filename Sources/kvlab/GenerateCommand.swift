@@ -41,6 +41,10 @@ struct GenerateCommand: ParsableCommand {
         let sampling: Sampling = temperature > 0 ? .sample(temperature: temperature, topP: topP, seed: seed) : .greedy
         let r = lm.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling,
                             allPromptLogits: logitsOut != nil)
+        if let bad = r.nonFinite {
+            // No ids from NaN logits (their argmax is 0), no logits file: the model is broken.
+            throw GenerationFailure(message: "\(model): \(bad.localizedDescription); nothing generated")
+        }
         print(r.tokens.map(String.init).joined(separator: ","))
         let decodeRate = r.tokens.count > 1 ? Double(r.tokens.count - 1) / r.decodeSeconds : 0
         note(String(format: "prefill %d tokens in %.3f s; decode %d tokens at %.1f tok/s; KV stored %@ (peak %@), read %@/step",
@@ -57,3 +61,6 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 }
+
+/// A generation that produced no valid output (exit status 1, one line on stderr).
+struct GenerationFailure: LocalizedError { var message: String; var errorDescription: String? { message } }

@@ -51,6 +51,7 @@ struct RunCommand: ParsableCommand {
         }
         let runner = SweepRunner(config: cfg, options: opts)
         if dryRun {
+            try Preflight.check(cfg)
             print("config \(config): \(cfg.models.count) models x \(cfg.tasks.count) tasks x \(cfg.policies.count) policies = \(cfg.grid.count) runs; this invocation: \(runner.points.count)")
             for p in runner.points {
                 print(String(format: "%6d  %@  %@ ctx %d x%d  %@", p.index, p.model.id, p.task.kind.rawValue, p.task.context,
@@ -75,10 +76,18 @@ struct RunCommand: ParsableCommand {
 }
 
 struct ValidateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check a config: schema, values, policies; print the grid size.")
+    static let configuration = CommandConfiguration(
+        commandName: "validate", abstract: "Check a config: schema, values, policies; print the grid size.",
+        discussion: """
+        Also checks everything `kvlab run` would otherwise reject later: each model folder (config.json, \
+        tensor names and shapes; no weights are read), tokenizers of text tasks, one generated sample \
+        per task point and model, policies against each model's shape, resource limits (samples x \
+        context x layers, memory; see `limits:` in docs/config.md) and the output path.
+        """)
     @Argument(help: "The YAML config.") var config: String
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
+        try Preflight.check(cfg)
         print("\(config): ok: \(cfg.models.count) models, \(cfg.tasks.count) task points, \(cfg.policies.count) policy points, \(cfg.grid.count) runs -> \(cfg.output)")
     }
 }

@@ -14,7 +14,7 @@ extension SweepRunner {
                 message: "expected a divisor of the model's \(m.config.kvHeads) KV heads, got \(stored)")
         }
         let outs = isFull ? refs : try samples.map { s in
-            evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
+            try evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
         }
         let c = m.config
         var per: [String: [Double]] = [:]

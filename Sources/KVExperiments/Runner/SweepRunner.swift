@@ -67,6 +67,7 @@ public final class SweepRunner {
 
     public func run(log: (String) -> Void) throws -> SweepSummary {
         let start = DispatchTime.now().uptimeNanoseconds
+        try Preflight.check(config)   // everything a run would reject, before any work
         if let t = options.threads ?? config.threads { BLAS.setThreads(t) }
         var summary = SweepSummary(output: outputPath)
         let todo = points
@@ -123,12 +124,13 @@ public final class SweepRunner {
                     references = nil
                     let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
                                                           options: TaskOptions(style: style), modelName: point.model.id)
-                    let outcomes = samples.map { s in
-                        evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
+                    let outcomes = try samples.map { s in
+                        try evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
                     }
                     references = (refKey, samples, outcomes)
                 }
                 record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes)
+                try FiniteMetrics.check(record)
             } catch {
                 record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
                                    context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
@@ -155,12 +157,12 @@ public final class SweepRunner {
         return summary
     }
 
-    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool) -> SampleOutcome {
+    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool) throws -> SampleOutcome {
         let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
         let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
         var eos = Set(m.config.eosTokenIds)
         if task.kind == .mqar || task.kind == .fidelity { eos = [] }
-        return SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, eos: eos)
+        return try SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, eos: eos)
     }
 }
 
