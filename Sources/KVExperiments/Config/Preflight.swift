@@ -4,6 +4,7 @@ import Foundation
 import KVModel
 import KVPolicies
 import KVCache
+import KVTokenizer
 
 public enum Preflight {
     /// What preflight learned about a model without loading its weights.
@@ -86,8 +87,10 @@ public enum Preflight {
         // One sample, generated as the run will: prompts that do not fit, short text files,
         // vocabularies too small, tokenizers that produce foreign ids.
         do {
-            _ = try TaskFactory.sample(task, index: 0, codec: f.codec, vocabularySize: c.vocabSize,
+            _ = try TokenizerWorkLimit.check {
+                try TaskFactory.sample(task, index: 0, codec: f.codec, vocabularySize: c.vocabSize,
                                        options: TaskOptions(style: f.style), modelName: m.id)
+            }
         } catch {
             throw at.error(file, "task '\(name)' on model '\(m.id)': \(error.localizedDescription)")
         }

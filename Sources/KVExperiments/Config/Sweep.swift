@@ -17,6 +17,7 @@ enum Sweep {
             }
             let lengths = Set(zipped.map { entries[$0]!.values().count })
             if lengths.count > 1 { throw z.error("zipped keys must have lists of equal length, got lengths \(lengths.sorted())") }
+            if lengths == [0] { throw z.error("zipped keys \(zipped.joined(separator: ", ")) have empty lists: an empty list sweeps nothing") }
         }
         // Axes: each free key, plus one axis for the zip group (at its first key's place).
         var axes: [[[String: Field]]] = []

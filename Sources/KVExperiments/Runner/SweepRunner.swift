@@ -3,6 +3,7 @@ import KVCache
 import KVModel
 import KVPolicies
 import KVTensor
+import KVTokenizer
 
 /// How a sweep runs: resume/force, sharding, progress.
 public struct RunOptions: Sendable {
@@ -118,20 +119,26 @@ public final class SweepRunner {
             let t0 = DispatchTime.now().uptimeNanoseconds
             var record: RunRecord
             do {
-                let (m, codec, style) = try model(point.model)
-                let refKey = point.model.id + "|" + point.key.components(separatedBy: "\"policy\"")[0]
-                if references?.key != refKey {
-                    references = nil
-                    let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
-                                                          options: TaskOptions(style: style), modelName: point.model.id)
-                    let outcomes = try samples.map { s in
-                        try evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
+                // Bounded tokenizer regexes: one that backtracks without end fails this run, clearly.
+                record = try TokenizerWorkLimit.check {
+                    let (m, codec, style) = try model(point.model)
+                    let refKey = point.model.id + "|" + point.key.components(separatedBy: "\"policy\"")[0]
+                    if references?.key != refKey {
+                        references = nil
+                        let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
+                                                              options: TaskOptions(style: style), modelName: point.model.id)
+                        let outcomes = try samples.map { s in
+                            try evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
+                        }
+                        references = (refKey, samples, outcomes)
                     }
-                    references = (refKey, samples, outcomes)
+                    let record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes)
+                    try FiniteMetrics.check(record)
+                    return record
                 }
-                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes)
-                try FiniteMetrics.check(record)
             } catch {
+                // References built from cut-short encodes must not serve the next policy.
+                if error is TokenizerWorkLimitError { references = nil }
                 record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
                                    context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
                                    policyFamily: point.policy.family, policyLabel: point.policy.label,

@@ -9,7 +9,7 @@ struct TokenizerCodec: TextCodec {
     static func load(directory: String) throws -> TextCodec? {
         let path = URL(fileURLWithPath: directory).appendingPathComponent("tokenizer.json").path
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        return TokenizerCodec(tokenizer: try Tokenizer(path: path))
+        return TokenizerCodec(tokenizer: try TokenizerWorkLimit.check { try Tokenizer(path: path) })
     }
 
     func encode(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: true) }   // BOS as HF tokenizers add it

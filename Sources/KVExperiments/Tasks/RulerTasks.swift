@@ -162,7 +162,8 @@ enum CommonWordsTask {
         }
         // The common words' frequency first (as high as fits, up to commonFrequency), then rare words.
         func commonCount(_ extra: Int) -> Int { tok.count(render(commonFrequency: rare + 1 + extra, rareWords: 0).text) }
-        guard let extra = PromptFit.search(target: spec.context, limit: maxCommon - rare - 1, count: commonCount) else {
+        guard let extra = try PromptFit.search(target: spec.context, limit: maxCommon - rare - 1, task: spec.kind.rawValue,
+                                               count: commonCount) else {
             throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context, minimum: commonCount(0))
         }
         let c = rare + 1 + extra
