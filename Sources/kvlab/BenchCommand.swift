@@ -44,7 +44,11 @@ struct DecoderBench: ParsableCommand {
             else { _ = lm.forward(tokens, startPosition: position, cache: cache, phase: phase) }
         }
         let baseline = MemoryProbe.residentBytes()
-        let lm = try loadModel(model, threads: threads)
+        var loaded: LlamaModel?
+        let loadSeconds = try clock { loaded = try loadModel(model, threads: threads) }
+        let lm = loaded!
+        // The NaN/inf scan every checkpoint load makes (ModelWeights.checkFinite), timed alone.
+        let scanSeconds = median((0..<3).map { _ in clock { precondition(lm.weights.firstNonFinite() == nil) } })
         MemoryProbe.resetPeak()
         let V = lm.config.vocabSize
         var rng = SeededRandom(seed: 1234)
@@ -87,9 +91,11 @@ struct DecoderBench: ParsableCommand {
             print("{\"model\": \"\(model)\", \"finite_checks\": \(checks), \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
                   "\"decode_tok_s\": {\(decode)}, \"peak_rss_bytes\": \(peak), \"accounted_bytes\": \(accounted), " +
                   "\"weights_bytes\": \(lm.weights.byteCount), \"kv_bytes\": \(maxKVAllocated), \"activation_bytes\": \(activations), " +
-                  "\"baseline_rss_bytes\": \(baseline)}")
+                  "\"baseline_rss_bytes\": \(baseline), \"load_s\": \(loadSeconds), \"weights_finite_scan_s\": \(scanSeconds)}")
         } else {
             print("model \(model), \(threads) threads, median of \(repeats), finite checks \(checks ? "on" : "off")")
+            print(String(format: "load %.2f s; NaN/inf scan of the weights %.1f ms (%.1f GB/s)", loadSeconds, scanSeconds * 1000,
+                         Double(lm.weights.byteCount) / scanSeconds / 1e9))
             print(String(format: "prefill %5d tokens : %8.1f tok/s", prefill, prefillRate))
             for ctx in contexts { print(String(format: "decode at %6d     : %8.2f tok/s", ctx, decodeRates[ctx]!)) }
             print("peak RSS \(formatBytes(peak)) vs accounted \(formatBytes(accounted)) " +

@@ -30,6 +30,8 @@ public struct ExperimentConfig {
     /// Resource bounds checked before a run starts (`limits:`; docs/config.md).
     public var limits = ResourceLimits()
 
+    /// Most runs one config may describe (its grid is built in memory).
+    static let maxRuns = 1_000_000
     static let topKeys = ["name", "description", "output", "threads", "seed", "retention_maps", "models", "tasks", "policies", "limits"]
 
     /// Reads and validates a YAML config file.
@@ -77,6 +79,10 @@ public struct ExperimentConfig {
             locations.policies += Array(repeating: ConfigLocation(f), count: points.count)
         }
         if policies.isEmpty { throw try required("policies").error("expected at least one policy") }
+        let (runs, overflow) = (models.count * taskPoints.count).multipliedReportingOverflow(by: policies.count)
+        if overflow || runs > maxRuns {
+            throw root.error("models x task points x policy points = \(overflow ? "more than 9e18" : String(runs)) runs; a config may have at most \(maxRuns)")
+        }
         var config = ExperimentConfig(file: file, text: text, name: name, output: output, threads: threads, seed: seed,
                                       retentionMaps: retention, models: models, tasks: taskPoints.map(\.0),
                                       taskModels: taskPoints.map(\.1), policies: policies)

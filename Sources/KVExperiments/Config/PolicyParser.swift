@@ -28,6 +28,9 @@ enum PolicyParser {
             var combos: [[PolicySpec]] = [[]]
             for c in children {
                 let options = try expand(c)
+                if combos.count * options.count > Sweep.maxPoints {
+                    throw stack.error("this stack sweeps more than \(Sweep.maxPoints) combinations of its children's points")
+                }
                 combos = combos.flatMap { prefix in options.map { prefix + [$0] } }
             }
             return try combos.map { try validated(.stack($0), at: stack) }
