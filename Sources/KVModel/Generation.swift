@@ -37,7 +37,7 @@ extension LlamaModel {
         do {
             promptLogits = try forwardChecked(prompt, startPosition: cache.stats.tokensSeen, cache: cache, phase: .prefill,
                                               logits: allPromptLogits ? .all : .last)
-        } catch let e as NonFiniteError { nonFinite = e } catch { preconditionFailure("\(error)") }
+        } catch let e as NonFiniteError { nonFinite = e } catch { fatalError("\(error)") }
         let t1 = DispatchTime.now().uptimeNanoseconds
         var last = Array(promptLogits.suffix(V))
         var out: [Int] = []
@@ -47,7 +47,7 @@ extension LlamaModel {
             if eos.contains(next) || out.count == maxNewTokens { break }
             do {
                 last = try forwardChecked([next], startPosition: cache.stats.tokensSeen, cache: cache, phase: .decode)
-            } catch let e as NonFiniteError { nonFinite = e } catch { preconditionFailure("\(error)") }
+            } catch let e as NonFiniteError { nonFinite = e } catch { fatalError("\(error)") }
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
         return GenerationResult(tokens: out, promptLogits: promptLogits,

@@ -46,7 +46,7 @@ public enum TokenizerWorkLimit {
 
     /// Reports a search that hit the limit.
     static func exceeded(_ e: TokenizerWorkLimitError) {
-        guard let s = scope else { preconditionFailure(e.localizedDescription) }
+        guard let s = scope else { fatalError(e.localizedDescription) }   // fatalError: traps in -Ounchecked too
         s.record(e)
     }
 }
