@@ -82,12 +82,18 @@ struct ValidateCommand: ParsableCommand {
         Also checks everything `kvlab run` would otherwise reject later: each model folder (config.json, \
         tensor names and shapes; no weights are read), tokenizers of text tasks, one generated sample \
         per task point and model, policies against each model's shape, resource limits (samples x \
-        context x layers, memory; see `limits:` in docs/config.md) and the output path.
+        context x layers, memory; see `limits:` in docs/config.md) and the output path. Weights are read \
+        (and scanned for NaN and infinity, which `run` refuses before its first run) only with --load-weights.
         """)
     @Argument(help: "The YAML config.") var config: String
+    @Flag(name: .customLong("load-weights"), help: "Also load every model's weights (scanning them for NaN and infinity), as run does first.")
+    var loadWeights = false
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
         try Preflight.check(cfg)
+        if loadWeights {
+            for m in cfg.models { _ = try m.source.load() }
+        }
         print("\(config): ok: \(cfg.models.count) models, \(cfg.tasks.count) task points, \(cfg.policies.count) policy points, \(cfg.grid.count) runs -> \(cfg.output)")
     }
 }

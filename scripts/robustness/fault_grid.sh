@@ -19,7 +19,7 @@ FLIPS=${2:-400}
 W=$(mktemp -d /tmp/kvlab-faults-XXXXXX)
 trap 'mountpoint -q "$W/fs" && umount "$W/fs"; rm -rf "$W"' EXIT
 export ASAN_OPTIONS=detect_leaks=0
-sizes_kb=(16 24 32 40 48 56 64 80 96 112 128 160 192 224 256 320 400)
+sizes_kb=(16 32 48 64 80 96 128 160 192 256 320 384 448 512 640 768 1024)
 root=0
 if [ "$(id -u)" = 0 ]; then
     mkdir -p "$W/probe"
