@@ -165,6 +165,23 @@ final class ConfigRobustnessTests: XCTestCase {
         XCTAssertEqual(try PromptFit.search(target: 10, limit: 4) { $0 }, 4)
     }
 
+    /// The issue's reproduction end to end: a model folder whose tokenizer.json has an empty
+    /// vocabulary; `validate` (the preflight) reports the passkey task instead of looping.
+    func testEmptyVocabularyTokenizerIsCaughtByValidate() throws {
+        let model = dir.appendingPathComponent("empty-vocab")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for f in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: URL(fileURLWithPath: "models/kvlab-retrieval").appendingPathComponent(f),
+                                             to: model.appendingPathComponent(f))
+        }
+        try #"{"model": {"type": "WordLevel", "vocab": {}}, "pre_tokenizer": {"type": "Whitespace"}}"#
+            .write(to: model.appendingPathComponent("tokenizer.json"), atomically: true, encoding: .utf8)
+        let yaml = "models:\n  - {id: m, path: \(model.path)}\ntasks:\n  - task: passkey\n    context: 256\n    samples: 1\n" + Self.policies
+        let start = Date()
+        assertContains(preflightError(yaml), ["tasks[0]", "passkey", "model 'm'", "drops text"])
+        XCTAssertLessThan(Date().timeIntervalSince(start), 60)
+    }
+
     /// A pathological Split regex (`(\w+\s?)*$`) made the passkey search loop for ever: it turns the
     /// whole prompt into one piece, so the prompt never grows. Now an error, in bounded time;
     /// the regex's own backtracking is bounded too (TokenizerRobustnessTests).
