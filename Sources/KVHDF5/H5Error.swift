@@ -33,11 +33,14 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
     /// The file carries KVLab's integrity stamp and does not match it (truncated, or bytes changed
     /// since it was written): refused before HDF5 parses it.
     case damaged(file: String, reason: String)
+    /// The file carries no KVLab integrity stamp (another program's, or an older KVLab's): HDF5
+    /// 1.10 can crash or hang on a damaged file, so it is read only with KVLAB_IGNORE_CHECKSUM=1.
+    case unstamped(file: String)
 
     /// The path of the HDF5 file the error concerns.
     public var filePath: String {
         switch self {
-        case .fileNotFound(let f), .notHDF5(let f), .fileClosed(let f), .damaged(let f, _): return f
+        case .fileNotFound(let f), .notHDF5(let f), .fileClosed(let f), .damaged(let f, _), .unstamped(let f): return f
         case .libraryCall(_, let f, _, _), .notFound(let f, _), .alreadyExists(let f, _),
              .typeMismatch(let f, _, _, _), .shapeMismatch(let f, _, _, _),
              .invalidArgument(let f, _, _), .readOnly(let f, _), .fileSystem(let f, _, _):
@@ -48,7 +51,7 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
     /// The object path inside the file, where the error concerns one.
     public var objectPath: String? {
         switch self {
-        case .fileNotFound, .notHDF5, .fileClosed, .fileSystem, .damaged: return nil
+        case .fileNotFound, .notHDF5, .fileClosed, .fileSystem, .damaged, .unstamped: return nil
         case .libraryCall(_, _, let o, _), .notFound(_, let o), .alreadyExists(_, let o),
              .typeMismatch(_, let o, _, _), .shapeMismatch(_, let o, _, _),
              .invalidArgument(_, let o, _), .readOnly(_, let o):
@@ -81,6 +84,10 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
             return "HDF5 file '\(f)' is closed"
         case let .fileSystem(f, operation, reason):
             return "writing '\(f)' failed at \(operation): \(reason)"
+        case let .unstamped(f):
+            return "'\(f)' carries no KVLab integrity stamp (written by another program, or by a KVLab older than the stamp); " +
+                "Debian's HDF5 1.10 can crash or hang on a damaged file, so it is not read unchecked. If you trust it, set " +
+                "\(H5Integrity.ignoreEnvironment)=1 (`\(H5Integrity.ignoreEnvironment)=1 kvlab merge new.h5 '\(f)'` writes a stamped copy of a results file)"
         case let .damaged(f, reason):
             return "'\(f)' is damaged: \(reason); refusing to read it (set \(H5Integrity.ignoreEnvironment)=1 to read a file you changed on purpose)"
         }

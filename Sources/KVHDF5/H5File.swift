@@ -65,7 +65,8 @@ public final class H5File {
 
     /// Opens an existing file, read-only unless `writable` (then `close()` writes it back,
     /// atomically). Throws `fileNotFound`, `notHDF5`, `damaged` (its integrity stamp does not
-    /// match: truncated, or bytes changed), or `libraryCall("H5Fopen", …)` for a file HDF5 refuses.
+    /// match: truncated, or bytes changed), `unstamped` (no stamp: read only with
+    /// KVLAB_IGNORE_CHECKSUM=1), or `libraryCall("H5Fopen", …)` for a file HDF5 refuses.
     public static func open(_ path: String, writable: Bool = false) throws -> H5File {
         prepareLibrary()
         let bytes = try H5Image.readFile(path)
@@ -75,6 +76,8 @@ public final class H5File {
                 throw H5Error.damaged(file: path, reason: reason)
             case .unstamped:
                 guard isHDF5Image(image) else { throw H5Error.notHDF5(file: path) }
+                // Unverifiable: a damaged stamp (its first line overwritten) looks the same.
+                guard H5Integrity.ignoringMismatches else { throw H5Error.unstamped(file: path) }
             default: break
             }
             let fapl = try H5Image.accessList(image: image, path)

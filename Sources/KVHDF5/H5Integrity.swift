@@ -12,8 +12,9 @@
 // of the file: HDF5 1.10 (Debian's 1.10.8) trusts parts of a file it has no checksums for (the
 // global heap of variable-length strings, dense link and attribute storage) and can crash on a
 // damaged file (ASan: H5HG_read copying a corrupt length, H5G__link_release_table freeing an
-// invalid pointer); a file whose stamp does not match never reaches it. Files without a stamp
-// (written by other programs or by KVLab before the stamp existed) are opened as before.
+// invalid pointer); a file whose stamp does not match never reaches it. Nor does a file without a
+// stamp (another program's, an older KVLab's, or one whose header was overwritten): those are read
+// only with KVLAB_IGNORE_CHECKSUM=1.
 import Foundation
 
 /// The user block header and its checks.
@@ -22,8 +23,8 @@ enum H5Integrity {
     static let userBlockSize = 512
     static let magic = "KVLab HDF5 integrity v1\n"
     static let digestPrefix = "xxh64 "
-    /// Set to open files whose stamp does not match anyway (documented escape hatch for files a
-    /// user edited on purpose with another program; HDF5 1.10 may crash on a really damaged one).
+    /// Set to open files whose stamp does not match, or that have none (documented escape hatch
+    /// for files a user trusts; HDF5 1.10 may crash on a really damaged one).
     static let ignoreEnvironment = "KVLAB_IGNORE_CHECKSUM"
 
     /// Byte range of the 16 hex digest characters in the header.
