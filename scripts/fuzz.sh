@@ -34,10 +34,10 @@ seed() {
         FuzzGGUF)
             python3 fuzz/seeds/make_gguf_seeds.py "$dir" >/dev/null;;
         FuzzTokenizer)
-            cp fuzz/seeds/tokenizer/*.json "$dir/"
-            for f in Tests/KVTokenizerTests/Fixtures/*/tokenizer.json; do
-                { cat "$f"; printf '\n#TEXT#\nThe pass key is 71432. Héllo wörld 日本\n'; } > "$dir/fixture-$(basename "$(dirname "$f")").json"
-            done;;
+            # Small tokenizers with every component type (fuzz/seeds/tokenizer, 0.5-1.5 KB): the
+            # fixtures' 10-40 KB vocabularies cost ~60 ms per input (17 executions/s); inputs are
+            # capped at 4 KB (TOKENIZER_MAX_LEN) to keep ~500/s.
+            cp fuzz/seeds/tokenizer/*.json "$dir/";;
         FuzzConfigJSON)
             for f in Tests/KVModelTests/Fixtures/hf/*/config.json models/kvlab-retrieval/config.json; do
                 cp "$f" "$dir/$(basename "$(dirname "$f")").json"
@@ -52,7 +52,8 @@ seed() {
 printf '%-22s %12s %10s %10s %8s  %s\n' target executions "exec/s" coverage crashes "corpus" > fuzz/last-run.txt
 status=0
 for t in "${targets[@]}"; do
-    exe=$t; env=()
+    exe=$t; env=(); maxlen=65536
+    [ "$t" = FuzzTokenizer ] && maxlen=${TOKENIZER_MAX_LEN:-4096}
     if [ "$t" = FuzzResultsHDF5-raw ]; then exe=FuzzResultsHDF5; env=(KVLAB_IGNORE_CHECKSUM=1); fi
     seed "$t"
     mkdir -p "fuzz/artifacts/$t"
@@ -61,7 +62,7 @@ for t in "${targets[@]}"; do
     echo "fuzzing $t for ${seconds}s..." >&2
     set +e
     env "${env[@]}" ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 "$bin/$exe" "fuzz/corpus/$t" \
-        -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
+        -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -max_len="$maxlen" -print_final_stats=1 \
         -artifact_prefix="fuzz/artifacts/$t/" -close_fd_mask=1 > "$log" 2>&1
     set -e
     execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
