@@ -24,9 +24,10 @@ public struct GenerationResult: Sendable {
 extension LlamaModel {
     /// Prefills `prompt`, then decodes up to `maxNewTokens` tokens one at a time through the cache.
     /// Stops at the first non-finite hidden state or logit (`GenerationResult.nonFinite`).
+    /// `afterPrefill` sees the cache once the prompt is in (and its eviction has run).
     public func generate(prompt: [Int], maxNewTokens: Int, sampling: Sampling = .greedy,
                          cache: KVCache? = nil, allPromptLogits: Bool = false,
-                         stopAt eos: Set<Int> = []) -> GenerationResult {
+                         stopAt eos: Set<Int> = [], afterPrefill: ((KVCache) -> Void)? = nil) -> GenerationResult {
         precondition(!prompt.isEmpty, "generate needs at least one prompt token")
         let cache = cache ?? makeCache()
         let V = config.vocabSize
@@ -39,6 +40,7 @@ extension LlamaModel {
                                               logits: allPromptLogits ? .all : .last)
         } catch let e as NonFiniteError { nonFinite = e } catch { fatalError("\(error)") }
         let t1 = DispatchTime.now().uptimeNanoseconds
+        afterPrefill?(cache)
         var last = Array(promptLogits.suffix(V))
         var out: [Int] = []
         while nonFinite == nil, out.count < maxNewTokens {

@@ -65,11 +65,15 @@ extension ModelWeights {
 
     /// Throws `ModelError.corruptCheckpoint` naming the file that holds the tensor (`fileOf`), the
     /// tensor and the index of the first non-finite weight. Every loader calls it after converting
-    /// the weights (a GGUF loader: `checkFinite { _ in path }`).
+    /// the weights (the GGUF loader throws its own error with `nonFiniteMessage`).
     public func checkFinite(fileOf: (String) -> String) throws {
         guard let bad = firstNonFinite() else { return }
-        throw ModelError.corruptCheckpoint(file: fileOf(bad.tensor),
-            message: "tensor '\(bad.tensor)' holds a non-finite value (\(bad.value)) at flat index \(bad.index); " +
-                "a model with NaN or infinite weights gives meaningless results")
+        throw ModelError.corruptCheckpoint(file: fileOf(bad.tensor), message: Self.nonFiniteMessage(bad, name: "'\(bad.tensor)'"))
+    }
+
+    /// "tensor NAME holds a non-finite value (nan) at flat index 17; ..." for `firstNonFinite()`'s result.
+    public static func nonFiniteMessage(_ bad: (tensor: String, index: Int, value: Float), name: String) -> String {
+        "tensor \(name) holds a non-finite value (\(bad.value)) at flat index \(bad.index); " +
+            "a model with NaN or infinite weights gives meaningless results"
     }
 }

@@ -10,12 +10,24 @@ struct Vocabulary {
     init(_ node: JSONNode) throws {
         let entries = try node.entries()
         idOf.reserveCapacity(entries.count)
-        tokenOf.reserveCapacity(entries.count)
         for (token, idNode) in entries {
             let id = try idNode.int()
             guard id >= 0, id <= Int(Int32.max) else { throw idNode.invalid("id \(id) out of range") }
             idOf[TokenKey(token)] = id
         }
+        buildReverse()
+    }
+
+    /// A vocabulary whose ids are the list positions (a GGUF `tokenizer.ggml.tokens` array).
+    /// A later duplicate of a token wins, as in a Python dict built from the list.
+    init(tokens: [String]) {
+        idOf.reserveCapacity(tokens.count)
+        for (id, token) in tokens.enumerated() { idOf[TokenKey(token)] = id }
+        buildReverse()
+    }
+
+    private mutating func buildReverse() {
+        tokenOf.reserveCapacity(idOf.count)
         // A later duplicate of a token wins (serde map semantics); build the reverse from it.
         for (key, id) in idOf {
             tokenOf[id] = key.string
@@ -74,24 +86,31 @@ final class BPEModel: TokenModel, @unchecked Sendable {
     private let cacheLock = NSLock()
     private static let cacheCapacity = 100_000
 
-    init(_ node: JSONNode) throws {
-        let vocabNode = try node.require("vocab")
-        vocab = try Vocabulary(vocabNode)
-        let unkToken = try node.optionalString("unk_token")
-        if let unk = unkToken {
-            unkId = vocab.id(unk)
-            // Like `tokenizers`, a missing unk token only matters when it is needed;
-            // it is then skipped instead of failing the whole encode.
-        } else {
-            unkId = nil
-        }
-        fuseUnk = try node.optionalBool("fuse_unk") ?? false
-        byteFallback = try node.optionalBool("byte_fallback") ?? false
-        ignoreMerges = try node.optionalBool("ignore_merges") ?? false
-        prefix = try node.optionalString("continuing_subword_prefix")
-        suffix = try node.optionalString("end_of_word_suffix")
-        // "dropout" is ignored: encoding is deterministic (BPE-dropout is a training-time
-        // regularizer; released tokenizer.json files set it to null).
+    /// The options of a BPE model besides its vocabulary and merges.
+    struct Options {
+        var unkToken: String? = nil
+        var fuseUnk = false
+        var byteFallback = false
+        var ignoreMerges = false
+        var continuingSubwordPrefix: String? = nil
+        var endOfWordSuffix: String? = nil
+    }
+
+    /// A model from a vocabulary and merges in rank order. `fail(i, reason)` makes the error for
+    /// merge `i` (a token that is not in the vocabulary), located in the caller's file.
+    init(vocab: Vocabulary, merges pairs: [(String, String)], options: Options,
+         fail: (Int, String) -> Error) throws {
+        self.vocab = vocab
+        // Like `tokenizers`, a missing unk token only matters when it is needed; it is then
+        // skipped instead of failing the whole encode.
+        unkId = options.unkToken.flatMap { vocab.id($0) }
+        fuseUnk = options.fuseUnk
+        byteFallback = options.byteFallback
+        ignoreMerges = options.ignoreMerges
+        prefix = options.continuingSubwordPrefix
+        suffix = options.endOfWordSuffix
+        // BPE dropout is not modelled: encoding is deterministic (BPE-dropout is a training-time
+        // regularizer; released tokenizers set it to null).
 
         var byteIds = [Int32?](repeating: nil, count: 256)
         for b in 0..<256 {
@@ -99,14 +118,41 @@ final class BPEModel: TokenModel, @unchecked Sendable {
         }
         self.byteIds = byteIds
 
-        let mergesNode = try node.require("merges")
-        let items = try mergesNode.array()
         var merges: [UInt64: UInt64] = [:]
-        merges.reserveCapacity(items.count)
+        merges.reserveCapacity(pairs.count)
         let prefixLength = prefix?.utf8.count ?? 0
-        var rank: UInt64 = 0
+        for (rank, (a, b)) in pairs.enumerated() {
+            guard let aId = vocab.id(a) else { throw fail(rank, "token \(a.debugDescription) is not in the vocabulary") }
+            guard let bId = vocab.id(b) else { throw fail(rank, "token \(b.debugDescription) is not in the vocabulary") }
+            let bBytes = Array(b.utf8)
+            let mergedBytes = Array(a.utf8) + bBytes[min(prefixLength, bBytes.count)...]
+            let merged = String(decoding: mergedBytes, as: UTF8.self)
+            guard let newId = vocab.id(merged) else {
+                throw fail(rank, "merged token \(merged.debugDescription) is not in the vocabulary")
+            }
+            // A later duplicate of a pair overwrites the earlier one, as in `tokenizers`' merge map.
+            merges[UInt64(aId) << 32 | UInt64(bId)] = UInt64(rank) << 32 | UInt64(newId)
+        }
+        self.merges = merges
+    }
+
+    /// A `tokenizer.json` "model" of type BPE.
+    convenience init(_ node: JSONNode) throws {
+        let vocab = try Vocabulary(node.require("vocab"))
+        var options = Options()
+        options.unkToken = try node.optionalString("unk_token")
+        options.fuseUnk = try node.optionalBool("fuse_unk") ?? false
+        options.byteFallback = try node.optionalBool("byte_fallback") ?? false
+        options.ignoreMerges = try node.optionalBool("ignore_merges") ?? false
+        options.continuingSubwordPrefix = try node.optionalString("continuing_subword_prefix")
+        options.endOfWordSuffix = try node.optionalString("end_of_word_suffix")
+
+        let items = try node.require("merges").array()
+        var pairs: [(String, String)] = []
+        var nodes: [JSONNode] = []
+        pairs.reserveCapacity(items.count)
+        nodes.reserveCapacity(items.count)
         for item in items {
-            let a: String, b: String
             switch item.value {
             case .string(let line):
                 if line.bytesHavePrefix("#version") { continue }
@@ -114,29 +160,20 @@ final class BPEModel: TokenModel, @unchecked Sendable {
                 guard parts.count == 2 else {
                     throw item.invalid("expected \"left right\" (two tokens separated by one space), found \(line.debugDescription)")
                 }
-                a = String(parts[0])
-                b = String(parts[1])
+                pairs.append((String(parts[0]), String(parts[1])))
             case .array(let pair):
                 guard pair.count == 2, case .string(let x) = pair[0], case .string(let y) = pair[1] else {
                     throw item.invalid("expected a pair of token strings")
                 }
-                a = x
-                b = y
+                pairs.append((x, y))
             default:
                 throw item.invalid("expected a \"left right\" string or a [left, right] pair, found \(item.value.typeName)")
             }
-            guard let aId = vocab.id(a) else { throw item.invalid("token \(a.debugDescription) is not in model.vocab") }
-            guard let bId = vocab.id(b) else { throw item.invalid("token \(b.debugDescription) is not in model.vocab") }
-            let bBytes = Array(b.utf8)
-            let mergedBytes = Array(a.utf8) + bBytes[min(prefixLength, bBytes.count)...]
-            let merged = String(decoding: mergedBytes, as: UTF8.self)
-            guard let newId = vocab.id(merged) else {
-                throw item.invalid("merged token \(merged.debugDescription) is not in model.vocab")
-            }
-            merges[UInt64(aId) << 32 | UInt64(bId)] = rank << 32 | UInt64(newId)
-            rank += 1
+            nodes.append(item)
         }
-        self.merges = merges
+        try self.init(vocab: vocab, merges: pairs, options: options) { i, reason in
+            nodes[i].invalid(reason.replacingOccurrences(of: "the vocabulary", with: "model.vocab"))
+        }
     }
 
     func tokenize(_ piece: String, into ids: inout [Int]) {

@@ -53,6 +53,17 @@ public final class Tokenizer: @unchecked Sendable {
     public let eosTokenId: Int?
     /// Ids of the added tokens marked `special`.
     public let specialTokenIds: Set<Int>
+    /// The unknown and padding token ids a GGUF file names (`tokenizer.ggml.unknown_token_id`,
+    /// `padding_token_id`); nil for tokenizer.json files.
+    public let unknownTokenId: Int?
+    public let paddingTokenId: Int?
+    /// Whether `encode(_:addSpecialTokens: true)` puts special tokens before / after the text
+    /// (e.g. BOS for Llama 2, none for SmolLM2).
+    public var addsBOS: Bool { postProcessor?.boundaryIds.bos != nil }
+    public var addsEOS: Bool { postProcessor?.boundaryIds.eos != nil }
+    /// The chat template (Jinja) the model ships: a GGUF's `tokenizer.chat_template`, or
+    /// `chat_template` of a tokenizer_config.json beside a tokenizer.json. Not rendered here.
+    public let chatTemplate: String?
 
     private let model: TokenModel
     private let normalizer: Normalizer?
@@ -106,79 +117,30 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(jsonData: jsonData, name: name, config: nil)
     }
 
-    init(jsonData: Data, name: String, config: JSONNode?) throws {
-        let value: JSONValue
-        do {
-            value = try JSONParser.parse(jsonData)
-        } catch let e as JSONParseError {
-            throw TokenizerError.invalidJSON(path: name, reason: e.message)
-        }
-        let root = JSONNode(value: value, path: "", file: name)
-        guard case .object = value else {
-            throw TokenizerError.invalidJSON(path: name, reason: "the top level is \(value.typeName), not an object")
-        }
-        path = name
+    convenience init(jsonData: Data, name: String, config: JSONNode?) throws {
+        try self.init(parts: TokenizerParts(jsonData: jsonData, name: name, config: config))
+    }
 
-        // Model.
-        let modelNode = try root.require("model")
-        guard case .object = modelNode.value else { throw modelNode.invalid("expected an object") }
-        var type = try modelNode.optionalString("type")
-        if type == nil {  // untagged (old) files: infer from the fields
-            if modelNode.has("merges") {
-                type = "BPE"
-            } else if case .array? = modelNode.child("vocab")?.value {
-                type = "Unigram"
-            } else if modelNode.has("max_input_chars_per_word") {
-                type = "WordPiece"
-            } else {
-                type = "WordLevel"
-            }
-        }
-        let model: TokenModel
-        switch type! {
-        case "BPE": model = try BPEModel(modelNode)
-        case "WordLevel": model = try WordLevelModel(modelNode)
-        default:
-            throw TokenizerError.unsupported(path: name, field: "model.type", value: type!,
-                                             supported: ["BPE", "WordLevel"])
-        }
-        self.model = model
-        modelType = type!
+    /// A tokenizer from its components: what a tokenizer.json or a GGUF file describes.
+    init(parts: TokenizerParts) {
+        path = parts.path
+        modelType = parts.modelType
+        model = parts.model
+        normalizer = parts.normalizer
+        preTokenizer = parts.preTokenizer
+        postProcessor = parts.postProcessor
+        decoder = parts.decoder
+        chatTemplate = parts.chatTemplate
 
-        // Pipeline components.
-        let normalizer = try root.child("normalizer").map(Normalizer.parse)
-        self.normalizer = normalizer
-        preTokenizer = try root.child("pre_tokenizer").map(PreTokenizer.parse)
-        let postProcessor = try root.child("post_processor").map(PostProcessor.parse)
-        self.postProcessor = postProcessor
-        decoder = try root.child("decoder").map(Decoder.parse)
-
-        // Added tokens.
+        // Added tokens: the last entry of a content wins (ids resolved against the model vocabulary).
         var byId: [Int: AddedToken] = [:]
         var byContent: [TokenKey: AddedToken] = [:]
         var ordered: [TokenKey] = []
-        if let list = root.child("added_tokens") {
-            for node in try list.array() {
-                let content = try node.require("content").string()
-                if content.isEmpty { continue }
-                let fileId = try node.require("id").int()
-                guard fileId >= 0 else { throw node.invalid("negative id \(fileId)") }
-                let key = TokenKey(content)
-                let id = byContent[key]?.id ?? model.vocab.id(content) ?? fileId
-                let normalized = try node.optionalBool("normalized") ?? true
-                var form = content
-                if normalized, let n = normalizer { form = n.normalize(content) }
-                let token = AddedToken(id: id, content: content,
-                                       singleWord: try node.optionalBool("single_word") ?? false,
-                                       lstrip: try node.optionalBool("lstrip") ?? false,
-                                       rstrip: try node.optionalBool("rstrip") ?? false,
-                                       normalized: normalized,
-                                       special: try node.optionalBool("special") ?? false,
-                                       form: form)
-                if byContent[key] == nil { ordered.append(key) }
-                byContent[key] = token
-                byId[id] = token
-            }
+        for token in parts.addedTokens {
+            let key = TokenKey(token.content)
+            if byContent[key] == nil { ordered.append(key) }
+            byContent[key] = token
+            byId[token.id] = token
         }
         addedById = byId
         addedByContent = byContent
@@ -188,22 +150,10 @@ public final class Tokenizer: @unchecked Sendable {
         specialContents = Set(tokens.filter(\.special).map { TokenKey($0.content) })
         specialTokenIds = Set(tokens.filter(\.special).map(\.id))
         maxId = max(model.vocab.maxId, byId.keys.max() ?? -1)
-
-        // BOS / EOS.
-        func lookup(_ token: String) -> Int? { byContent[TokenKey(token)]?.id ?? model.vocab.id(token) }
-        func specialNamed(_ names: [String]) -> Int? {
-            for n in names { if let t = byContent[TokenKey(n)], t.special { return t.id } }
-            return nil
-        }
-        func configToken(_ key: String) -> Int? {
-            guard let node = config?.child(key) else { return nil }
-            if case .string(let s) = node.value { return lookup(s) }
-            if case .string(let s)? = node.child("content")?.value { return lookup(s) }
-            return nil
-        }
-        let boundary: (bos: Int?, eos: Int?) = postProcessor?.boundaryIds ?? (nil, nil)
-        bosTokenId = configToken("bos_token") ?? boundary.bos ?? specialNamed(Self.knownBOS)
-        eosTokenId = configToken("eos_token") ?? boundary.eos ?? specialNamed(Self.knownEOS)
+        bosTokenId = parts.bos
+        eosTokenId = parts.eos
+        unknownTokenId = parts.unk
+        paddingTokenId = parts.pad
     }
 
     // MARK: - Vocabulary

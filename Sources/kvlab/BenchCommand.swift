@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Release-mode benchmarks that print ratios measured side by side in one run.",
-        subcommands: [DecoderBench.self, EvictionBench.self, AttentionBench.self, KIVIBench.self, FiniteCheckBench.self])
+        subcommands: [DecoderBench.self, EvictionBench.self, AttentionBench.self, KIVIBench.self, TokenizerBench.self, FiniteCheckBench.self])
 }
 
 /// Prefill and decode throughput of the decoder with the full cache, plus peak memory

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KVExperiments
 
 /// `kvlab`: the KVLab command line.
 struct KVLabCommand: ParsableCommand {
@@ -6,11 +7,11 @@ struct KVLabCommand: ParsableCommand {
         commandName: "kvlab",
         abstract: "KV-cache compression research harness: how much KV memory and traffic a policy saves, and what it costs.",
         discussion: """
-        Models are Hugging Face checkpoint folders (config.json + safetensors) or seeded synthetic \
+        Models are Hugging Face checkpoint folders (config.json + safetensors), GGUF files (.gguf) or seeded synthetic \
         shapes written as synthetic:PRESET[,key=value...] (presets: \(ModelSourceHelp.presets)).
         """,
-        version: KVLabVersion.string,
-        subcommands: [RunCommand.self, ValidateCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, InspectCommand.self, GenerateCommand.self, BenchCommand.self, CalibrateCommand.self])
+        version: KVLabInfo.version,
+        subcommands: [RunCommand.self, ValidateCommand.self, PoliciesCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, SlurmCommand.self, StatusCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
 }
 
 KVLabCommand.main()

@@ -3,10 +3,10 @@ import KVModel
 import KVPolicies
 import Yams
 
-/// A model of an experiment: a checkpoint folder or a synthetic shape, under an id.
+/// A model of an experiment: a checkpoint folder, a GGUF file or a synthetic shape, under an id.
 public struct ModelEntry: Sendable {
     public var id: String
-    public var spec: String            // folder path or synthetic:PRESET[,k=v...]
+    public var spec: String            // folder or .gguf path, or synthetic:PRESET[,k=v...]
     public var source: ModelSource
 }
 
@@ -98,13 +98,13 @@ public struct ExperimentConfig {
         case (let p?, nil):
             spec = try p.string()
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue else {
-                throw p.error("checkpoint folder '\(spec)' not found (paths are relative to the current directory)")
+            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue || ModelSource.isGGUF(spec) else {
+                throw p.error("checkpoint folder or .gguf file '\(spec)' not found (paths are relative to the current directory)")
             }
         case (nil, let s?):
             spec = "synthetic:" + (try s.string())
         default:
-            throw f.error("expected exactly one of 'path' (a checkpoint folder) or 'synthetic' (PRESET[,key=value...])")
+            throw f.error("expected exactly one of 'path' (a checkpoint folder or .gguf file) or 'synthetic' (PRESET[,key=value...])")
         }
         let source: ModelSource
         do { source = try ModelSource.parse(spec) } catch {
@@ -139,13 +139,10 @@ public struct GridPoint: Sendable {
     public var task: TaskSpec
     public var policy: PolicySpec
 
-    /// Canonical identity (JSON) of what the run computes.
-    public var key: String {
-        let t = task
-        let depth = t.depth.map { "\($0)" } ?? "null"
-        let text = t.textFile.map { "\"\($0)\"" } ?? "null"
-        return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
-            "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.label)\"}"
-    }
+    /// What the run computes. The policy is its canonical label (fractional budgets as
+    /// compression_ratio), so the key does not depend on whether the config wrote `keep: 0.125` or
+    /// `compression_ratio: 0.875`.
+    public var runKey: RunKey { RunKey(model: model, task: task, policy: policy.canonicalLabel) }
+    /// The run key as results files hold it (JSON text).
+    public var key: String { runKey.text }
 }

@@ -46,16 +46,25 @@ public enum Preflight {
     }
 
     static func modelFacts(_ m: ModelEntry, needsCodec: Bool) throws -> ModelFacts {
+        var facts: ModelFacts
         switch m.source {
         case .synthetic(let config, _, _):
             return ModelFacts(config: config, codec: nil, style: .standard, kind: "a synthetic model")
         case .checkpoint(let path):
             let ckpt = try Checkpoint(directory: path)
             try ckpt.validateTensors()
-            let codec = needsCodec ? try TokenizerCodec.load(directory: path) : nil
-            return ModelFacts(config: ckpt.config, codec: codec, style: try PromptStyle.forModel(directory: path),
-                              kind: "checkpoint folder '\(path)'")
+            facts = ModelFacts(config: ckpt.config, codec: nil, style: .standard, kind: "checkpoint folder '\(path)' without tokenizer.json")
+        case .gguf(let path):
+            let g = try GGUFCheckpoint(path: path)   // header, metadata config and tensor shapes; no weights
+            facts = ModelFacts(config: g.config, codec: nil, style: .standard, kind: "GGUF file '\(path)' without tokenizer metadata")
         }
+        // As the runner: a tokenizer that cannot be read fails only the text tasks (with its reason).
+        if needsCodec, let path = m.source.path {
+            do { (facts.codec, facts.style) = try TokenizerCodec.textSetup(model: path) } catch {
+                facts.kind += " (its tokenizer could not be read: \(error.localizedDescription))"
+            }
+        }
+        return facts
     }
 
     static func checkTask(_ task: TaskSpec, on m: ModelEntry, _ f: ModelFacts, limits: ResourceLimits,
@@ -63,7 +72,7 @@ public enum Preflight {
         let name = task.kind.rawValue
         if (task.kind.needsTokenizer || task.textFile != nil) && f.codec == nil && task.kind != .mqar {
             throw at.error(file, "task '\(name)' needs a tokenizer (text prompts\(task.kind.needsTokenizer ? "" : ": text_file")); " +
-                "model '\(m.id)' is \(f.kind) without tokenizer.json. Restrict the task to models that have one: models: [...]")
+                "model '\(m.id)' is \(f.kind). Restrict the task to models that have one: models: [...]")
         }
         // Work and memory, before anything is allocated.
         let c = f.config
@@ -118,44 +127,43 @@ enum PolicyModelCheck {
 
     static func check(_ spec: PolicySpec, model c: ModelConfig) throws {
         func fail(_ m: String) -> Mismatch { Mismatch(message: m) }
-        switch spec {
-        case .headPooling(let n):
+        if let children = spec.children {
+            // The cache pools heads first (the first pooling child decides): the others see the
+            // pooled shape (a Loki calibration in such a stack must match the pooled heads).
+            var pooled = c
+            if let n = children.lazy.compactMap({ $0.config(as: HeadPooling.Config.self)?.kvHeads }).first {
+                try check(PolicySpec(HeadPooling.Config(kvHeads: n)), model: c)
+                pooled = try ModelConfig(hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, layers: c.layers,
+                                         heads: c.heads, kvHeads: n, headDim: c.headDim, vocabSize: c.vocabSize)
+            }
+            for child in children where child.config(as: HeadPooling.Config.self) == nil {
+                try check(child, model: pooled)
+            }
+            return
+        }
+        if let p = spec.config(as: HeadPooling.Config.self) {
+            let n = p.kvHeads
             guard n <= c.kvHeads, c.kvHeads % n == 0 else {
                 throw fail("kv_heads \(n) must divide the model's \(c.kvHeads) KV heads (pooling keeps fewer heads, never more)")
             }
-        case .quest(_, _, let dense, _):
-            if dense >= c.layers { throw fail("dense_layers \(dense) covers all \(c.layers) layers: Quest would select nothing") }
-        case .cla(_, let layers, let map):
-            if let map {
+        } else if let q = spec.config(as: Quest.Config.self) {
+            if q.denseLayers >= c.layers { throw fail("dense_layers \(q.denseLayers) covers all \(c.layers) layers: Quest would select nothing") }
+        } else if let cla = spec.config(as: CrossLayerSharing.Config.self) {
+            if let map = cla.map {
                 let m = try KVSharerMap.loadCached(map)
                 if m.layers != c.layers { throw fail("map_file '\(map)' is for \(m.layers) layers, the model has \(c.layers)") }
-            } else if case .from(let first) = layers, first >= c.layers - 1 {
+            } else if case .from(let first) = cla.layers, first >= c.layers - 1 {
                 throw fail("layers \(first): the model has \(c.layers) layers (0...\(c.layers - 1)), so no layer would share")
             }
-        case .miniCache(let start, _, _):
-            let s = start ?? c.layers / 2
+        } else if let mc = spec.config(as: MiniCache.Config.self) {
+            let s = mc.startLayer ?? c.layers / 2
             if s + 1 >= c.layers { throw fail("start_layer \(s) leaves no pair of layers to merge in a \(c.layers)-layer model") }
-        case .loki:
-            guard let loki = try spec.make() as? Loki else { return }
+        } else if spec.config(as: Loki.Config.self) != nil, let loki = try spec.make() as? Loki {
             let shape = CacheShape(layers: c.layers, queryHeads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
             if !loki.calibration.matches(shape) {
                 throw fail("the calibration is for \(loki.calibration.layers) layers x \(loki.calibration.kvHeads) KV heads x d \(loki.calibration.headDim), " +
                            "the model has \(c.layers) x \(c.kvHeads) x \(c.headDim): calibrate this model with `kvlab calibrate`")
             }
-        case .stack(let children):
-            // The cache pools heads first (the first pooling child decides): the others see the
-            // pooled shape (a Loki calibration in such a stack must match the pooled heads).
-            var pooled = c
-            if let n = children.lazy.compactMap({ if case .headPooling(let n) = $0 { return n }; return nil }).first {
-                try check(.headPooling(kvHeads: n), model: c)
-                pooled = try ModelConfig(hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, layers: c.layers,
-                                         heads: c.heads, kvHeads: n, headDim: c.headDim, vocabSize: c.vocabSize)
-            }
-            for child in children {
-                if case .headPooling = child { continue }
-                try check(child, model: pooled)
-            }
-        default: break
         }
     }
 }

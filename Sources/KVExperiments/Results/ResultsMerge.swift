@@ -12,9 +12,11 @@ public enum ResultsMerge {
     /// Models are the union (same id with other hashes is an error). The output keeps the first
     /// input's provenance with `shard` "" and the root attributes `merged_from` (JSON array of
     /// the inputs' paths) and `merged` (UTC time). An existing `output` is refused unless `force`;
-    /// one that a sweep or another merge is writing (it holds the lock) always is.
+    /// one that a sweep or another merge is writing (it holds the lock) always is. `update`: an
+    /// existing output of the same config is replaced only if every run in it is in the inputs
+    /// (`MergeCheck.checkUpdate`, read while the lock is held).
     @discardableResult
-    public static func merge(_ inputs: [String], into output: String, force: Bool) throws -> Int {
+    public static func merge(_ inputs: [String], into output: String, force: Bool, update: Bool = false) throws -> Int {
         guard !inputs.isEmpty else { throw ResultsError.failed(file: output, reason: "nothing to merge: no input files") }
         // The writer's lock of the output, as `kvlab run` takes it: a sweep writing the file (or
         // another merge) makes this fail instead of replacing its file under it. Holding it, the
@@ -22,7 +24,8 @@ public enum ResultsMerge {
         let lock = try ResultsLock.acquire(output)
         defer { lock.release() }
         lock.removeStaleTemporaries()
-        if FileManager.default.fileExists(atPath: lock.path) && !force { throw ResultsError.outputExists(file: output) }
+        let replace = try force || (update && MergeCheck.checkUpdate(output: lock.path, inputs: inputs))
+        if FileManager.default.fileExists(atPath: lock.path) && !replace { throw ResultsError.outputExists(file: output) }
 
         var files: [H5File] = []
         defer { for f in files { try? f.close() } }

@@ -1,15 +1,26 @@
 import Foundation
 import KVTokenizer
 
-/// A model folder's tokenizer.json as the text codec of text tasks.
+/// A model's tokenizer (a folder's tokenizer.json or a GGUF file's metadata) as the text codec
+/// of text tasks.
 struct TokenizerCodec: TextCodec {
     let tokenizer: Tokenizer
 
-    /// The folder's tokenizer, or nil when it ships none.
-    static func load(directory: String) throws -> TextCodec? {
-        let path = URL(fileURLWithPath: directory).appendingPathComponent("tokenizer.json").path
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        return TokenizerCodec(tokenizer: try TokenizerWorkLimit.check { try Tokenizer(path: path) })
+    /// The model's tokenizer: a checkpoint folder's tokenizer.json or a .gguf file's metadata;
+    /// nil when a folder ships none.
+    static func load(model path: String) throws -> TextCodec? {
+        try TokenizerWorkLimit.check { try Tokenizer.forModel(path: path) }.map { TokenizerCodec(tokenizer: $0) }
+    }
+
+    /// A folder's tokenizer.json, or nil when it ships none.
+    static func load(directory: String) throws -> TextCodec? { try load(model: directory) }
+
+    /// The codec and prompt style of a model path (folder or .gguf file). A folder's
+    /// tasks.json sets the style; a GGUF file uses the standard style.
+    static func textSetup(model path: String) throws -> (TextCodec?, PromptStyle) {
+        var isDirectory: ObjCBool = false
+        let folder = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+        return (try load(model: path), folder ? try PromptStyle.forModel(directory: path) : .standard)
     }
 
     func encode(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: true) }   // BOS as HF tokenizers add it
