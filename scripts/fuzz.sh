@@ -4,8 +4,8 @@
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s, every target)
 #
 # Built with -O (bounds and overflow checks kept; 20x the executions of -Onone). Targets (fuzz/Sources/*): FuzzSafeTensors, FuzzGGUF, FuzzTokenizer (tokenizer.json loading,
-# encoding, decoding), FuzzConfigJSON, FuzzYAMLConfig, FuzzResultsHDF5 (as shipped: the integrity
-# stamp is checked) and FuzzResultsHDF5-raw (KVLAB_IGNORE_CHECKSUM=1: every input reaches HDF5).
+# encoding, decoding), FuzzConfigJSON, FuzzYAMLConfig, FuzzResultsHDF5 (as compare and merge read: the integrity
+# stamp is required) and FuzzResultsHDF5-raw (KVLAB_IGNORE_CHECKSUM=1: every input reaches HDF5).
 # Each target runs alone (one core) for the given time, from seeds taken from the test fixtures
 # (fuzz/corpus/<target>, kept between runs); crashes go to fuzz/artifacts/<target>. The script
 # prints executions, coverage (libFuzzer's edge count) and crashes per target, and exits 1 if any

@@ -33,8 +33,8 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
     /// The file carries KVLab's integrity stamp and does not match it (truncated, or bytes changed
     /// since it was written): refused before HDF5 parses it.
     case damaged(file: String, reason: String)
-    /// The file carries no KVLab integrity stamp (another program's, or an older KVLab's): HDF5
-    /// 1.10 can crash or hang on a damaged file, so it is read only with KVLAB_IGNORE_CHECKSUM=1.
+    /// The file carries no KVLab integrity stamp (another program's, or an older KVLab's) where one
+    /// is required (a results file resumed, merged or compared): KVLAB_IGNORE_CHECKSUM=1 lifts it.
     case unstamped(file: String)
 
     /// The path of the HDF5 file the error concerns.
@@ -85,9 +85,10 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
         case let .fileSystem(f, operation, reason):
             return "writing '\(f)' failed at \(operation): \(reason)"
         case let .unstamped(f):
-            return "'\(f)' carries no KVLab integrity stamp (written by another program, or by a KVLab older than the stamp); " +
-                "Debian's HDF5 1.10 can crash or hang on a damaged file, so it is not read unchecked. If you trust it, set " +
-                "\(H5Integrity.ignoreEnvironment)=1 (`\(H5Integrity.ignoreEnvironment)=1 kvlab merge new.h5 '\(f)'` writes a stamped copy of a results file)"
+            return "'\(f)' carries no KVLab integrity stamp (written by another program, by a KVLab older than the stamp, " +
+                "or its header was overwritten); a results file that is resumed, merged or compared must carry one, since " +
+                "damage could not be told from results. If you trust it, set \(H5Integrity.ignoreEnvironment)=1 " +
+                "(`\(H5Integrity.ignoreEnvironment)=1 kvlab merge new.h5 '\(f)'` writes a stamped copy)"
         case let .damaged(f, reason):
             return "'\(f)' is damaged: \(reason); refusing to read it (set \(H5Integrity.ignoreEnvironment)=1 to read a file you changed on purpose)"
         }

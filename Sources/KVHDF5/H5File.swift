@@ -64,10 +64,13 @@ public final class H5File {
     }
 
     /// Opens an existing file, read-only unless `writable` (then `close()` writes it back,
-    /// atomically). Throws `fileNotFound`, `notHDF5`, `damaged` (its integrity stamp does not
-    /// match: truncated, or bytes changed), `unstamped` (no stamp: read only with
-    /// KVLAB_IGNORE_CHECKSUM=1), or `libraryCall("H5Fopen", …)` for a file HDF5 refuses.
-    public static func open(_ path: String, writable: Bool = false) throws -> H5File {
+    /// atomically). A stamp is verified whenever the file carries one. Throws `fileNotFound`,
+    /// `notHDF5`, `damaged` (its integrity stamp does not match: truncated, or bytes changed),
+    /// `unstamped` (no stamp, and `requireStamp`: KVLab's own results files that are resumed,
+    /// merged or compared; KVLAB_IGNORE_CHECKSUM=1 lifts it), or `libraryCall("H5Fopen", …)` for a
+    /// file HDF5 refuses. Without `requireStamp` a file from another program (h5py, another
+    /// harness, a fixture) is read as HDF5 reads it: nothing to verify it against.
+    public static func open(_ path: String, writable: Bool = false, requireStamp: Bool = false) throws -> H5File {
         prepareLibrary()
         let bytes = try H5Image.readFile(path)
         return try bytes.withUnsafeBytes { image in
@@ -76,8 +79,9 @@ public final class H5File {
                 throw H5Error.damaged(file: path, reason: reason)
             case .unstamped:
                 guard isHDF5Image(image) else { throw H5Error.notHDF5(file: path) }
-                // Unverifiable: a damaged stamp (its first line overwritten) looks the same.
-                guard H5Integrity.ignoringMismatches else { throw H5Error.unstamped(file: path) }
+                // Unverifiable: a damaged stamp (its first line overwritten) looks the same, so
+                // files KVLab itself must have written (results it resumes, merges, compares) are refused.
+                guard !requireStamp || H5Integrity.ignoringMismatches else { throw H5Error.unstamped(file: path) }
             default: break
             }
             let fapl = try H5Image.accessList(image: image, path)
@@ -136,9 +140,9 @@ public final class H5File {
 
     /// Modifies the file at `path` crash-safely: it is read (and its stamp checked), opened
     /// writable in memory for `body`, and its new image replaces `path` atomically. On any error
-    /// `path` is untouched.
-    public static func modifyAtomically(_ path: String, _ body: (H5File) throws -> Void) throws {
-        let file = try open(path, writable: true)
+    /// `path` is untouched. `requireStamp` as for `open`.
+    public static func modifyAtomically(_ path: String, requireStamp: Bool = false, _ body: (H5File) throws -> Void) throws {
+        let file = try open(path, writable: true, requireStamp: requireStamp)
         file.destination = nil
         let image: [UInt8]
         do {

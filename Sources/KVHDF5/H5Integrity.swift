@@ -12,9 +12,11 @@
 // of the file: HDF5 1.10 (Debian's 1.10.8) trusts parts of a file it has no checksums for (the
 // global heap of variable-length strings, dense link and attribute storage) and can crash on a
 // damaged file (ASan: H5HG_read copying a corrupt length, H5G__link_release_table freeing an
-// invalid pointer); a file whose stamp does not match never reaches it. Nor does a file without a
-// stamp (another program's, an older KVLab's, or one whose header was overwritten): those are read
-// only with KVLAB_IGNORE_CHECKSUM=1.
+// invalid pointer); a file whose stamp does not match never reaches it. A file without a stamp
+// (another program's, an older KVLab's, or one whose header was overwritten: they look the same)
+// is read as any HDF5 reader would, except where KVLab must have written it itself: results files
+// that are resumed, merged or compared (`H5File.open(requireStamp:)`), which are read only with
+// KVLAB_IGNORE_CHECKSUM=1.
 import Foundation
 
 /// The user block header and its checks.

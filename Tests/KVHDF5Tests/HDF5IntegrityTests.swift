@@ -78,14 +78,19 @@ extension HDF5Tests {
     }
 
     /// A header overwritten beyond recognition (more than a few bytes of its first line) makes the
-    /// file look like another program's: refused all the same.
-    func testOverwrittenHeaderIsRefused() throws {
+    /// file look like another program's: refused where a stamp is required (results resumed,
+    /// merged, compared); read as another program's file elsewhere.
+    func testOverwrittenHeaderIsRefusedWhereAStampIsRequired() throws {
         let p = path("overwritten.h5")
         try H5File.writeAtomically(to: p) { try $0.root.write("v", doubles: [1], shape: [1]) }
         var bytes = try Data(contentsOf: URL(fileURLWithPath: p))
         for i in 0 ..< 64 { bytes[i] = 0x20 }
         try bytes.write(to: URL(fileURLWithPath: p))
-        guard case .unstamped? = assertH5Error(try H5File.open(p)) else { return XCTFail("read without a check") }
+        guard case .unstamped(p)? = assertH5Error(try H5File.open(p, requireStamp: true)) else { return XCTFail("read without a check") }
+        guard case .unstamped? = assertH5Error(try H5File.modifyAtomically(p, requireStamp: true) { _ in }) else {
+            return XCTFail("modified without a check")
+        }
+        XCTAssertEqual(try H5File.open(p).root.readDoubles("v").values, [1])
     }
 
     func testAppendedBytesAreRefused() throws {
@@ -119,9 +124,10 @@ extension HDF5Tests {
     }
 
     /// Files from other programs (no stamp, no user block: h5py's, scripts/fixtures/make_legacy_h5.py)
-    /// are refused unless the user trusts them (KVLAB_IGNORE_CHECKSUM=1): a stamp whose first line
-    /// was overwritten looks the same, and HDF5 1.10 can crash or hang on a damaged file (the
-    /// fuzzer found a hang that way). Trusted, they are read and written back without a stamp.
+    /// are read: calibration files, head scores and fixtures made with h5py must stay readable.
+    /// Where a stamp is required (KVLab's results resumed, merged or compared) they are refused
+    /// unless the user trusts them (KVLAB_IGNORE_CHECKSUM=1): a stamp whose first line was
+    /// overwritten looks the same. Modified, they are written back without a stamp.
     func testUnstampedFilesAreReadAndKeepTheirLayout() throws {
         let legacy = Data(base64Encoded: [
             "iUhERg0KGgoAAAAAAAgIAAQAEAAAAAAAAAAAAAAAAAD//////////+gVAAAAAAAA//////////8AAAAAAAAAAGAAAAAAAAAAAQAAAAAAAACIAA",
@@ -196,10 +202,15 @@ extension HDF5Tests {
         let p = path("legacy.h5")
         try legacy.write(to: URL(fileURLWithPath: p))
         XCTAssertEqual(legacy.withUnsafeBytes { H5Integrity.verify($0) }, .unstamped)
-        guard case .unstamped(p)? = assertH5Error(try H5File.open(p)) else { return XCTFail("an unstamped file was read") }
+        XCTAssertEqual(try H5File.open(p).root.readDoubles("v").values, [1.5, 2.5], "a read-only input needs no stamp")
+        guard case .unstamped(p)? = assertH5Error(try H5File.open(p, requireStamp: true)) else {
+            return XCTFail("an unstamped file was read where a stamp is required")
+        }
+        XCTAssertTrue(H5Error.unstamped(file: p).localizedDescription.contains(p))
+        XCTAssertTrue(H5Error.unstamped(file: p).localizedDescription.contains(H5Integrity.ignoreEnvironment))
         setenv(H5Integrity.ignoreEnvironment, "1", 1)
         defer { unsetenv(H5Integrity.ignoreEnvironment) }
-        XCTAssertEqual(try H5File.open(p).root.readDoubles("v").values, [1.5, 2.5])
+        XCTAssertEqual(try H5File.open(p, requireStamp: true).root.readDoubles("v").values, [1.5, 2.5], "trusted")
         XCTAssertEqual(try H5File.open(p).root.stringAttribute("origin"), "h5py")
         try H5File.modifyAtomically(p) { try $0.root.setAttribute("touched", 1) }
         let after = try Data(contentsOf: URL(fileURLWithPath: p))

@@ -34,7 +34,7 @@ public enum ResultsMerge {
         var modelSource: [String: String] = [:]
         var chosen: [Int: (file: Int, row: ResultsIO.Row)] = [:]
         for (i, input) in inputs.enumerated() {
-            let file = try ResultsIO.openResultsFile(input)
+            let file = try ResultsIO.openResultsFile(input, requireStamp: true)
             files.append(file)
             let provenance = try ResultsIO.readRootProvenance(file)
             if let reference, provenance.configHash != reference.configHash {

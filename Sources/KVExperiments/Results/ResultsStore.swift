@@ -192,7 +192,7 @@ public final class ResultsStore {
         let storedModels: [ModelRecord]
         let storedRows: [ResultsIO.Row]
         do {
-            let file = try ResultsIO.openResultsFile(path)
+            let file = try ResultsIO.openResultsFile(path, requireStamp: true)   // resumed: KVLab's own, verified
             defer { try? file.close() }
             stored = try ResultsIO.readRootProvenance(file)
             guard stored.configHash == requested.configHash else {
@@ -250,7 +250,7 @@ public final class ResultsStore {
             try ResultsIO.writeModels(models, to: out.root)
             let group = try out.root.createGroup("runs")
             if !committed.isEmpty {
-                let current = try H5File.open(path)
+                let current = try H5File.open(path, requireStamp: true)
                 defer { try? current.close() }
                 let source = try current.root.group("runs")
                 for row in committed { try ResultsIO.copyRun(row, from: source, to: group) }
@@ -270,7 +270,7 @@ public final class ResultsStore {
         let added = runs.map { ResultsIO.Row($0, stamp: stamp) }
         let all = rows.filter { !replaced.contains($0.index) } + added
         let removed = rows.filter { replaced.contains($0.index) }.map(\.run)
-        try H5File.modifyAtomically(path) { file in
+        try H5File.modifyAtomically(path, requireStamp: true) { file in
             let group = try file.root.group("runs")
             for name in removed { try group.remove(name) }
             for r in runs { try ResultsIO.writeRun(r, stamp: stamp, to: group) }
