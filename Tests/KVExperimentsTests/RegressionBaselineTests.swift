@@ -31,7 +31,7 @@ final class RegressionBaselineTests: XCTestCase {
         return try ResultsFile.read(o.output!)
     }
 
-    func baseline() throws -> ResultsFile { try ResultsFile.read("results/baselines/regression.h5") }
+    func baseline() throws -> ResultsFile { try ResultsFile.read("results/baselines/regression.h5", requireStamp: true) }   // as `kvlab compare`
 
     func testRegressionSweepMatchesTheBaseline() throws {
         let report = ResultsCompare.compare(new: try sweep(), baseline: try baseline())
