@@ -44,6 +44,7 @@ extension ResultsTests {
         assertRefusedAsUnstamped(try MergeCheck.check([foreign]), foreign, "merge completeness check")
         assertRefusedAsUnstamped(try ResultsMerge.merge([stamped], into: foreign, force: false, update: true), foreign, "merge --update output")
         assertRefusedAsUnstamped(try openStore(foreign), foreign, "resume")
+        guard case .unstamped(foreign)? = resultsError(try openStore(foreign)) else { return XCTFail("resume: not .unstamped") }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: foreign)), before, "nothing was written")
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.h5")))
 

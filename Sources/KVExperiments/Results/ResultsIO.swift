@@ -332,6 +332,7 @@ enum ResultsIO {
             return try H5File.open(path, requireStamp: requireStamp)
         } catch let error as H5Error {
             if case .fileNotFound = error { throw ResultsError.failed(file: path, reason: "no such file") }
+            if case .unstamped = error { throw ResultsError.unstamped(file: path) }
             throw ResultsError.unreadable(file: path, reason: error.localizedDescription)
         }
     }
