@@ -55,11 +55,12 @@ public struct PolicySpec: Hashable, Sendable {
     }
 
     /// Builds the policy for a model with `modelKVHeads` KV heads: as `make()`, and the heads it
-    /// stores must divide the model's (head pooling).
+    /// stores must divide the model's (head pooling), and never exceed them.
     public func make(modelKVHeads: Int) throws -> CachePolicy {
         let policy = try make()
-        let stored = policy.layout.kvHeads(model: modelKVHeads)
-        guard stored >= 1, modelKVHeads % stored == 0 else {
+        let stored = policy.layout.storedKVHeads ?? modelKVHeads
+        // More heads than the model's is refused, not clamped to "no pooling" (issue 16).
+        guard stored >= 1, stored <= modelKVHeads, modelKVHeads % stored == 0 else {
             throw PolicyError.invalidParameter(policy: kind, field: "kv_heads",
                 message: "expected a divisor of the model's \(modelKVHeads) KV heads, got \(stored)")
         }

@@ -23,7 +23,7 @@ enum TaskParser {
         guard let kindField = p["task"] else { throw f.error("missing 'task' (one of \(TaskKind.allCases.map(\.rawValue).joined(separator: ", ")))") }
         let kind = try kindField.choice(TaskKind.self)
         guard let ctx = p["context"] else { throw f.error("missing 'context' (tokens)") }
-        let context = try ctx.int(min: 16)
+        let context = try ctx.int(min: 16, max: ResourceLimits.maxContext)
         var depth: Double? = nil
         if let d = p["depth"], !d.isNull {
             let v = try d.double()
@@ -40,11 +40,11 @@ enum TaskParser {
             }
             textFile = path
         }
-        let evalTokens = try p["eval_tokens"]?.int(min: 1) ?? 32
+        let evalTokens = try p["eval_tokens"]?.int(min: 1, max: ResourceLimits.maxContext) ?? 32
         if kind.isTeacherForced && evalTokens >= context {
             throw (p["eval_tokens"] ?? ctx).error("eval_tokens (\(evalTokens)) must be smaller than the context (\(context))")
         }
-        return TaskSpec(kind: kind, context: context, samples: try p["samples"]?.int(min: 1) ?? 10,
+        return TaskSpec(kind: kind, context: context, samples: try p["samples"]?.int(min: 1, max: ResourceLimits.maxSamples) ?? 10,
                         seed: try p["seed"].map { UInt64(try $0.int(min: 0)) } ?? defaultSeed,
                         depth: depth, textFile: textFile, evalTokens: evalTokens,
                         suffixMode: try p["suffix"]?.choice(SuffixMode.self))

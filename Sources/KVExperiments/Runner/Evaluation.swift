@@ -26,10 +26,11 @@ struct SampleOutcome {
 }
 
 /// Runs one sample through a fresh cache managed by `policy` (prefill, suffix, decode), the same
-/// way for the full-cache reference and for every policy.
+/// way for the full-cache reference and for every policy. Throws `NonFiniteError` when the model
+/// produces a NaN or infinity (the run is then recorded as failed, never scored).
 enum SampleEvaluator {
     static func run(model: LlamaModel, cache: KVCache, sample: TaskSample, task: TaskSpec,
-                    probe: RecordingProbe?, eos: Set<Int>) -> SampleOutcome {
+                    probe: RecordingProbe?, eos: Set<Int>) throws -> SampleOutcome {
         var out = SampleOutcome()
         out.probe = probe
         cache.probe = probe
@@ -39,42 +40,42 @@ enum SampleEvaluator {
         var position = 0
         var last: [Float] = []
 
-        func prefill(_ tokens: [Int], compress: Bool) {
+        func prefill(_ tokens: [Int], compress: Bool) throws {
             guard !tokens.isEmpty else { return }
             cache.compressionEnabled = compress
-            let t = clock { last = model.forward(tokens, startPosition: position, cache: cache, phase: .prefill) }
-            cache.compressionEnabled = true
+            defer { cache.compressionEnabled = true }
+            let t = try clock { last = try model.forwardChecked(tokens, startPosition: position, cache: cache, phase: .prefill) }
             out.prefillSeconds += t; out.prefillTokens += tokens.count
             position += tokens.count
         }
-        func decode(_ token: Int) {
+        func decode(_ token: Int) throws {
             probe?.begin()
-            let t = clock { last = model.forward([token], startPosition: position, cache: cache, phase: .decode) }
-            probe?.end()
+            defer { probe?.end() }
+            let t = try clock { last = try model.forwardChecked([token], startPosition: position, cache: cache, phase: .decode) }
             out.decodeSeconds += t; out.decodeSteps += 1
             position += 1
         }
 
         if task.kind.isTeacherForced {
-            prefill(ctx, compress: true)
+            try prefill(ctx, compress: true)
             out.rows[position - 1] = last
             for t in suffix {
-                decode(t)
+                try decode(t)
                 out.rows[position - 1] = last
             }
             (out.retained, out.ownBytes) = (snapshot(cache), ownBytes(cache))
         } else {
             switch task.suffixMode {
-            case .compressed: prefill(ctx + suffix, compress: true)
-            case .prefill: prefill(ctx, compress: true); prefill(suffix, compress: false)
-            case .decode: prefill(ctx, compress: true); suffix.forEach(decode)
+            case .compressed: try prefill(ctx + suffix, compress: true)
+            case .prefill: try prefill(ctx, compress: true); try prefill(suffix, compress: false)
+            case .decode: try prefill(ctx, compress: true); try suffix.forEach(decode)
             }
             (out.retained, out.ownBytes) = (snapshot(cache), ownBytes(cache))
             while out.generated.count < sample.maxNewTokens {
                 let next = last.withUnsafeBufferPointer { Ops.argmax($0.baseAddress!, count: V) }
                 out.generated.append(next)
                 if eos.contains(next) || out.generated.count == sample.maxNewTokens { break }
-                decode(next)
+                try decode(next)
             }
         }
         out.stats = cache.stats
@@ -100,8 +101,8 @@ enum SampleEvaluator {
 }
 
 /// Wall-clock seconds of a closure.
-func clock(_ body: () -> Void) -> Double {
+func clock(_ body: () throws -> Void) rethrows -> Double {
     let t0 = DispatchTime.now().uptimeNanoseconds
-    body()
+    try body()
     return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
 }

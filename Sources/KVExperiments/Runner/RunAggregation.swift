@@ -12,7 +12,7 @@ extension SweepRunner {
         let isFull = point.policy == .full
         _ = try point.policy.make(modelKVHeads: m.config.kvHeads)
         let outs = isFull ? refs : try samples.map { s in
-            evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
+            try evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
         }
         let c = m.config
         var per: [String: [Double]] = [:]

@@ -3,6 +3,7 @@ import KVCache
 import KVModel
 import KVPolicies
 import KVTensor
+import KVTokenizer
 
 /// How a sweep runs: resume/force, sharding, progress.
 public struct RunOptions: Sendable {
@@ -15,6 +16,8 @@ public struct RunOptions: Sendable {
     public var threads: Int? = nil
     /// Progress lines with ETA (on for a terminal).
     public var progress = true
+    /// Runs committed with an error status are retried by a rerun unless this is set.
+    public var skipFailed = false
     public init() {}
 }
 
@@ -24,7 +27,14 @@ public struct SweepSummary: Sendable {
     public var planned = 0
     public var skipped = 0
     public var ran = 0
+    /// Runs of this invocation that ended with an error status.
     public var failed = 0
+    /// Runs that had failed before and ran again (counted in `ran` too).
+    public var retried = 0
+    /// Runs that had failed before and were skipped (`skipFailed`); counted in `skipped` too.
+    public var skippedFailed = 0
+    /// Whether every run this invocation is responsible for is in the file with status "ok".
+    public var allSucceeded: Bool { failed == 0 && skippedFailed == 0 }
     public var wallSeconds = 0.0
     /// Seconds spent evaluating (model forwards, metrics) vs committing results and bookkeeping.
     public var evaluationSeconds = 0.0
@@ -61,6 +71,7 @@ public final class SweepRunner {
 
     public func run(log: (String) -> Void) throws -> SweepSummary {
         let start = DispatchTime.now().uptimeNanoseconds
+        try Preflight.check(config)   // everything a run would reject, before any work
         if let t = options.threads ?? config.threads { BLAS.setThreads(t) }
         var summary = SweepSummary(output: outputPath)
         let todo = points
@@ -102,31 +113,45 @@ public final class SweepRunner {
         var textSources: [String: String] = [:]
         var evalSeconds = 0.0
         for (done, point) in todo.enumerated() {
-            if store.isFinished(index: point.index, key: point.key) { summary.skipped += 1; continue }
+            if store.isFinished(index: point.index, key: point.key) {
+                if !store.isFailed(index: point.index) || options.skipFailed {
+                    summary.skipped += 1
+                    if store.isFailed(index: point.index) { summary.skippedFailed += 1 }
+                    continue
+                }
+                summary.retried += 1
+            }
             let t0 = DispatchTime.now().uptimeNanoseconds
             var record: RunRecord
             do {
-                let (m, codec, style) = try model(point.model)
-                let refKey = point.runKey.reference
-                if references?.key != refKey {
-                    references = nil
-                    let r0 = DispatchTime.now().uptimeNanoseconds
-                    let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
-                                                          options: TaskOptions(style: style),
-                                                          modelName: loaded?.codecError.map { "\(point.model.id) (its tokenizer could not be read: \($0))" } ?? point.model.id)
-                    let outcomes = samples.map { s in
-                        evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
+                // Bounded tokenizer regexes: one that backtracks without end fails this run, clearly.
+                record = try TokenizerWorkLimit.check {
+                    let (m, codec, style) = try model(point.model)
+                    let refKey = point.runKey.reference
+                    if references?.key != refKey {
+                        references = nil
+                        let r0 = DispatchTime.now().uptimeNanoseconds
+                        let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
+                                                              options: TaskOptions(style: style),
+                                                              modelName: loaded?.codecError.map { "\(point.model.id) (its tokenizer could not be read: \($0))" } ?? point.model.id)
+                        let outcomes = try samples.map { s in
+                            try evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
+                        }
+                        references = (refKey, samples, outcomes, Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9)
                     }
-                    references = (refKey, samples, outcomes, Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9)
+                    var source = ""
+                    if let file = point.task.textFile, point.task.kind != .mqar {
+                        if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
+                        source = textSources[file]!
+                    }
+                    let record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes,
+                                              referenceSeconds: references!.seconds, textSource: source)
+                    try FiniteMetrics.check(record)
+                    return record
                 }
-                var source = ""
-                if let file = point.task.textFile, point.task.kind != .mqar {
-                    if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
-                    source = textSources[file]!
-                }
-                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes,
-                                      referenceSeconds: references!.seconds, textSource: source)
             } catch {
+                // References built from cut-short encodes must not serve the next policy.
+                if error is TokenizerWorkLimitError { references = nil }
                 record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
                                    context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
                                    policyFamily: point.policy.family, policyLabel: point.policy.label,
@@ -153,12 +178,12 @@ public final class SweepRunner {
         return summary
     }
 
-    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool) -> SampleOutcome {
+    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool) throws -> SampleOutcome {
         let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
         let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
         var eos = Set(m.config.eosTokenIds)
         if task.kind == .mqar || task.kind == .fidelity { eos = [] }
-        return SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, eos: eos)
+        return try SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, eos: eos)
     }
 }
 
