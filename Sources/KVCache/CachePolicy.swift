@@ -48,6 +48,9 @@ public protocol CachePolicy: AnyObject {
     /// How many KV heads the cache stores for a model with `modelKVHeads` (head pooling, MHA -> GQA/MQA:
     /// each stored head holds the mean of its group's K and V). Default: all of them.
     func storedKVHeads(modelKVHeads: Int) -> Int
+    /// How stored KV heads are formed from the model's (low-rank projection, KVHeadProjection.swift);
+    /// nil = the mean of each group (head pooling), or all heads as they are. Default nil.
+    var kvHeadProjection: KVHeadProjection? { get }
     /// How the cache stores older tokens (KIVI codes); nil = Float32 (the default).
     var quantization: QuantizationSpec? { get }
     /// Whether the cache merges adjacent layers' K/V (MiniCache); nil = no merging (the default).
@@ -84,6 +87,7 @@ extension CachePolicy {
     public var queryWindow: Int { 0 }
     public func keyBasis(layer: Int, head: Int) -> [Float]? { nil }
     public func storedKVHeads(modelKVHeads: Int) -> Int { modelKVHeads }
+    public var kvHeadProjection: KVHeadProjection? { nil }
     public var quantization: QuantizationSpec? { nil }
     public var layerMerge: LayerMergeSpec? { nil }
     public var shiftsPositions: Bool { false }

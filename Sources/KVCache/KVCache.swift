@@ -45,6 +45,9 @@ public final class KVCache {
     private var rotaryOffset: [[Int]]
     /// MiniCache: for the upper layer of each merged pair, its lower layer and per-KV-head state.
     private var mergePairs: [Int: (lower: Int, states: [PairMergeState])] = [:]
+    /// Low-rank KV-head projection (KVHeadProjection.swift); nil = mean pooling or none.
+    private let projection: KVHeadProjection?
+    private var projectedQueries: [Float] = []                // scratch [rows, H*d]
 
     public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
         let stored = policy.storedKVHeads(modelKVHeads: modelShape.kvHeads)
@@ -54,6 +57,13 @@ public final class KVCache {
         self.shape = shape
         self.modelShape = modelShape
         self.policy = policy
+        projection = policy.kvHeadProjection
+        if let p = projection {
+            precondition(p.layers == modelShape.layers && p.modelKVHeads == modelShape.kvHeads && p.headDim == modelShape.headDim
+                         && p.storedKVHeads == stored, "\(policy.name): KV-head projection does not fit the model's shape")
+            precondition((0..<modelShape.layers).allSatisfy { policy.sourceLayer($0) == $0 },
+                         "\(policy.name): KV-head projection does not compose with cross-layer sharing")
+        }
         policy.bind(shape: shape)
         stores = (0..<shape.layers).map { l in
             let owns = policy.sourceLayer(l) == l
@@ -107,7 +117,12 @@ public final class KVCache {
         // Head pooling: each stored KV head holds the mean of the model's r = Hkv / Hkv' heads.
         var keys = keys, values = values
         let r = modelShape.kvHeads / hkv
-        if owns && r > 1 {
+        if let p = projection, owns {   // low-rank projection instead of the mean (KVHeadProjection.swift)
+            pooledKeys = p.projectKeys(layer: layer, keys, rows: rows)
+            pooledValues = p.projectValues(layer: layer, values, rows: rows)
+            keys = pooledKeys.withUnsafeBufferPointer { $0.baseAddress! }
+            values = pooledValues.withUnsafeBufferPointer { $0.baseAddress! }
+        } else if owns && r > 1 {
             pooledKeys = Self.meanPool(keys, rows: rows, heads: modelShape.kvHeads, factor: r, dim: d)
             pooledValues = Self.meanPool(values, rows: rows, heads: modelShape.kvHeads, factor: r, dim: d)
             keys = pooledKeys.withUnsafeBufferPointer { $0.baseAddress! }
@@ -123,8 +138,12 @@ public final class KVCache {
                 if let p = bases[source][h] { rotate(st.keys + (st.count - rows) * d, rows: rows, ld: d, basis: p) }
             }
         }
-        // Queries in the stores' key bases (q.k unchanged for an orthonormal basis).
         var queries = queries
+        if let p = projection {   // queries read the projected keys (KVHeadProjection.swift)
+            projectedQueries = p.transformQueries(layer: layer, queries, rows: rows, queryHeads: hq)
+            queries = projectedQueries.withUnsafeBufferPointer { $0.baseAddress! }
+        }
+        // Queries in the stores' key bases (q.k unchanged for an orthonormal basis).
         if bases[source].contains(where: { $0 != nil }) {
             rotatedQueries = Array(UnsafeBufferPointer(start: queries, count: rows * hq * d))
             rotatedQueries.withUnsafeMutableBufferPointer { buf in
@@ -156,6 +175,7 @@ public final class KVCache {
                                      scale: scale, out: output + qh * d, ldo: hq * d)
                 }
             }
+            projection?.transformOutput(layer: layer, output, rows: rows, queryHeads: hq)
             probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
             if owns && isStepEnd && compressionEnabled {
                 for h in 0..<hkv {

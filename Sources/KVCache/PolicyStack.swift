@@ -19,6 +19,8 @@ public final class PolicyStack: CachePolicy {
         for c in children { let n = c.storedKVHeads(modelKVHeads: modelKVHeads); if n != modelKVHeads { return n } }
         return modelKVHeads
     }
+    /// The first child that projects KV heads decides how (it must also be the one that sets the count).
+    public var kvHeadProjection: KVHeadProjection? { children.lazy.compactMap(\.kvHeadProjection).first }
     /// The first child that quantizes decides how (two quantizers do not compose).
     public var quantization: QuantizationSpec? { children.lazy.compactMap(\.quantization).first }
     /// Positions shift if any child asks for it.

@@ -14,6 +14,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case tova(budget: Budget, schedule: EvictionSchedule)
     case knorm(budget: Budget, schedule: EvictionSchedule)
     case headPooling(kvHeads: Int)
+    /// SVD KV-head compression from a calibration file (`kvlab calibrate svd-heads`).
+    case svdHeads(calibration: String)
     case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
     case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA)
     case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
@@ -36,6 +38,10 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .tova(b, s): return try TOVA(budget: b, schedule: s)
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
         case let .headPooling(n): return try HeadPooling(kvHeads: n)
+        case let .svdHeads(path):
+            do { return SVDHeads(calibration: try SVDHeadsCalibration.loadCached(path), path: path) } catch let e as PolicyError { throw e } catch {
+                throw PolicyError.invalidParameter(policy: "svd_heads", field: "calibration", message: "\(path): \(error.localizedDescription)")
+            }
         case let .quest(b, page, dense, gqa): return try Quest(tokenBudget: b, pageSize: page, denseLayers: dense, gqa: gqa)
         case let .loki(path, rank, k, gqa):
             let cal: LokiCalibration
@@ -61,7 +67,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     }
 
     /// Registered policy names (what configs and the command line accept).
-    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "cla", "kivi", "minicache", "stack"]
+    public static let names = ["full", "streaming_llm", "h2o", "snapkv", "pyramidkv", "tova", "knorm", "quest", "loki", "oracle_topk", "head_pooling", "svd_heads", "cla", "kivi", "minicache", "stack"]
 
     /// The policy's name in configs and results.
     public var kind: String {
@@ -74,6 +80,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .tova: return "tova"
         case .knorm: return "knorm"
         case .headPooling: return "head_pooling"
+        case .svdHeads: return "svd_heads"
         case .cla: return "cla"
         case .quest: return "quest"
         case .loki: return "loki"
@@ -90,7 +97,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case .full: return "full"
         case .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm: return "eviction"
         case .quest, .loki, .oracleTopK: return "selection"
-        case .headPooling, .cla, .miniCache: return "sharing"
+        case .headPooling, .svdHeads, .cla, .miniCache: return "sharing"
         case .kivi: return "quantization"
         case .stack(let c): return c.map(\.family).joined(separator: "+")
         }
@@ -110,6 +117,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .headPooling(n): return [("kv_heads", "\(n)")]
+        case let .svdHeads(path): return [("calibration", path)]
         case let .cla(factor, layers, path):
             if let path { return [("map_file", path)] }
             let l: String
@@ -147,7 +155,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     /// The budget a plot puts on its x axis (the first child's, for stacks).
     public var budget: Budget? {
         switch self {
-        case .full, .headPooling, .cla, .kivi, .miniCache: return nil
+        case .full, .headPooling, .svdHeads, .cla, .kivi, .miniCache: return nil
         case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)

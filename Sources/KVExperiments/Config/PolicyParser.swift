@@ -15,6 +15,7 @@ enum PolicyParser {
         "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
         "oracle_topk": ["top_k", "k_fraction", "gqa"],
         "head_pooling": ["kv_heads"],
+        "svd_heads": ["calibration"],
         "kivi": ["bits", "group_size", "residual"],
         "cla": ["share_factor", "layers", "map_file"],
         "minicache": ["start_layer", "t", "retain_fraction"],
@@ -124,6 +125,9 @@ enum PolicyParser {
         case "head_pooling":
             guard let n = p["kv_heads"] else { throw f.error("missing 'kv_heads' (KV heads stored after pooling)") }
             return .headPooling(kvHeads: try n.int(min: 1))
+        case "svd_heads":
+            guard let c = p["calibration"] else { throw f.error("expected 'calibration: FILE' (written by `kvlab calibrate svd-heads`)") }
+            return .svdHeads(calibration: try c.string())   // relative to the current directory, like model paths
         case "kivi":
             return .kivi(bits: try int("bits", 2), groupSize: try int("group_size", 32), residual: try int("residual", 128))
         case "minicache":

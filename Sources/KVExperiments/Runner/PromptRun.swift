@@ -19,6 +19,7 @@ public struct PromptRun {
                            sampling: Sampling = .greedy, stopAt eos: Set<Int> = [],
                            allPromptLogits: Bool = false) throws -> PromptRun {
         let live = try policy.make()
+        try PolicySpec.checkProjection(live, kind: policy.kind, model: model.cacheShape)
         let stored = live.storedKVHeads(modelKVHeads: model.config.kvHeads)
         guard stored >= 1, model.config.kvHeads % stored == 0 else {
             throw PolicyError.invalidParameter(policy: policy.kind, field: "kv_heads",

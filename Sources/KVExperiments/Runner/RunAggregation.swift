@@ -8,7 +8,9 @@ extension SweepRunner {
     func runPoint(_ point: GridPoint, model m: LlamaModel, codec: TextCodec?, samples: [TaskSample],
                   refs: [SampleOutcome]) throws -> RunRecord {
         let isFull = point.policy == .full
-        let stored = try point.policy.make().storedKVHeads(modelKVHeads: m.config.kvHeads)
+        let live = try point.policy.make()
+        try PolicySpec.checkProjection(live, kind: point.policy.kind, model: m.cacheShape)
+        let stored = live.storedKVHeads(modelKVHeads: m.config.kvHeads)
         guard stored >= 1, m.config.kvHeads % stored == 0 else {
             throw PolicyError.invalidParameter(policy: point.policy.kind, field: "kv_heads",
                 message: "expected a divisor of the model's \(m.config.kvHeads) KV heads, got \(stored)")

@@ -1,0 +1,122 @@
+// SVD KV-head compression: fewer KV heads by low-rank projection fitted on calibration text.
+// Paper: Yu et al., "Effectively Compress KV Heads for LLM", arXiv 2406.07056 (no public code found;
+// the RoPE-compatible key map here is the least-squares RoPE-commuting one, see KVHeadProjection).
+// The baseline is mean pooling (HeadPooling.swift, the GQA paper's conversion).
+import Foundation
+import KVCache
+import KVHDF5
+
+/// Stores the calibration's number of KV heads: each stored head is the low-rank projection of its
+/// group of adjacent model heads, queries and attention outputs mapped accordingly (exactly what
+/// folding the projection into W_k, W_v, W_q and W_o would do, applied in the cache like head
+/// pooling, so runs keep the unmodified model's full cache as their reference). No uptraining.
+public final class SVDHeads: CachePolicy {
+    public let calibration: SVDHeadsCalibration
+    public let path: String
+    private let projectionValue: KVHeadProjection
+
+    public init(calibration: SVDHeadsCalibration, path: String = "") {
+        self.calibration = calibration
+        self.path = path
+        projectionValue = calibration.projection
+    }
+
+    public var name: String { "svd_heads(kv_heads=\(calibration.storedKVHeads))" }
+    public func storedKVHeads(modelKVHeads: Int) -> Int { calibration.storedKVHeads }
+    public var kvHeadProjection: KVHeadProjection? { projectionValue }
+}
+
+extension SVDHeadsCalibration {
+    static let format = "kvlab-svd-kv-heads"
+
+    /// Writes the calibration (atomically): `value_basis` [L, Hs, r*d, d], `key_coef_re` and
+    /// `key_coef_im` [L, Hs, d/2, r], the errors [L, Hs] (float32) and provenance attributes.
+    public func save(to path: String) throws {
+        try H5File.writeAtomically(to: path) { f in
+            let L = layers, hs = storedKVHeads, r = ratio, d = headDim, root = f.root
+            let v = try root.write("value_basis", floats: Array(valueBasis.joined().joined()), shape: [L, hs, r * d, d])
+            try v.setAttribute("doc", "U per layer and stored head, row-major [r*d, d]: stored v' = [v_{s*r} .. v_{s*r+r-1}] U; model head m read back as v' U_m^T (U_m = rows m*d..<(m+1)*d)")
+            let kr = try root.write("key_coef_re", floats: Array(keyRe.joined().joined()), shape: [L, hs, d / 2, r])
+            try kr.setAttribute("doc", "u_j per layer, stored head and RoPE frequency j (rotate-half pairs j, j+d/2), complex, unit: stored z'_j = u_j^H z_j with z_j = k_j + i k_{j+d/2}; queries of model head m multiplied by conj(u_{j,m})")
+            try root.write("key_coef_im", floats: Array(keyIm.joined().joined()), shape: [L, hs, d / 2, r])
+            for (name, x) in [("value_error", valueError), ("key_error", keyError),
+                              ("value_error_mean_pool", valueErrorMean), ("key_error_mean_pool", keyErrorMean)] {
+                let ds = try root.write(name, floats: x, shape: [L, hs])
+                try ds.setAttribute("doc", "relative reconstruction error sum ||x - x_hat||^2 / sum ||x||^2 over the calibration tokens, per layer and stored head")
+            }
+            try root.setAttribute("format", Self.format)
+            try root.setAttribute("version", 1)
+            try root.setAttribute("layers", L)
+            try root.setAttribute("model_kv_heads", modelKVHeads)
+            try root.setAttribute("stored_kv_heads", hs)
+            try root.setAttribute("head_dim", d)
+            try root.setAttribute("tokens", tokens)
+            for (k, val) in attributes.sorted(by: { $0.key < $1.key }) { try root.setAttribute(k, val) }
+        }
+    }
+
+    /// Reads a file written by `save` (errors name the file, the field and what was expected).
+    public static func load(_ path: String) throws -> SVDHeadsCalibration {
+        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: "svd_heads", field: "calibration", message: "\(path): \(m)") }
+        guard FileManager.default.fileExists(atPath: path) else { throw bad("file not found; write one with `kvlab calibrate svd-heads`") }
+        let f = try H5File.open(path)
+        defer { try? f.close() }
+        let root = f.root
+        guard root.hasAttribute("format"), try root.stringAttribute("format") == format else {
+            throw bad("not an SVD KV-head calibration (attribute format != \(format)); write one with `kvlab calibrate svd-heads`")
+        }
+        let L = try root.intAttribute("layers"), hkv = try root.intAttribute("model_kv_heads")
+        let hs = try root.intAttribute("stored_kv_heads"), d = try root.intAttribute("head_dim")
+        guard L >= 1, hs >= 1, hkv % hs == 0, d >= 2, d % 2 == 0 else {
+            throw bad("attributes: expected layers >= 1, stored_kv_heads dividing model_kv_heads, even head_dim; got \(L), \(hs)/\(hkv), \(d)")
+        }
+        let r = hkv / hs
+        func read(_ name: String, _ shape: [Int]) throws -> [Float] {
+            let (x, s) = try root.readFloats(name)
+            guard s == shape else { throw bad("\(name): expected shape \(shape), got \(s)") }
+            guard x.allSatisfy(\.isFinite) else { throw bad("\(name): non-finite values") }
+            return x
+        }
+        func split(_ x: [Float], _ inner: Int) -> [[[Float]]] {
+            (0..<L).map { l in (0..<hs).map { s in Array(x[((l * hs + s) * inner)..<((l * hs + s + 1) * inner)]) } }
+        }
+        let vb = split(try read("value_basis", [L, hs, r * d, d]), r * d * d)
+        let kr = split(try read("key_coef_re", [L, hs, d / 2, r]), d / 2 * r)
+        let ki = split(try read("key_coef_im", [L, hs, d / 2, r]), d / 2 * r)
+        var attrs: [String: String] = [:]
+        for name in try root.attributeNames() {
+            if let s = try? root.stringAttribute(name), name != "format" { attrs[name] = s }
+        }
+        return SVDHeadsCalibration(layers: L, modelKVHeads: hkv, storedKVHeads: hs, headDim: d, valueBasis: vb, keyRe: kr, keyIm: ki,
+                                   valueError: try read("value_error", [L, hs]), keyError: try read("key_error", [L, hs]),
+                                   valueErrorMean: try read("value_error_mean_pool", [L, hs]),
+                                   keyErrorMean: try read("key_error_mean_pool", [L, hs]),
+                                   tokens: root.hasAttribute("tokens") ? try root.intAttribute("tokens") : 0, attributes: attrs)
+    }
+
+    private static let cacheLock = NSLock()
+    nonisolated(unsafe) private static var cached: [String: (Date, SVDHeadsCalibration)] = [:]
+
+    /// `load`, remembered per path and modification date (a sweep builds the policy once per sample).
+    public static func loadCached(_ path: String) throws -> SVDHeadsCalibration {
+        let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
+        cacheLock.lock()
+        if let (date, cal) = cached[path], date == modified { cacheLock.unlock(); return cal }
+        cacheLock.unlock()
+        let cal = try load(path)
+        cacheLock.lock(); cached[path] = (modified, cal); cacheLock.unlock()
+        return cal
+    }
+}
+
+extension PolicySpec {
+    /// Throws when a built policy's KV-head projection was fitted for another model geometry
+    /// (the cache would otherwise stop on a precondition).
+    public static func checkProjection(_ live: CachePolicy, kind: String, model shape: CacheShape) throws {
+        guard let p = live.kvHeadProjection else { return }
+        guard p.layers == shape.layers, p.modelKVHeads == shape.kvHeads, p.headDim == shape.headDim else {
+            throw PolicyError.invalidParameter(policy: kind, field: "calibration",
+                message: "fitted for \(p.layers) layers x \(p.modelKVHeads) KV heads x head_dim \(p.headDim); the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim)")
+        }
+    }
+}
