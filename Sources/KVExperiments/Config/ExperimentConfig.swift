@@ -132,6 +132,7 @@ public struct GridPoint: Sendable {
         let text = t.textFile.map { "\"\($0)\"" } ?? "null"
         return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
             "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.label)\"}"
+            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.label)\"" +
+            (t.ablation.map { ", \"ablate_heads\": \"\($0.label)\"" } ?? "") + "}"
     }
 }

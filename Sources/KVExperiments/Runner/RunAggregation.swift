@@ -7,7 +7,8 @@ extension SweepRunner {
     /// Runs one grid point's policy over every sample and turns the outcomes into a RunRecord.
     func runPoint(_ point: GridPoint, model m: LlamaModel, codec: TextCodec?, samples: [TaskSample],
                   refs: [SampleOutcome]) throws -> RunRecord {
-        let isFull = point.policy == .full
+        let mask = try point.task.ablation?.resolve(layers: m.config.layers, queryHeads: m.config.heads)
+        let isFull = point.policy == .full && mask == nil
         let live = try point.policy.make()
         try PolicySpec.checkProjection(live, kind: point.policy.kind, model: m.cacheShape)
         let stored = live.storedKVHeads(modelKVHeads: m.config.kvHeads)
@@ -16,7 +17,7 @@ extension SweepRunner {
                 message: "expected a divisor of the model's \(m.config.kvHeads) KV heads, got \(stored)")
         }
         let outs = isFull ? refs : try samples.map { s in
-            evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
+            evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false, headMask: mask)
         }
         let c = m.config
         var per: [String: [Double]] = [:]
@@ -101,6 +102,12 @@ extension SweepRunner {
             scalars.append(.init("kl_p95", Metrics.percentile(klAll, 0.95)))
         }
         var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: storedHeads)]
+        if let mask {   // head ablation: which query heads were switched off
+            var ablated = [Float](repeating: 0, count: c.layers * c.heads)
+            for (l, h) in mask.pairs { ablated[l * c.heads + h] = 1 }
+            grids.append(.init("ablated_heads", ablated, layers: c.layers, heads: c.heads))
+            scalars.append(.init("ablated_heads", Double(mask.count)))
+        }
         if point.task.kind == .fidelity {
             grids.append(.init("attention_recall", recall, layers: c.layers, heads: c.heads))
             grids.append(.init("attn_output_rel_error", outErr, layers: c.layers, heads: c.heads))
