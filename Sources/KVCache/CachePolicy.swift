@@ -19,6 +19,9 @@ public struct LayerStep {
     public let shape: CacheShape
     public let tokensSeen: Int                    // tokens fed to the model so far, these included
     public let promptLength: Int                  // tokens seen when the last compressed prefill ended
+    /// Rows of the same forward call still to come after this chunk (0 on the last chunk and in decode):
+    /// `tokens held + pendingRows` is the key length the whole forward ends with.
+    public let pendingRows: Int
     /// Bytes a policy reads outside the attention kernel (page summaries, low-rank key slices).
     public let meter: ReadMeter
     public var scale: Float { 1 / Float(shape.headDim).squareRoot() }
@@ -68,6 +71,16 @@ public protocol CachePolicy: AnyObject {
     /// May be called concurrently for the different KV heads of one layer step (each call gets
     /// its own `step.meter`): touch only state of `head`, never another head's or shared state.
     func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]?
+    /// Whether the policy narrows, in `phase`, the keys each query row (per query head) reads through
+    /// `selectRows` instead of the default path (prefill: exact causal attention; decode: `select`).
+    /// Default false.
+    func selectsRows(_ phase: Phase) -> Bool
+    /// For the query rows `rows` of this step (indices into its rows) of the g query heads of KV head
+    /// `head`: the store indices each row reads; `visible[r]` is the number of store tokens row r may
+    /// see (causal; for every row of the step). nil = every visible token. The cache then attends
+    /// exactly over each list (Loki's reference protocol). Called only when `selectsRows(step.phase)`;
+    /// may run concurrently for different KV heads (touch only `head`'s state, as `select`).
+    func selectRows(_ step: LayerStep, head: Int, rows: Range<Int>, visible: [Int]) -> RowSelection?
     /// Decode: attention probabilities [g, n] over the attended indices (nil = all n tokens).
     func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int)
     /// After the layer attended, at a step end: the store indices (increasing) to keep; nil = all.
@@ -95,11 +108,23 @@ extension CachePolicy {
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? { candidates }
+    public func selectsRows(_ phase: Phase) -> Bool { false }
+    public func selectRows(_ step: LayerStep, head: Int, rows: Range<Int>, visible: [Int]) -> RowSelection? { nil }
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {}
     public func retain(_ step: LayerStep, head: Int) -> [Int]? { nil }
     public func didRetain(layer: Int, head: Int, kept: [Int]) {}
     public var metadataBytes: Int { 0 }
     public func reset() {}
+}
+
+/// What `selectRows` returns for a block of query rows of one KV head's group.
+public struct RowSelection {
+    /// One list per query head of the group (g per row) or one the group shares (1 per row).
+    public var perQueryHead: Bool
+    /// lists[m * rows + r]: increasing store indices row r (of the block) of query head m reads, each
+    /// below the row's visible count; nil = every visible token.
+    public var lists: [[Int32]?]
+    public init(perQueryHead: Bool, lists: [[Int32]?]) { self.perQueryHead = perQueryHead; self.lists = lists }
 }
 
 /// The full cache: keeps and reads everything. The reference every policy is compared with.

@@ -30,6 +30,9 @@ public struct CacheStats: Equatable, Sendable, Codable {
     public var decodeValueBytesRead = 0   // of which values
     public var decodeMetadataBytesRead = 0 // of which policy metadata (e.g. Quest page min/max)
     public var decodeSteps = 0
+    /// K/V (+ policy) bytes prefill attention read: per query row and KV head, the rows its group
+    /// attends (all visible rows when dense; the union of the group's lists under `selectRows`).
+    public var prefillBytesRead = 0
     public var tokensSeen = 0             // tokens appended so far (what a full cache would hold)
     public init() {}
 

@@ -26,11 +26,13 @@ public final class KVCache {
     /// Tokens seen when the last compressed prefill ended (the prompt length ratio budgets refer to).
     public private(set) var promptLength = 0
 
-    private var meter = ReadMeter()
+    var meter = ReadMeter()
+    /// Rows of the current forward call after the chunk being attended (set by the model; see `LayerStep.pendingRows`).
+    public var pendingRows = 0
     private var bases: [[[Float]?]] = []                     // [layer][kvHead] key basis P [d, d] or nil
     private var rotatedQueries: [Float] = []                 // scratch [rows, H*d]
     private var pooledKeys: [Float] = [], pooledValues: [Float] = []   // scratch [rows, Hkv'*d]
-    private var scratch: [UnsafeMutablePointer<Float>] = []   // per KV head: probabilities [g, n]
+    var scratch: [UnsafeMutablePointer<Float>] = []           // per KV head: probabilities [g, n]
     private var scratchCapacity = 0
     private var recent: [[Float]]                             // per layer: last queryWindow query rows [W, H*d]
     /// The model's rotary embedding (set by the model): lets the cache re-rotate stored keys when
@@ -160,7 +162,7 @@ public final class KVCache {
                                  rows: rows, queries: queries, positions: positions,
                                  recentQueries: recentBuf.baseAddress ?? queries, recentCount: recentBuf.count / (hq * d),
                                  stores: heads, shape: shape, tokensSeen: stats.tokensSeen, promptLength: promptLength,
-                                 meter: meter)
+                                 pendingRows: phase == .decode ? 0 : pendingRows, meter: meter)
             if owns { policy.didAppend(step) }
             if phase == .decode && rows == 1 {
                 decodeAttention(step, scale: scale, output: output)
@@ -168,11 +170,17 @@ public final class KVCache {
                 if owns { restoreOrder(layer: layer) }
                 // Over merged tokens the store's positions are not increasing, but every old token
                 // precedes the new ones, so the visible counts are still prefixes.
-                for qh in 0..<hq {
-                    let st = heads[qh / g]
-                    Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st,
-                                     visible: Attention.visibleCounts(store: st, positions: positions),
-                                     scale: scale, out: output + qh * d, ldo: hq * d)
+                if policy.selectsRows(.prefill) {
+                    selectedPrefill(step, scale: scale, output: output)
+                } else {
+                    for h in 0..<hkv {
+                        let st = heads[h], visible = Attention.visibleCounts(store: st, positions: positions)
+                        meterPrefill(rowsRead: visible.reduce(0, +))
+                        for qh in h * g..<(h + 1) * g {
+                            Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st, visible: visible,
+                                             scale: scale, out: output + qh * d, ldo: hq * d)
+                        }
+                    }
                 }
             }
             projection?.transformOutput(layer: layer, output, rows: rows, queryHeads: hq)
@@ -268,8 +276,18 @@ public final class KVCache {
         selections.initialize(repeating: nil, count: hkv)
         let readRows = UnsafeMutablePointer<Int>.allocate(capacity: hkv)
         defer { selections.deinitialize(count: hkv); selections.deallocate(); readRows.deallocate() }
+        let rowSelect = policy.selectsRows(.decode)
         let work = { (h: Int) in
-            let sel = self.policy.select(parallel ? step.with(meter: meters[h]) : step, head: h, candidates: nil)
+            let st = parallel ? step.with(meter: meters[h]) : step
+            let rowSel = rowSelect ? self.policy.selectRows(st, head: h, rows: 0..<1, visible: [heads[h].count]) : nil
+            if let rs = rowSel, rs.perQueryHead {
+                // Each query head attends its own list; observers see the union, zeros where a head did not select.
+                (selections[h], readRows[h]) = Self.attendPerQueryHead(rs.lists, q: step.queries + h * g * d, groups: g,
+                                                                       store: heads[h], scale: scale, probs: self.scratch[h],
+                                                                       out: output + h * g * d)
+                return
+            }
+            let sel = rowSelect ? (rowSel?.lists.first ?? nil) : self.policy.select(st, head: h, candidates: nil)
             if let sel {
                 precondition(sel.allSatisfy { $0 >= 0 && Int($0) < heads[h].count }, "\(self.policy.name): selected a token not in the store")
             }
@@ -347,8 +365,9 @@ public final class KVCache {
             stats.decodeValueBytesRead += meter.valueBytes
             stats.decodeMetadataBytesRead += meter.metadataBytes
             stats.decodeSteps += 1
-        } else if compressionEnabled {
-            promptLength = stats.tokensSeen
+        } else {
+            stats.prefillBytesRead += meter.total
+            if compressionEnabled { promptLength = stats.tokensSeen }
         }
         meter = ReadMeter()
     }
@@ -365,7 +384,7 @@ public final class KVCache {
         policy.reset()
     }
 
-    private func ensureScratch(_ n: Int) {
+    func ensureScratch(_ n: Int) {
         if scratch.count == shape.kvHeads && n <= scratchCapacity { return }
         scratch.forEach { $0.deallocate() }
         scratchCapacity = max(n, scratchCapacity * 2, 1024)
@@ -378,6 +397,6 @@ extension LayerStep {
     func with(meter m: ReadMeter) -> LayerStep {
         LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compress, rows: rows, queries: queries,
                   positions: positions, recentQueries: recentQueries, recentCount: recentCount, stores: stores,
-                  shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, meter: m)
+                  shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, pendingRows: pendingRows, meter: m)
     }
 }

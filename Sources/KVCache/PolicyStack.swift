@@ -1,6 +1,7 @@
 /// Several policies applied together, e.g. SnapKV + Quest. Folds over its children in order:
 /// - `sourceLayer`: the first child that redirects the layer wins;
 /// - `select`: each child narrows the previous child's selection (selections compose);
+/// - `selectRows`: the first child that selects rows in the phase;
 /// - `retain`: retentions intersect (a token stays only if every child keeps it);
 /// - `didAppend`, `observe`, `didRetain`, `bind`, `reset`: every child, in order.
 ///
@@ -40,6 +41,12 @@ public final class PolicyStack: CachePolicy {
     public func didAppend(_ step: LayerStep) { children.forEach { $0.didAppend(step) } }
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
         children.reduce(candidates) { $1.select(step, head: head, candidates: $0) }
+    }
+    /// Rows are narrowed by the first child that selects rows in the phase (its `select` siblings are
+    /// not consulted then; configs reject stacks of two selectors where one selects rows).
+    public func selectsRows(_ phase: Phase) -> Bool { children.contains { $0.selectsRows(phase) } }
+    public func selectRows(_ step: LayerStep, head: Int, rows: Range<Int>, visible: [Int]) -> RowSelection? {
+        children.first { $0.selectsRows(step.phase) }?.selectRows(step, head: head, rows: rows, visible: visible)
     }
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
         children.forEach { $0.observe(step, head: head, indices: indices, probs: probs, count: n) }

@@ -52,11 +52,13 @@ public final class LlamaModel {
             let end = min(start + (phase == .decode ? 1 : prefillChunk), tokens.count)
             let isLast = end == tokens.count
             let want: LogitsRequest = request == .all || request == .hidden ? request : (request == .last && isLast ? .last : .none)
+            cache.pendingRows = tokens.count - end        // the key length this forward ends with (Loki's k)
             let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
                                    cache: cache, phase: phase, isStepEnd: isLast, logits: want)
             result += out
             start = end
         }
+        cache.pendingRows = 0
         cache.endStep(phase: phase)
         return result
     }

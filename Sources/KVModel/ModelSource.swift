@@ -1,12 +1,14 @@
 import Foundation
 import KVTensor
 
-/// Where a model comes from: a Hugging Face checkpoint folder or a seeded synthetic shape.
+/// Where a model comes from: a Hugging Face checkpoint folder, a GGUF file or a seeded synthetic shape.
 ///
-/// Command-line syntax: a folder path, or `synthetic:PRESET[,key=value...]`, e.g.
+/// Command-line syntax: a folder path, a `.gguf` file (or any regular file that starts with the
+/// GGUF magic), or `synthetic:PRESET[,key=value...]`, e.g.
 /// `synthetic:smollm2-135m,seed=7` or `synthetic:tiny,layers=4,kv_heads=1`.
 public enum ModelSource: Equatable, Sendable {
     case checkpoint(path: String)
+    case gguf(path: String)
     case synthetic(config: ModelConfig, seed: UInt64, std: Float)
 
     /// Named synthetic shapes. SmolLM2-135M's shape is the decoder benchmark's reference.
@@ -21,7 +23,7 @@ public enum ModelSource: Equatable, Sendable {
                        "rope_theta", "qkv_bias", "seed", "std", "max_positions"]
 
     public static func parse(_ text: String) throws -> ModelSource {
-        guard text.hasPrefix("synthetic:") else { return .checkpoint(path: text) }
+        guard text.hasPrefix("synthetic:") else { return isGGUF(text) ? .gguf(path: text) : .checkpoint(path: text) }
         let parts = text.dropFirst("synthetic:".count).split(separator: ",").map(String.init)
         guard let presetName = parts.first, let preset = presets[presetName] else {
             throw ModelError.invalidConfig(file: text, field: "preset",
@@ -46,10 +48,30 @@ public enum ModelSource: Equatable, Sendable {
         return .synthetic(config: config, seed: UInt64(v["seed"]!), std: Float(v["std"] ?? 0.02))
     }
 
+    /// A path ending in .gguf that is not a folder, or a regular file whose first four bytes are "GGUF".
+    /// The file or folder a loaded model comes from (nil for synthetic models): where its tokenizer lives.
+    public var path: String? {
+        switch self {
+        case .checkpoint(let p), .gguf(let p): return p
+        case .synthetic: return nil
+        }
+    }
+
+    public static func isGGUF(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+        if exists && isDir.boolValue { return false }
+        if path.lowercased().hasSuffix(".gguf") { return true }
+        guard exists, let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        return (try? h.read(upToCount: 4)) == Data("GGUF".utf8)
+    }
+
     /// Builds the model (reads and converts the checkpoint, or draws the weights).
     public func load() throws -> LlamaModel {
         switch self {
         case .checkpoint(let path): return try LlamaModel(checkpoint: path)
+        case .gguf(let path): return try LlamaModel(gguf: path)
         case .synthetic(let config, let seed, let std):
             return LlamaModel(config: config, weights: .synthetic(config, seed: seed, std: std))
         }

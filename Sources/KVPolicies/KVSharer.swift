@@ -1,7 +1,8 @@
 // KVSharer: a calibrated cross-layer KV sharing map (layer i reuses layer j's cache).
 // Paper: Yang et al., "KVSharer: Efficient Inference via Layer-Wise Dissimilar KV Cache Sharing", arXiv 2410.18517.
-// Reference: github.com/yangyifei729/KVSharer (test_llama.ipynb: per-layer averaged KV cache, pairs (i > j)
-// ranked by descending Euclidean distance, greedy acceptance while the last hidden state's cosine
+// Reference: github.com/yangyifei729/KVSharer (test_llama.ipynb: per-layer KV caches averaged over calibration
+// samples per position, pairs (i > j) ranked by descending distance (L2 over the feature dimension, mean over
+// heads and positions; KVSharerDistance.swift), greedy acceptance while the last hidden state's cosine
 // similarity to the unshared model (flattened per sample, averaged over samples) exceeds THRESHOLD,
 // skipping a pair whose i is already shared, chains resolved by `re_map`, stop at SHARE_LAYERS).
 import Foundation
@@ -15,7 +16,7 @@ public struct KVSharerMap: Sendable, Equatable {
     public struct Candidate: Sendable, Equatable {
         public var layer: Int            // i, the layer that would store nothing
         public var source: Int           // j, the layer whose cache it would read
-        public var distance: Double      // (|mean K_i - mean K_j| + |mean V_i - mean V_j|) / 2
+        public var distance: Double      // (dist(K̄_i, K̄_j) + dist(V̄_i, V̄_j)) / 2, dist = mean over (head, position) of the L2 norm
         /// Mean cosine similarity of the final hidden states with this pair added (nil: not tried).
         public var similarity: Double?
         public var accepted: Bool
@@ -180,64 +181,8 @@ public struct KVSharerMap: Sendable, Equatable {
     }
 }
 
-/// A policy that keeps everything (a dense run) and sums, per layer, the appended post-RoPE keys
-/// and values over tokens: the per-layer averaged KV cache KVSharer ranks layer pairs by.
-public final class LayerMeanRecorder: CachePolicy {
-    public private(set) var shape: CacheShape?
-    /// [L][Hkv * d] sums of keys / values; `count` tokens per layer.
-    public private(set) var keySums: [[Double]] = []
-    public private(set) var valueSums: [[Double]] = []
-    public private(set) var counts: [Int] = []
-
-    public init() {}
-    public var name: String { "layer_mean_recorder" }
-
-    public func bind(shape: CacheShape) {
-        guard self.shape != shape else { return }
-        self.shape = shape
-        let w = shape.kvHeads * shape.headDim
-        keySums = Array(repeating: [Double](repeating: 0, count: w), count: shape.layers)
-        valueSums = keySums
-        counts = Array(repeating: 0, count: shape.layers)
-    }
-
-    public func didAppend(_ step: LayerStep) {
-        let rows = step.rows, l = step.layer
-        for (h, st) in step.stores.enumerated() {
-            let d = st.headDim, o = h * d
-            for r in (st.count - rows)..<st.count {
-                for i in 0..<d {
-                    keySums[l][o + i] += Double(st.keys[r * d + i])
-                    valueSums[l][o + i] += Double(st.values[r * d + i])
-                }
-            }
-        }
-        counts[l] += rows
-    }
-
-    /// Mean key and value of layer `l`, flattened over KV heads: ([Hkv * d], [Hkv * d]).
-    public func means(layer l: Int) -> (keys: [Double], values: [Double]) {
-        let n = Double(max(counts[l], 1))
-        return (keySums[l].map { $0 / n }, valueSums[l].map { $0 / n })
-    }
-}
-
 /// KVSharer's strategy search.
 public enum KVSharerSearch {
-    /// Layer pairs (i > j) in descending order of (|K_i - K_j| + |V_i - V_j|) / 2 over the
-    /// per-layer mean K and V (ties: lower i, then lower j first, for determinism).
-    public static func rank(keyMeans: [[Double]], valueMeans: [[Double]]) -> [KVSharerMap.Candidate] {
-        func dist(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot() }
-        var out: [KVSharerMap.Candidate] = []
-        for i in 0..<keyMeans.count { for j in 0..<i {
-            let d = (dist(keyMeans[i], keyMeans[j]) + dist(valueMeans[i], valueMeans[j])) / 2
-            out.append(.init(layer: i, source: j, distance: d))
-        } }
-        return out.enumerated().sorted { a, b in
-            a.element.distance != b.element.distance ? a.element.distance > b.element.distance : a.offset < b.offset
-        }.map(\.element)
-    }
-
     /// The greedy search over a ranking: tries "layer i reuses layer j" in order, skipping a
     /// pair whose i already shares (as the reference); j's own source is used when j shares, and
     /// layers that read i follow it to its new source (the reference's `re_map`). A pair is kept
@@ -278,10 +223,12 @@ public enum KVSharerSearch {
     }
 
     /// The whole search. `forward(policy)` runs the model over the calibration sequences with a
-    /// fresh cache managed by `policy` and returns each sequence's final (normed) hidden states
-    /// [T, D]. The first run (a `LayerMeanRecorder`, which keeps everything) gives both the
-    /// per-layer means and the unshared reference; each candidate map then runs once, its
-    /// similarity being the per-sequence cosine of the flattened hidden states, averaged.
+    /// fresh cache managed by `policy` (`cache.reset()` between sequences) and returns each
+    /// sequence's final (normed) hidden states [T, D]. The first run (a `LayerMeanRecorder`, which
+    /// keeps everything) gives both the per-position K/V means and the unshared reference; each
+    /// candidate map then runs once, its similarity being the per-sequence cosine of the flattened
+    /// hidden states, averaged. The map's attributes record how many sequences (and positions) the
+    /// distances averaged (`distance_sequences`, `distance_positions`, `distance_skipped`).
     public static func search(layers: Int, threshold: Double, maxShared: Int, tokens: Int = 0,
                               attributes: [String: String] = [:],
                               forward: (CachePolicy) throws -> [[Float]]) throws -> KVSharerMap {
@@ -293,17 +240,22 @@ public enum KVSharerSearch {
         }
         let recorder = LayerMeanRecorder()
         let reference = try forward(recorder)
-        guard recorder.counts.count == layers else {
-            throw PolicyError.invalidParameter(policy: "kvsharer", field: "layers", message: "model has \(recorder.counts.count) layers, expected \(layers)")
+        guard recorder.layers == layers else {
+            throw PolicyError.invalidParameter(policy: "kvsharer", field: "layers", message: "model has \(recorder.layers) layers, expected \(layers)")
         }
         let means = (0..<layers).map { recorder.means(layer: $0) }
-        let ranking = rank(keyMeans: means.map(\.keys), valueMeans: means.map(\.values))
+        let ranking = rank(keyMeans: means.map(\.keys), valueMeans: means.map(\.values), dim: recorder.shape?.headDim ?? 1)
         let found = try greedy(layers: layers, ranking: ranking, threshold: threshold, maxShared: maxShared) { map in
             let out = try forward(try CrossLayerSharing(map: map))
             let sims = zip(reference, out).map { cosine($0.0, $0.1) }
             return sims.reduce(0, +) / Double(max(sims.count, 1))
         }
+        var attrs = attributes
+        attrs["distance"] = "mean over (KV head, position) of the L2 norm of per-position calibration means (reference test_llama.ipynb)"
+        attrs["distance_sequences"] = "\(recorder.sequences)"
+        attrs["distance_positions"] = "\(recorder.positions ?? 0)"
+        attrs["distance_skipped"] = "\(recorder.skipped)"
         return KVSharerMap(layers: layers, map: found.map, threshold: threshold, maxShared: maxShared,
-                           similarity: found.similarity, ranking: found.ranking, tokens: tokens, attributes: attributes)
+                           similarity: found.similarity, ranking: found.ranking, tokens: tokens, attributes: attrs)
     }
 }

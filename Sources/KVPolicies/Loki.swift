@@ -1,22 +1,32 @@
 // Loki: top-k tokens by low-rank approximate scores in the keys' principal basis.
 // Paper: Singhania et al., "Loki: Low-rank Keys for Efficient Sparse Attention", arXiv 2406.02542.
 // Reference: github.com/hpcgroup/loki (methods/pca_topk: keys and queries times the PCA components,
-// scores from the first r dims scaled by 1/sqrt(d), top-k per head, no sink/recent forcing).
+// scores from the first r dims scaled by 1/sqrt(d), top-k per query head (after repeat_kv) on every query
+// row of every forward, prefill included (modify_llama.py l. 78-98, utils.py mask_attn_pca_topk), no
+// sink/recent forcing).
 import KVCache
 import KVTensor
 
 /// The cache stores every key rotated into its (layer, KV head)'s calibrated principal basis P
 /// (`keyBasis`: the store holds k P, queries are multiplied by P, so exact scores are unchanged).
-/// At every decode step, in every layer, each KV head scores its tokens with the first r rotated
-/// dimensions only, (qP)[:r] . (kP)[:r] / sqrt(d), keeps the top k and attends exactly (all d
-/// dims, values included) over those k. Reads r/d of the keys for scoring plus k/T of K and V.
+/// In every layer, each query row scores the tokens it may see with the first r rotated dimensions
+/// only, (qP)[:r] . (kP)[:r] / sqrt(d), keeps the top k and attends exactly (all d dims, values
+/// included) over those k. Reads r/d of the keys for scoring plus k/T of K and V.
+///
+/// Protocol (docs/selection.md, "Loki's protocol"): `phases: .prefillAndDecode` (default, the
+/// reference: every prefill row selects too, k = int(f x keys at the end of the forward) as the
+/// reference's attn_weights.shape[-1]; rows that see <= k tokens attend densely) or `.decode`
+/// (prefill dense). `gqa: .queryHead` (default, the reference repeats the KV heads: each query head
+/// picks and attends its own top k; bytes read are the group's union) or `.kvGroup` (scores summed
+/// over the group, one list per KV head). Rows (prefill, and decode under `.queryHead`) go through
+/// `selectRows`; decode under `.kvGroup` through `select`. A question prefilled with compression off
+/// (`step.compress` false) is attended densely.
 ///
 /// Rank r: a fraction of d, an absolute count, or an explained-variance threshold resolved per
 /// layer from the calibration the way the reference does (the number of directions whose
 /// cumulative ratio stays below t, maximised over the layer's heads).
-/// GQA (the reference repeats the KV heads and selects per query head): `.kvGroup` (default)
-/// ranks by the scores summed over the group (one pass with the summed query: (sum_h q_h).k),
-/// reading k tokens once per group; `.queryHead` selects per query head and reads the union.
+/// `select` (the per-KV-head hook, used by stacks and wrappers) returns the group's union under
+/// `.queryHead`.
 ///
 /// Layout: the store keeps rows of d floats, so the first r dims of every key are a strided
 /// read (r of every d floats), which a CPU's cache lines and prefetchers turn into nearly a
@@ -43,6 +53,7 @@ public final class Loki: CachePolicy {
     public let rank: Rank
     public let topK: SelectionSize
     public let gqa: SelectionGQA
+    public let phases: Phases
     /// Rank used in each layer (resolved from `rank` and the calibration).
     public let ranks: [Int]
     /// Whether the first r dims of the keys are also kept contiguously (see the type's comment).
@@ -50,8 +61,14 @@ public final class Loki: CachePolicy {
     /// [layer][kvHead] contiguous low-rank key rows, bound to the store they mirror.
     private var mirrors: [[LowRankKeys]] = []
 
+    /// Where Loki selects: the reference's every forward, or decode steps only.
+    public enum Phases: String, Hashable, Sendable, CaseIterable {
+        case decode
+        case prefillAndDecode = "prefill+decode"
+    }
+
     public init(calibration: LokiCalibration, rank: Rank = .fraction(0.25), topK: SelectionSize = .fraction(0.25),
-                gqa: SelectionGQA = .kvGroup, lowRankCopy: Bool = true) throws {
+                gqa: SelectionGQA = .queryHead, phases: Phases = .prefillAndDecode, lowRankCopy: Bool = true) throws {
         let name = "loki"
         switch rank {
         case .fraction(let f) where !(f > 0 && f <= 1):
@@ -63,7 +80,8 @@ public final class Loki: CachePolicy {
         default: break
         }
         try topK.validate(policy: name, field: "top_k")
-        self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.lowRankCopy = lowRankCopy
+        self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.phases = phases
+        self.lowRankCopy = lowRankCopy
         let d = calibration.headDim
         ranks = (0..<calibration.layers).map { l in
             switch rank {
@@ -74,7 +92,7 @@ public final class Loki: CachePolicy {
         }
     }
 
-    public var name: String { "loki(rank=\(rank),k=\(topK),\(gqa.rawValue))" }
+    public var name: String { "loki(rank=\(rank),k=\(topK),\(gqa.rawValue),\(phases.rawValue))" }
 
     public func bind(shape: CacheShape) {
         precondition(calibration.matches(shape),
@@ -132,6 +150,36 @@ public final class Loki: CachePolicy {
         }
         step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
         return SelectionKernels.select(scores: scores, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
+    }
+
+    public func selectsRows(_ phase: Phase) -> Bool {
+        phase == .prefill ? phases == .prefillAndDecode : gqa == .queryHead
+    }
+
+    /// Each row's top k among the tokens it may see, per query head (`.queryHead`) or per group.
+    public func selectRows(_ step: LayerStep, head: Int, rows: Range<Int>, visible: [Int]) -> RowSelection? {
+        if step.phase == .prefill && !step.compress { return nil }
+        let st = step.stores[head], d = st.headDim, g = step.shape.groupSize, hq = step.shape.queryHeads
+        let k = topK.count(of: st.count + step.pendingRows)          // the forward's key length (reference)
+        guard rows.contains(where: { visible[$0] > k }) else { return nil }
+        let r = ranks[min(step.layer, ranks.count - 1)]
+        let perHead = gqa == .queryHead, m = perHead ? g : 1, n = rows.count
+        // Key rows to score: the contiguous low-rank copy, or the store's rows (a restored copy of KIVI codes).
+        let low = mirror(step, head: head, rank: r)
+        let restored = low == nil && st.compactCount > 0 ? st.dequantizedCopy() : nil
+        let keyRows = low.map { UnsafePointer($0.rows) } ?? UnsafePointer((restored ?? st).keys), ld = low?.rank ?? d
+        var lists = [[Int32]?](repeating: nil, count: m * n)
+        for i in rows where visible[i] > k {
+            let q = step.queries + i * hq * d + head * g * d        // [g, d] the group's query heads of row i
+            let scores = Loki.scores(queries: q, groups: g, dim: d, rows: keyRows, ld: ld, count: visible[i], rank: r,
+                                     indices: nil, perQueryHead: perHead, scale: 1)   // [m, visible[i]]
+            step.meter.keyBytes += visible[i] * r * MemoryLayout<Float>.stride
+            scores.withUnsafeBufferPointer { sb in
+                for h in 0..<m { lists[h * n + i - rows.lowerBound] = SelectionKernels.topK(sb.baseAddress! + h * visible[i], count: visible[i], k: k) }
+            }
+        }
+        withExtendedLifetime(restored) {}
+        return RowSelection(perQueryHead: perHead, lists: lists)
     }
 
     /// Approximate scores of the stored tokens (at `indices`, nil = all) from the first `rank`

@@ -10,14 +10,16 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case streamingLLM(budget: Budget, sinks: Int, schedule: EvictionSchedule, positionShift: Bool = false)
     case h2o(budget: Budget, recentFraction: Double, scoring: H2O.Scoring, schedule: EvictionSchedule)
     case snapKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling)
-    case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double)
+    /// variant: the authors' schedule (KVCache-Factory, default) or kvpress's (docs/kvpress-semantics.md).
+    case pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double, variant: PyramidKV.Variant = .authors)
     case tova(budget: Budget, schedule: EvictionSchedule)
     case knorm(budget: Budget, schedule: EvictionSchedule)
     case headPooling(kvHeads: Int)
     /// SVD KV-head compression from a calibration file (`kvlab calibrate svd-heads`).
     case svdHeads(calibration: String)
     case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
-    case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA)
+    /// Defaults are the reference's protocol (docs/selection.md): gqa query_head, phases prefill+decode.
+    case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA, phases: Loki.Phases = .prefillAndDecode)
     case oracleTopK(topK: SelectionSize, gqa: SelectionGQA)
     /// Cross-layer sharing: CLA grouping, or a KVSharer map file (which overrides the grouping).
     case cla(shareFactor: Int, layers: CrossLayerSharing.Layers, map: String?)
@@ -34,7 +36,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .streamingLLM(b, sinks, s, shift): return try StreamingLLM(budget: b, sinks: sinks, schedule: s, positionShift: shift)
         case let .h2o(b, recent, scoring, s): return try H2O(budget: b, recentFraction: recent, scoring: scoring, schedule: s)
         case let .snapKV(b, w, k, p): return try SnapKV(budget: b, window: w, kernel: k, pooling: p)
-        case let .pyramidKV(b, w, k, p, beta): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta)
+        case let .pyramidKV(b, w, k, p, beta, v): return try PyramidKV(budget: b, window: w, kernel: k, pooling: p, beta: beta, variant: v)
         case let .tova(b, s): return try TOVA(budget: b, schedule: s)
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
         case let .headPooling(n): return try HeadPooling(kvHeads: n)
@@ -43,12 +45,12 @@ public indirect enum PolicySpec: Hashable, Sendable {
                 throw PolicyError.invalidParameter(policy: "svd_heads", field: "calibration", message: "\(path): \(error.localizedDescription)")
             }
         case let .quest(b, page, dense, gqa): return try Quest(tokenBudget: b, pageSize: page, denseLayers: dense, gqa: gqa)
-        case let .loki(path, rank, k, gqa):
+        case let .loki(path, rank, k, gqa, phases):
             let cal: LokiCalibration
             do { cal = try LokiCalibration.loadCached(path) } catch let e as PolicyError { throw e } catch {
                 throw PolicyError.invalidParameter(policy: "loki", field: "calibration", message: "\(path): \(error.localizedDescription)")
             }
-            return try Loki(calibration: cal, rank: rank, topK: k, gqa: gqa)
+            return try Loki(calibration: cal, rank: rank, topK: k, gqa: gqa, phases: phases)
         case let .oracleTopK(k, gqa): return try OracleTopK(topK: k, gqa: gqa)
         case let .cla(factor, layers, path):
             guard let path else { return try CrossLayerSharing(shareFactor: factor, layers: layers) }
@@ -112,8 +114,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return Self.budgetParams(b) + [("sinks", "\(sinks)"), sched(s)] + (shift ? [("position_shift", "true")] : [])
         case let .h2o(b, r, sc, s): return Self.budgetParams(b) + [("recent_fraction", "\(r)"), ("scoring", sc.rawValue), sched(s)]
         case let .snapKV(b, w, k, p): return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue)]
-        case let .pyramidKV(b, w, k, p, beta):
-            return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)")]
+        case let .pyramidKV(b, w, k, p, beta, v):
+            return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)"), ("variant", v.rawValue)]
         case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
         case let .headPooling(n): return [("kv_heads", "\(n)")]
@@ -125,14 +127,14 @@ public indirect enum PolicySpec: Hashable, Sendable {
             return [("share_factor", "\(factor)"), ("layers", l)]
         case let .quest(b, page, dense, gqa):
             return [("budget", "\(b)"), ("page_size", "\(page)"), ("dense_layers", "\(dense)"), ("gqa", gqa.rawValue)]
-        case let .loki(path, rank, k, gqa):
+        case let .loki(path, rank, k, gqa, phases):
             let r: (String, String)
             switch rank {
             case .fraction(let f): r = ("d_fraction", "\(f)")
             case .dims(let n): r = ("rank", "\(n)")
             case .explainedVariance(let t): r = ("explained_variance", "\(t)")
             }
-            return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue)]
+            return [("calibration", path), r, Self.sizeParam(k), ("gqa", gqa.rawValue), ("phases", phases.rawValue)]
         case let .oracleTopK(k, gqa): return [Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case let .kivi(b, g, r): return [("bits", "\(b)"), ("group_size", "\(g)"), ("residual", "\(r)")]
         case let .miniCache(s, t, r): return [("start_layer", s.map(String.init) ?? "half"), ("t", "\(t)"), ("retain_fraction", "\(r)")]
@@ -156,10 +158,10 @@ public indirect enum PolicySpec: Hashable, Sendable {
     public var budget: Budget? {
         switch self {
         case .full, .headPooling, .svdHeads, .cla, .kivi, .miniCache: return nil
-        case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _),
+        case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _, _),
              let .tova(b, _), let .knorm(b, _): return b
         case .quest(let b, _, _, _): return .tokens(b)
-        case .loki(_, _, let k, _), .oracleTopK(let k, _):
+        case .loki(_, _, let k, _, _), .oracleTopK(let k, _):
             switch k { case .tokens(let n): return .tokens(n); case .fraction(let f): return .ratio(1 - f) }
         case .stack(let c): return c.lazy.compactMap(\.budget).first
         }
@@ -172,6 +174,14 @@ public indirect enum PolicySpec: Hashable, Sendable {
         if shifts, let bad = children.map(\.kind).first(where: ["kivi", "minicache", "quest", "loki"].contains) {
             throw PolicyError.invalidParameter(policy: "stack", field: "stack",
                 message: "streaming_llm with position_shift re-rotates stored keys; it does not stack with \(bad) (codes, merged or mirrored keys)")
+        }
+        let rowSelecting = children.contains {
+            if case .loki(_, _, _, let gqa, let phases) = $0 { return gqa == .queryHead || phases == .prefillAndDecode }
+            return false
+        }
+        if rowSelecting && children.filter({ ["quest", "loki", "oracle_topk"].contains($0.kind) }).count > 1 {
+            throw PolicyError.invalidParameter(policy: "stack", field: "stack",
+                message: "loki with gqa: query_head or phases: prefill+decode chooses the keys of each query row itself; it does not stack with another selection policy (use gqa: kv_group, phases: decode)")
         }
         var others = children.map(\.kind)
         guard let mini = others.firstIndex(of: "minicache") else { return }

@@ -59,7 +59,7 @@ struct AttentionBench: ParsableCommand {
                 ("full", { FullCachePolicy() }),
                 ("quest", { try Quest(tokenBudget: questBudget, pageSize: pageSize, denseLayers: questDenseLayers) }),
                 ("loki", { try Loki(calibration: .identity(layers: layers, kvHeads: kvHeads, headDim: headDim),
-                                    rank: .fraction(lokiRank), topK: .fraction(lokiK)) }),
+                                    rank: .fraction(lokiRank), topK: .fraction(lokiK), gqa: .kvGroup, phases: .decode) }),
                 ("oracle", { try OracleTopK(topK: .tokens(oracleK)) }),
             ].filter { only == nil || $0.0 == "full" || $0.0 == only }
             var rng = SeededRandom(seed: UInt64(T))

@@ -5,7 +5,7 @@ import KVModel
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Print a model's architecture, parameter count, KV bytes per token and tensor dtypes.")
+        abstract: "Print a model's architecture, parameter count, KV bytes per token and tensor dtypes (GGUF: quantization types with tensor counts).")
 
     @Argument(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
     var model: String
@@ -14,12 +14,18 @@ struct InspectCommand: ParsableCommand {
         let source = try ModelSource.parse(model)
         let config: ModelConfig
         var dtypes = "F32 (synthetic)"
+        var extra: [(String, String)] = []
         switch source {
         case .checkpoint(let path):
             let ckpt = try Checkpoint(directory: path)
             config = ckpt.config
             dtypes = ckpt.dtypeCounts.sorted { $0.key.rawValue < $1.key.rawValue }
                 .map { "\($0.key.rawValue) x \($0.value)" }.joined(separator: ", ")
+        case .gguf(let path):
+            let g = try GGUFCheckpoint(path: path)
+            config = g.config
+            dtypes = g.typeSummary
+            extra = [("file", g.fileSummary)] + g.notes.map { ("note", $0) }
         case .synthetic(let c, let seed, let std):
             config = c
             dtypes += ", seed \(seed), std \(std)"
@@ -43,7 +49,7 @@ struct InspectCommand: ParsableCommand {
             ("KV bytes/token", "\(c.kvBytesPerToken(elementBytes: 4)) (fp32 cache), \(c.kvBytesPerToken(elementBytes: 2)) (fp16)"),
             ("KV at 4K / 32K tokens", "\(formatBytes(c.kvBytesPerToken() * 4096)) / \(formatBytes(c.kvBytesPerToken() * 32768)) (fp32)"),
             ("tensor dtypes", dtypes),
-        ]
+        ] + extra
         let width = rows.map(\.0.count).max()!
         for (k, v) in rows { print(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
     }

@@ -20,8 +20,10 @@ struct KVSharerCalibrateCommand: ParsableCommand {
         commandName: "kvsharer",
         abstract: "Search a KVSharer cross-layer sharing map (layer -> source layer) and save it (JSON or HDF5).",
         discussion: """
-        Runs the model densely over calibration tokens, averages each layer's post-RoPE K and V over \
-        tokens, ranks layer pairs (i > j) by descending Euclidean distance between the averages, and \
+        Runs the model densely over calibration text (default debian:licenses through the model's tokenizer; \
+        --text, --ids-file or --random-tokens N), averages each layer's post-RoPE K and V over the \
+        calibration sequences position by position, ranks layer pairs (i > j) by descending distance \
+        (L2 over the head dimension, mean over KV heads and positions, K and V averaged), and \
         greedily accepts "layer i reuses layer j's cache" while the cosine similarity of the final \
         hidden states to the dense run stays above --threshold, up to --max-shared layers. Writes \
         the map, the threshold, the similarities and the ranking (.json: JSON; otherwise HDF5) and \
@@ -32,16 +34,9 @@ struct KVSharerCalibrateCommand: ParsableCommand {
     var model: String
     @Option(help: "Output map file (.json, or .h5 for HDF5).")
     var out: String
-    @Option(help: "Number of seeded random calibration tokens (when no file is given).")
-    var tokens: Int = 1024
-    @Option(help: "Seed of the random tokens.")
-    var seed: UInt64 = 0
-    @Option(name: .customLong("text-file"), help: "Calibration text, encoded with --tokenizer (default: the model's: a folder's tokenizer.json or a .gguf file's metadata).")
-    var textFile: String?
-    @Option(help: "Tokenizer for --text-file: a tokenizer.json, a folder with one, or a .gguf file.")
-    var tokenizer: String?
-    @Option(name: .customLong("max-tokens"), help: "Use at most this many tokens of the text file.")
-    var maxTokens: Int?
+    @OptionGroup var input: CalibrationOptions
+    @Option(name: .customLong("max-tokens"), help: "Use at most this many tokens of the text or ids file.")
+    var maxTokens: Int = 1024
     @Option(name: .customLong("sequence-length"), help: "Tokens per calibration sequence (each a fresh prefill from position 0).")
     var sequenceLength: Int = 128
     @Option(help: "Keep a pair while the final hidden states' cosine similarity to the dense model exceeds this.")
@@ -52,7 +47,8 @@ struct KVSharerCalibrateCommand: ParsableCommand {
     var threads: Int?
 
     func validate() throws {
-        guard tokens >= 1 else { throw ValidationError("--tokens: expected >= 1, got \(tokens)") }
+        try input.validate(minRandom: 1)
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens: expected >= 1, got \(maxTokens)") }
         guard sequenceLength >= 1 else { throw ValidationError("--sequence-length: expected >= 1, got \(sequenceLength)") }
         guard threshold.isFinite && threshold <= 1 else { throw ValidationError("--threshold: expected a cosine similarity <= 1, got \(threshold)") }
         if let m = maxShared, m < 0 { throw ValidationError("--max-shared: expected >= 0, got \(m)") }
@@ -60,12 +56,11 @@ struct KVSharerCalibrateCommand: ParsableCommand {
 
     func run() throws {
         let lm = try loadModel(model, threads: threads)
-        let source = try calibrationSource(model: model, tokens: tokens, seed: seed, textFile: textFile, tokenizer: tokenizer,
-                                           idsFile: nil, maxTokens: maxTokens)
+        let calibration = try input.resolve(model: model, maxTokens: maxTokens)
         let t0 = Date()
-        let result = try KVSharerCalibrator.calibrate(model: lm, source: source, sequenceLength: sequenceLength,
+        let result = try KVSharerCalibrator.calibrate(model: lm, source: calibration.source, sequenceLength: sequenceLength,
                                                       threshold: threshold, maxShared: maxShared ?? lm.config.layers / 4,
-                                                      modelLabel: model)
+                                                      modelLabel: model, provenance: calibration.provenance)
         try result.save(to: out)
         let tried = result.ranking.filter { $0.similarity != nil }.count
         note(String(format: "searched %d of %d pairs on %d tokens in %.1f s; wrote %@", tried, result.ranking.count,

@@ -7,7 +7,7 @@ enum KVLabVersion { static let string = "0.1.0" }
 
 enum ModelSourceHelp {
     static var presets: String { ModelSource.presets.keys.sorted().joined(separator: ", ") }
-    static let argumentHelp = "A checkpoint folder, or synthetic:PRESET[,key=value...] (keys: layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, tied, rope_theta, qkv_bias, seed, std)."
+    static let argumentHelp = "A checkpoint folder, a .gguf file, or synthetic:PRESET[,key=value...] (keys: layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, tied, rope_theta, qkv_bias, seed, std)."
 }
 
 /// Writes a line to standard error (progress and figures that are not the command's output).

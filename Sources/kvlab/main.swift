@@ -6,7 +6,7 @@ struct KVLabCommand: ParsableCommand {
         commandName: "kvlab",
         abstract: "KV-cache compression research harness: how much KV memory and traffic a policy saves, and what it costs.",
         discussion: """
-        Models are Hugging Face checkpoint folders (config.json + safetensors) or seeded synthetic \
+        Models are Hugging Face checkpoint folders (config.json + safetensors), GGUF files (.gguf) or seeded synthetic \
         shapes written as synthetic:PRESET[,key=value...] (presets: \(ModelSourceHelp.presets)).
         """,
         version: KVLabVersion.string,

@@ -276,8 +276,8 @@ final class SelectionTests: XCTestCase {
         let cases: [(CachePolicy, Int, Bool)] = [
             (try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0), 32, true),
             (try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0, gqa: .queryHead), 2 * 24 + 8, true),
-            (try Loki(calibration: cal, rank: .fraction(0.25), topK: .tokens(24)), 24, true),
-            (try Loki(calibration: cal, rank: .dims(4), topK: .tokens(24), gqa: .queryHead), 2 * 24, true),
+            (try Loki(calibration: cal, rank: .fraction(0.25), topK: .tokens(24), gqa: .kvGroup, phases: .decode), 24, true),
+            (try Loki(calibration: cal, rank: .dims(4), topK: .tokens(24), gqa: .queryHead, phases: .decode), 2 * 24, true),
             (try OracleTopK(topK: .tokens(20)), 20, true),
             (try OracleTopK(topK: .fraction(0.25), gqa: .queryHead), 2 * 27, true),
         ]
@@ -290,8 +290,8 @@ final class SelectionTests: XCTestCase {
         // Stacked after another selector: choose within its candidates.
         let stacks: [(CachePolicy, CachePolicy, Int)] = [
             (try OracleTopK(topK: .tokens(64)), try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0), 32),
-            (try Quest(tokenBudget: 64, pageSize: 8, denseLayers: 0), try Loki(calibration: cal, topK: .tokens(20)), 20),
-            (try Loki(calibration: cal, topK: .tokens(60)), try OracleTopK(topK: .tokens(10)), 10),
+            (try Quest(tokenBudget: 64, pageSize: 8, denseLayers: 0), try Loki(calibration: cal, topK: .tokens(20), gqa: .kvGroup, phases: .decode), 20),
+            (try Loki(calibration: cal, topK: .tokens(60), gqa: .kvGroup, phases: .decode), try OracleTopK(topK: .tokens(10)), 10),
         ]
         for (first, second, bound) in stacks {
             let check = SelectionCheck(second, bound: bound)
@@ -324,7 +324,7 @@ final class SelectionTests: XCTestCase {
     }
 
     func testLokiMetersLowRankKeyReads() throws {
-        let loki = try Loki(calibration: Self.calibration, rank: .dims(4), topK: .tokens(16))
+        let loki = try Loki(calibration: Self.calibration, rank: .dims(4), topK: .tokens(16), gqa: .kvGroup, phases: .decode)
         let (_, cache) = run(loki)
         var keys = 0, values = 0
         for s in 0..<Self.decodeTokens.count {

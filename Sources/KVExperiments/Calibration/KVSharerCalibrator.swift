@@ -9,7 +9,7 @@ import KVPolicies
 /// dense run's (cosine of the flattened states per sequence, averaged over sequences).
 public enum KVSharerCalibrator {
     public static func calibrate(model: LlamaModel, source: LokiCalibrator.Source, sequenceLength: Int = 256,
-                                 threshold: Double = 0.5, maxShared: Int, modelLabel: String) throws -> KVSharerMap {
+                                 threshold: Double = 0.5, maxShared: Int, modelLabel: String, provenance: [String: String] = [:]) throws -> KVSharerMap {
         precondition(sequenceLength > 0, "sequence length must be positive")
         let (ids, label) = LokiCalibrator.tokens(source, vocab: model.config.vocabSize)
         guard !ids.isEmpty else {
@@ -22,8 +22,9 @@ public enum KVSharerCalibrator {
         let sequences = stride(from: 0, to: ids.count, by: sequenceLength).map { Array(ids[$0..<min($0 + sequenceLength, ids.count)]) }
         return try KVSharerSearch.search(
             layers: model.config.layers, threshold: threshold, maxShared: maxShared, tokens: ids.count,
-            attributes: ["model": modelLabel, "token_source": label, "sequences": "\(sequences.count)",
-                         "sequence_length": "\(sequenceLength)", "created": ISO8601DateFormatter().string(from: Date())],
+            attributes: provenance.merging(["model": modelLabel, "token_source": label, "sequences": "\(sequences.count)",
+                                             "tokens_used": "\(ids.count)", "sequence_length": "\(sequenceLength)",
+                                             "created": ISO8601DateFormatter().string(from: Date())]) { _, new in new },
             forward: { policy in
                 let cache = model.makeCache(policy: policy, initialCapacity: min(sequenceLength, ids.count))
                 return sequences.map { seq in

@@ -28,7 +28,7 @@ public enum LokiCalibrator {
     /// Fits the calibration: the tokens are split into sequences of `sequenceLength`, each run as
     /// a fresh prefill (positions from 0), all keys of all sequences pooled per (layer, KV head).
     public static func calibrate(model: LlamaModel, source: Source, sequenceLength: Int = 2048,
-                                 modelLabel: String) throws -> LokiCalibration {
+                                 modelLabel: String, provenance: [String: String] = [:]) throws -> LokiCalibration {
         precondition(sequenceLength > 0, "sequence length must be positive")
         let (ids, label) = tokens(source, vocab: model.config.vocabSize)
         guard ids.count >= 2 else {
@@ -47,9 +47,9 @@ public enum LokiCalibrator {
             _ = model.forward(Array(ids[start..<end]), startPosition: 0, cache: cache, phase: .prefill, logits: .none)
             start = end; sequences += 1
         }
-        return try LokiCalibration.fit(recorder, attributes: [
-            "model": modelLabel, "token_source": label, "sequences": "\(sequences)",
+        return try LokiCalibration.fit(recorder, attributes: provenance.merging([
+            "model": modelLabel, "token_source": label, "sequences": "\(sequences)", "tokens_used": "\(ids.count)",
             "sequence_length": "\(sequenceLength)", "created": ISO8601DateFormatter().string(from: Date()),
-        ])
+        ]) { _, new in new })
     }
 }

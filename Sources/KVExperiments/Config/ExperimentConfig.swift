@@ -3,10 +3,10 @@ import KVModel
 import KVPolicies
 import Yams
 
-/// A model of an experiment: a checkpoint folder or a synthetic shape, under an id.
+/// A model of an experiment: a checkpoint folder, a GGUF file or a synthetic shape, under an id.
 public struct ModelEntry: Sendable {
     public var id: String
-    public var spec: String            // folder path or synthetic:PRESET[,k=v...]
+    public var spec: String            // folder or .gguf path, or synthetic:PRESET[,k=v...]
     public var source: ModelSource
 }
 
@@ -84,13 +84,13 @@ public struct ExperimentConfig {
         case (let p?, nil):
             spec = try p.string()
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue else {
-                throw p.error("checkpoint folder '\(spec)' not found (paths are relative to the current directory)")
+            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue || ModelSource.isGGUF(spec) else {
+                throw p.error("checkpoint folder or .gguf file '\(spec)' not found (paths are relative to the current directory)")
             }
         case (nil, let s?):
             spec = "synthetic:" + (try s.string())
         default:
-            throw f.error("expected exactly one of 'path' (a checkpoint folder) or 'synthetic' (PRESET[,key=value...])")
+            throw f.error("expected exactly one of 'path' (a checkpoint folder or .gguf file) or 'synthetic' (PRESET[,key=value...])")
         }
         let source: ModelSource
         do { source = try ModelSource.parse(spec) } catch {

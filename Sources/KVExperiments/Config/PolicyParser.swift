@@ -8,11 +8,11 @@ enum PolicyParser {
         "streaming_llm": budgetKeys + ["sinks", "schedule", "position_shift"],
         "h2o": budgetKeys + ["recent_fraction", "scoring", "schedule"],
         "snapkv": budgetKeys + ["window", "kernel", "pooling"],
-        "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta"],
+        "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta", "variant"],
         "tova": budgetKeys + ["schedule"],
         "knorm": budgetKeys + ["schedule"],
         "quest": ["budget", "page_size", "dense_layers", "gqa"],
-        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa"],
+        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa", "phases"],
         "oracle_topk": ["top_k", "k_fraction", "gqa"],
         "head_pooling": ["kv_heads"],
         "svd_heads": ["calibration"],
@@ -102,7 +102,8 @@ enum PolicyParser {
                            pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg)
         case "pyramidkv":
             return .pyramidKV(budget: try budget(p, at: f), window: try int("window", 64), kernel: try int("kernel", 5),
-                              pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg, beta: try dbl("beta", 20))
+                              pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg, beta: try dbl("beta", 20),
+                              variant: try p["variant"]?.choice(PyramidKV.Variant.self) ?? .authors)
         case "tova":
             return .tova(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
         case "knorm":
@@ -121,7 +122,8 @@ enum PolicyParser {
             else if let t = p["explained_variance"] { rank = .explainedVariance(try t.double()) }
             else { rank = .fraction(try dbl("d_fraction", 0.25)) }
             return .loki(calibration: path, rank: rank, topK: try size(p, at: f, default: .fraction(0.25)),
-                         gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .kvGroup)
+                         gqa: try p["gqa"]?.choice(SelectionGQA.self) ?? .queryHead,       // the reference's protocol
+                         phases: try p["phases"]?.choice(Loki.Phases.self) ?? .prefillAndDecode)
         case "head_pooling":
             guard let n = p["kv_heads"] else { throw f.error("missing 'kv_heads' (KV heads stored after pooling)") }
             return .headPooling(kvHeads: try n.int(min: 1))

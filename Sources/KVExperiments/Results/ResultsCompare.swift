@@ -29,7 +29,7 @@ public enum ResultsCompare {
     public static func direction(_ metric: String) -> Direction {
         let higher = ["score", "top1_agreement", "attention_recall", "rouge1_f"]
         let lower = ["kl_mean", "kl_max", "kl_p95", "attn_output_rel_error", "compression", "kv_bytes_stored",
-                     "kv_bytes_stored_peak", "kv_bytes_read_per_step", "read_fraction", "metadata_bytes", "ppl"]
+                     "kv_bytes_stored_peak", "kv_bytes_read_per_step", "kv_bytes_read_prefill", "read_fraction", "metadata_bytes", "ppl"]
         if higher.contains(metric) { return .higherIsBetter }
         if lower.contains(metric) { return .lowerIsBetter }
         return .either

@@ -15,6 +15,12 @@ enum ModelIdentity {
             var h = SHA256()
             for f in files { h.update(f); h.update(try SHA256.hex(file: dir.appendingPathComponent(f).path)) }
             weightsHash = h.finalize()
+        case .gguf(let path):
+            // The config derived from the GGUF metadata, and the file's own hash.
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            configJSON = String(data: try enc.encode(model.config), encoding: .utf8) ?? ""
+            weightsHash = try SHA256.hex(file: path)
         case .synthetic(let config, let seed, let std):
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]

@@ -5,7 +5,7 @@ import KVModel
 public enum ModelText {
     /// The model's text codec (its folder's tokenizer.json or its GGUF metadata), nil when it has none.
     public static func codec(for modelSpec: String) throws -> TextCodec? {
-        guard case .checkpoint(let path) = try ModelSource.parse(modelSpec) else { return nil }
+        guard let path = try ModelSource.parse(modelSpec).path else { return nil }
         return try TokenizerCodec.load(model: path)
     }
 

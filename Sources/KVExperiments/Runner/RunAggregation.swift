@@ -76,6 +76,7 @@ extension SweepRunner {
             add("kv_bytes_full", Double(ref.stats.bytesStored))
             add("compression", Double(out.stats.bytesStored) / Double(max(ref.stats.bytesStored, 1)))
             add("kv_bytes_read_per_step", out.stats.meanDecodeBytesRead)
+            add("kv_bytes_read_prefill", Double(out.stats.prefillBytesRead))   // docs/selection.md, "Bytes read in prefill"
             add("read_fraction", ref.stats.meanDecodeBytesRead > 0 ? out.stats.meanDecodeBytesRead / ref.stats.meanDecodeBytesRead : .nan)
             add("metadata_bytes", Double(out.stats.metadataBytes))
             add("tokens_seen", Double(out.stats.tokensSeen))

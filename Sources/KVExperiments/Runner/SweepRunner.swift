@@ -74,7 +74,7 @@ public final class SweepRunner {
             let m = try entry.source.load()
             var codec: TextCodec? = nil
             var style = PromptStyle.standard
-            if case .checkpoint(let path) = entry.source { (codec, style) = try TokenizerCodec.textSetup(model: path) }
+            if let path = entry.source.path { (codec, style) = try TokenizerCodec.textSetup(model: path) }
             loaded = (entry.id, m, codec, style)
             return (m, codec, style)
         }
