@@ -96,6 +96,19 @@ final class SVDHeadsTests: XCTestCase {
         XCTAssertGreaterThan(Self.maxRelDiff(run(m, try HeadPooling(kvHeads: 1)).logits, full), 1e-2)
     }
 
+    /// SVD composes with eviction: a stack with SnapKV at a budget above the context equals SVD alone;
+    /// at a small budget each stored head keeps the budget's tokens.
+    func testStacksWithEviction() throws {
+        let cal = try calibrate(Self.model, kvHeads: 2)
+        let alone = run(Self.model, SVDHeads(calibration: cal)).logits
+        let roomy = run(Self.model, PolicyStack([SVDHeads(calibration: cal), try SnapKV(budget: .tokens(1000), window: 8)]))
+        XCTAssertEqual(roomy.logits, alone)
+        let tight = run(Self.model, PolicyStack([SVDHeads(calibration: cal), try SnapKV(budget: .tokens(16), window: 8)]))
+        XCTAssertEqual(tight.cache.stores[0].count, 2)
+        XCTAssertTrue(tight.cache.stores.allSatisfy { $0.allSatisfy { $0.count <= 16 + 3 } })
+        XCTAssertNotEqual(tight.logits, alone)
+    }
+
     func testFileRoundTripAndBadInput() throws {
         let cal = try calibrate(Self.model, kvHeads: 2)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("svdheads-\(UUID().uuidString)").path

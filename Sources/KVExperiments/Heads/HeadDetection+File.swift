@@ -33,8 +33,8 @@ extension HeadDetectionResult {
             try r.setAttribute("doc", "mean over the prompts used of hits / needle-answer tokens; a hit: the head's top-1 attention is on a needle-answer token equal to the token generated at that step (nightdessert/Retrieval_Head retrieval_calculate)")
             let docs = [
                 "lc_bulk_mass": "mean over decode queries of the exact attention mass on the bulk (keys outside the first sinks and the last window)",
-                "lc_qada_local": "mean of the second-moment estimate of the bulk mass, moments of the local window's keys",
-                "lc_qada_bulk": "mean of the second-moment estimate of the bulk mass, moments of the bulk keys",
+                "lc_qada_local": "mean of the second-moment estimate of the bulk mass, moments of the local window's keys (variant)",
+                "lc_qada_bulk": "mean of the second-moment (QAdA) estimate of the bulk mass, moments of the bulk keys",
                 "lc_long_oracle": "share of decode queries whose exact bulk mass >= lc_threshold",
                 "lc_long_qada_local": "share of decode queries labelled long-context by the local-moment estimate",
                 "lc_long_qada_bulk": "share of decode queries labelled long-context by the bulk-moment estimate",
@@ -55,6 +55,7 @@ extension HeadDetectionResult {
             try pg.write("needle", int64s: prompts.map { Int64($0.needle) }, shape: [P])
             try pg.write("span", int64s: prompts.flatMap { [Int64($0.span.lowerBound), Int64($0.span.upperBound)] }, shape: [P, 2])
             try pg.write("response", strings: prompts.map(\.response))
+            try pg.write("generated_ids", strings: prompts.map { $0.generated.map(String.init).joined(separator: ",") })
             let n = try root.createGroup("needles")
             try n.write("needle", strings: needles.map(\.needle))
             try n.write("question", strings: needles.map(\.question))
@@ -86,11 +87,11 @@ extension HeadDetectionResult {
                           used, prompts.count, options.recallThreshold, retrieval.filter { $0 >= 0.1 }.count, retrieval.count,
                           100 * fraction(above: 0.1))]
         let file = HeadScoreFile(layers: layers, queryHeads: queryHeads, maps: longContext.merging(["retrieval_score": retrieval]) { a, _ in a })
-        let lc = longContext["lc_bulk_mass"] ?? [], ql = longContext["lc_qada_local"] ?? []
-        out.append("rank  layer.head  retrieval  lc_bulk_mass  lc_qada_local")
+        let lc = longContext["lc_bulk_mass"] ?? [], ql = longContext["lc_qada_bulk"] ?? []
+        out.append("rank  layer.head  retrieval  lc_bulk_mass  lc_qada_bulk")
         for (i, h) in ((try? file.ranked()) ?? []).prefix(top).enumerated() {
             let j = h.layer * queryHeads + h.head
-            out.append(String(format: "%4d  %5d.%-4d  %9.3f  %12.3f  %13.3f", i + 1, h.layer, h.head, h.score,
+            out.append(String(format: "%4d  %5d.%-4d  %9.3f  %12.3f  %12.3f", i + 1, h.layer, h.head, h.score,
                               lc.isEmpty ? .nan : lc[j], ql.isEmpty ? .nan : ql[j]))
         }
         return out

@@ -57,16 +57,19 @@ extension RetrievalHeadDetector {
             var s = style
             s.needle = needle.needle; s.needleQuestion = needle.question
             s.needleAnswerPrefix = needle.answerPrefix; s.needleAnswer = needle.answer
-            // The answer's ids without special tokens (the reference: add_special_tokens=False).
-            let answerIds = answerCodec?.tokenizer.encode(s.number(needle.answer), addSpecialTokens: false)
-                ?? Array(codec.encode(s.number(needle.answer)).drop { $0 == c.bosTokenId })
+            // The answer's ids without special tokens (the reference: add_special_tokens=False); byte-level
+            // BPE encodes a word after a space differently, so the mid-sentence form " answer" is tried too.
+            func ids(_ text: String) -> [Int] {
+                answerCodec?.tokenizer.encode(text, addSpecialTokens: false) ?? Array(codec.encode(text).drop { $0 == c.bosTokenId })
+            }
+            let answerForms = [ids(s.number(needle.answer)), ids(" " + s.number(needle.answer))]
             for context in o.contexts {
                 let spec = TaskSpec(kind: .needle, context: context, samples: o.depths, seed: o.seed, textFile: o.textFile)
                 let samples = try TaskFactory.samples(spec, codec: codec, vocabularySize: c.vocabSize,
                                                       options: TaskOptions(style: s, maxNewTokens: o.maxNewTokens))
                 for (i, sample) in samples.enumerated() {
                     let prompt = sample.context + sample.suffix
-                    guard let span = findSpan(answerIds, in: prompt) else {
+                    guard let span = answerForms.lazy.compactMap({ findSpan($0, in: prompt) }).first else {
                         throw TaskError.invalidSpec("needle \(ni) ('\(needle.answer)'): its answer's tokens were not found in the prompt (context \(context), depth \(TaskFactory.depth(spec, index: i)))")
                     }
                     let r = score(model: model, prompt: prompt, span: span, maxNewTokens: o.maxNewTokens, eos: eos,

@@ -57,11 +57,11 @@ final class HeadScoreRecorder: CachePolicy {
 ///   bulk keys are Gaussian with mean mu and covariance Sigma, the Gaussian moment-generating function
 ///     sum_{i in bulk} exp(s_i) ~ |bulk| * exp(q.mu / sqrt(d) + q^T Sigma q / (2 d)),
 ///   and f_hat = A_hat / (A_local + A_hat) with A_local = sum_local exp(s_i) exact. mu and Sigma
-///   (1/n normalisation) come from the local window's keys ("local", what the paper's abstract
-///   describes: only local keys are read) or from the bulk keys themselves ("bulk": the moments a
-///   cache could keep incrementally; tests the Gaussian model alone). q.mu/sqrt(d) and
-///   q^T Sigma q/d are the mean and variance of the scores over the same keys, which is how they
-///   are computed here.
+///   (1/n normalisation) are the moments of the bulk keys ("bulk": our reading of the paper's QAdA,
+///   mu_K and Sigma_K of the distant keys, which a cache keeps incrementally in O(d^2) per token, so
+///   only the local keys are scored exactly), or, as a variant, of the local window's keys ("local":
+///   nothing outside the window is read at all). q.mu/sqrt(d) and q^T Sigma q/d are the mean and
+///   variance of the scores over the same keys, which is how they are computed here.
 /// A query is long-context for a head when f (or f_hat) >= `threshold`.
 public struct LongContextStats {
     public struct Options: Sendable {
