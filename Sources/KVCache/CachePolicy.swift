@@ -22,6 +22,7 @@ public struct LayerStep {
     /// Rows of the same forward call still to come after this chunk (0 on the last chunk and in decode):
     /// `tokens held + pendingRows` is the key length the whole forward ends with.
     public let pendingRows: Int
+    public let prefillEnd: Int                    // tokens seen when the last prefill ended, compressed or not
     /// Bytes a policy reads outside the attention kernel (page summaries, low-rank key slices).
     public let meter: ReadMeter
     public var scale: Float { 1 / Float(shape.headDim).squareRoot() }

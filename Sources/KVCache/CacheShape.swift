@@ -21,7 +21,7 @@ public enum Phase: String, Sendable, Codable { case prefill, decode }
 /// Memory and traffic figures read from the store, never computed from a formula.
 public struct CacheStats: Equatable, Sendable, Codable {
     public var bytesStored = 0            // K/V payload currently held
-    public var peakBytesStored = 0        // maximum of bytesStored after any step
+    public var peakBytesStored = 0        // high-water mark of the payload: after every append, before retention
     public var metadataBytes = 0          // positions and policy metadata currently held
     public var bytesAllocated = 0         // capacity reserved by the stores
     public var lastStepBytesRead = 0      // K/V (+ metadata) bytes read by the last decode step

@@ -25,6 +25,13 @@ public final class KVCache {
     public weak var probe: AttentionProbe?
     /// Tokens seen when the last compressed prefill ended (the prompt length ratio budgets refer to).
     public private(set) var promptLength = 0
+    /// Tokens seen when the last prefill ended, compressed or not (a question prefilled without
+    /// compression after the context moves it past `promptLength`).
+    public private(set) var prefillEnd = 0
+    /// Payload bytes per layer's own stores, and their sum, kept current between step ends so that
+    /// `stats.peakBytesStored` is the true high-water mark (after each append, before retention).
+    private var layerPayload: [Int] = []
+    private var livePayload = 0
 
     var meter = ReadMeter()
     /// Rows of the current forward call after the chunk being attended (set by the model; see `LayerStep.pendingRows`).
@@ -94,6 +101,7 @@ public final class KVCache {
                          "\(policy.name): position shift re-rotates Float32 keys; it does not compose with quantization or merging")
         }
         bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { policy.keyBasis(layer: l, head: $0) } }
+        layerPayload = Array(repeating: 0, count: shape.layers)
     }
 
     deinit { scratch.forEach { $0.deallocate() } }
@@ -139,6 +147,9 @@ public final class KVCache {
                 }
                 if let p = bases[source][h] { rotate(st.keys + (st.count - rows) * d, rows: rows, ld: d, basis: p) }
             }
+            // High-water mark: every store holds its new tokens and nothing is evicted yet.
+            remeasure(source)
+            stats.peakBytesStored = max(stats.peakBytesStored, livePayload)
         }
         var queries = queries
         if let p = projection {   // queries read the projected keys (KVHeadProjection.swift)
@@ -162,7 +173,7 @@ public final class KVCache {
                                  rows: rows, queries: queries, positions: positions,
                                  recentQueries: recentBuf.baseAddress ?? queries, recentCount: recentBuf.count / (hq * d),
                                  stores: heads, shape: shape, tokensSeen: stats.tokensSeen, promptLength: promptLength,
-                                 pendingRows: phase == .decode ? 0 : pendingRows, meter: meter)
+                                 pendingRows: phase == .decode ? 0 : pendingRows, prefillEnd: prefillEnd, meter: meter)
             if owns { policy.didAppend(step) }
             if phase == .decode && rows == 1 {
                 decodeAttention(step, scale: scale, output: output)
@@ -196,7 +207,18 @@ public final class KVCache {
             if owns && isStepEnd && policy.shiftsPositions { shiftPositions(layer: layer, next: (positions.max() ?? -1) + 1) }
             // MiniCache: once the upper layer of a pair has its tokens, merge the pair.
             if owns && isStepEnd, let pair = mergePairs[layer] { mergeLayers(lower: pair.lower, upper: layer, states: pair.states) }
+            if owns && isStepEnd {
+                remeasure(source)
+                if let pair = mergePairs[layer] { remeasure(pair.lower) }
+            }
         }
+    }
+
+    /// Updates the running payload total after layer `l`'s stores changed.
+    private func remeasure(_ l: Int) {
+        let bytes = stores[l].reduce(0) { $0 + $1.payloadBytes }
+        livePayload += bytes - layerPayload[l]
+        layerPayload[l] = bytes
     }
 
     /// Applies a retention (increasing store indices). Dropping a single token is O(d): the last
@@ -353,7 +375,13 @@ public final class KVCache {
     /// Closes a forward step (all layers): updates the measured figures.
     public func endStep(phase: Phase) {
         var stored = 0, meta = policy.metadataBytes, alloc = 0
-        for layer in stores { for s in layer { stored += s.payloadBytes; meta += s.metadataBytes; alloc += s.allocatedBytes } }
+        for (l, layer) in stores.enumerated() {
+            var own = 0
+            for s in layer { own += s.payloadBytes; meta += s.metadataBytes; alloc += s.allocatedBytes }
+            layerPayload[l] = own
+            stored += own
+        }
+        livePayload = stored
         stats.bytesStored = stored
         stats.metadataBytes = meta
         stats.bytesAllocated = alloc
@@ -368,6 +396,7 @@ public final class KVCache {
         } else {
             stats.prefillBytesRead += meter.total
             if compressionEnabled { promptLength = stats.tokensSeen }
+            prefillEnd = stats.tokensSeen
         }
         meter = ReadMeter()
     }
@@ -378,6 +407,9 @@ public final class KVCache {
         recent = Array(repeating: [], count: shape.layers)
         stats = CacheStats()
         promptLength = 0
+        prefillEnd = 0
+        layerPayload = layerPayload.map { _ in 0 }
+        livePayload = 0
         for pair in mergePairs.values { pair.states.forEach { $0.reset() } }
         rotaryShift = rotaryShift.map { $0.map { _ in [:] } }
         rotaryOffset = rotaryOffset.map { $0.map { _ in 0 } }
@@ -397,6 +429,6 @@ extension LayerStep {
     func with(meter m: ReadMeter) -> LayerStep {
         LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compress, rows: rows, queries: queries,
                   positions: positions, recentQueries: recentQueries, recentCount: recentCount, stores: stores,
-                  shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, pendingRows: pendingRows, meter: m)
+                  shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, pendingRows: pendingRows, prefillEnd: prefillEnd, meter: m)
     }
 }

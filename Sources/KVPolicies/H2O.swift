@@ -34,7 +34,7 @@ public final class H2O: ScoredEviction {
         self.schedule = schedule ?? (scoring == .observed ? .prefill : .always)
     }
 
-    public var name: String { "h2o(budget=\(budget),recent=\(recentFraction),\(scoring.rawValue),\(schedule.rawValue))" }
+    public var name: String { "h2o(budget=\(budget),recent=\(recentFraction),\(scoring.rawValue),\(schedule))" }
 
     public func bind(shape: CacheShape) {
         acc = Array(repeating: Array(repeating: [], count: shape.kvHeads), count: shape.layers)

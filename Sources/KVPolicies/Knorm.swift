@@ -14,7 +14,7 @@ public final class Knorm: ScoredEviction {
         self.budget = budget; self.schedule = schedule
     }
 
-    public var name: String { "knorm(budget=\(budget),\(schedule.rawValue))" }
+    public var name: String { "knorm(budget=\(budget),\(schedule))" }
 
     /// Negated key norms per stored token, computed once on append: [layer][kvHead][token].
     private var negNorms: [[[Float]]] = []

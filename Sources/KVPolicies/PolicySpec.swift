@@ -105,19 +105,33 @@ public indirect enum PolicySpec: Hashable, Sendable {
         }
     }
 
-    /// Parameters as ordered key/value strings (stable: part of a run's identity).
+    /// Parameters as ordered key/value strings, the budget as the user wrote it (`keep`,
+    /// `compression_ratio` or `budget`).
     public var parameters: [(String, String)] {
-        func sched(_ s: EvictionSchedule) -> (String, String) { ("schedule", s.rawValue) }
+        parameters(canonical: false)
+    }
+
+    /// Parameters with fractional budgets written as kvpress's compression_ratio (`keep: 0.125` as
+    /// compression_ratio=0.875): the form run keys were made of before `keep` was echoed, so that
+    /// keys (resume, compare) do not depend on how the user wrote the budget.
+    public var canonicalParameters: [(String, String)] { parameters(canonical: true) }
+
+    func parameters(canonical: Bool) -> [(String, String)] {
+        // decode_budget only when not the default: run keys of the default stay as they were.
+        func sched(_ s: EvictionSchedule) -> [(String, String)] {
+            [("schedule", s.rawValue)] + (s.decodeBudget == .prompt ? [] : [("decode_budget", s.decodeBudget.rawValue)])
+        }
+        func bp(_ b: Budget) -> [(String, String)] { Self.budgetParams(b, canonical: canonical) }
         switch self {
         case .full: return []
         case let .streamingLLM(b, sinks, s, shift):   // position_shift only when on: run keys of the default stay as they were
-            return Self.budgetParams(b) + [("sinks", "\(sinks)"), sched(s)] + (shift ? [("position_shift", "true")] : [])
-        case let .h2o(b, r, sc, s): return Self.budgetParams(b) + [("recent_fraction", "\(r)"), ("scoring", sc.rawValue), sched(s)]
-        case let .snapKV(b, w, k, p): return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue)]
+            return bp(b) + [("sinks", "\(sinks)")] + sched(s) + (shift ? [("position_shift", "true")] : [])
+        case let .h2o(b, r, sc, s): return bp(b) + [("recent_fraction", "\(r)"), ("scoring", sc.rawValue)] + sched(s)
+        case let .snapKV(b, w, k, p): return bp(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue)]
         case let .pyramidKV(b, w, k, p, beta, v):
-            return Self.budgetParams(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)"), ("variant", v.rawValue)]
-        case let .tova(b, s): return Self.budgetParams(b) + [sched(s)]
-        case let .knorm(b, s): return Self.budgetParams(b) + [sched(s)]
+            return bp(b) + [("window", "\(w)"), ("kernel", "\(k)"), ("pooling", p.rawValue), ("beta", "\(beta)"), ("variant", v.rawValue)]
+        case let .tova(b, s): return bp(b) + sched(s)
+        case let .knorm(b, s): return bp(b) + sched(s)
         case let .headPooling(n): return [("kv_heads", "\(n)")]
         case let .svdHeads(path): return [("calibration", path)]
         case let .cla(factor, layers, path):
@@ -138,7 +152,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .oracleTopK(k, gqa): return [Self.sizeParam(k), ("gqa", gqa.rawValue)]
         case let .kivi(b, g, r): return [("bits", "\(b)"), ("group_size", "\(g)"), ("residual", "\(r)")]
         case let .miniCache(s, t, r): return [("start_layer", s.map(String.init) ?? "half"), ("t", "\(t)"), ("retain_fraction", "\(r)")]
-        case .stack(let c): return c.enumerated().flatMap { i, p in [("\(i).policy", p.kind)] + p.parameters.map { ("\(i).\($0.0)", $0.1) } }
+        case .stack(let c):
+            return c.enumerated().flatMap { i, p in [("\(i).policy", p.kind)] + p.parameters(canonical: canonical).map { ("\(i).\($0.0)", $0.1) } }
         }
     }
 
@@ -147,10 +162,15 @@ public indirect enum PolicySpec: Hashable, Sendable {
         "{" + parameters.map { k, v in "\"\(k)\": " + (Double(v) != nil ? v : "\"\(v)\"") }.joined(separator: ", ") + "}"
     }
 
-    /// A short human label, e.g. "snapkv(budget=256,window=64,kernel=5,pooling=avg)".
-    public var label: String {
-        if case .stack(let c) = self { return c.map(\.label).joined(separator: " + ") }
-        let p = parameters.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+    /// A short human label echoing the budget as written, e.g. "snapkv(keep=0.125,window=64,kernel=5,pooling=avg)".
+    public var label: String { label(canonical: false) }
+
+    /// The label with fractional budgets as compression_ratio: what run keys are made of.
+    public var canonicalLabel: String { label(canonical: true) }
+
+    func label(canonical: Bool) -> String {
+        if case .stack(let c) = self { return c.map { $0.label(canonical: canonical) }.joined(separator: " + ") }
+        let p = parameters(canonical: canonical).map { "\($0.0)=\($0.1)" }.joined(separator: ",")
         return p.isEmpty ? kind : "\(kind)(\(p))"
     }
 
@@ -197,10 +217,11 @@ public indirect enum PolicySpec: Hashable, Sendable {
         switch k { case .tokens(let n): return ("top_k", "\(n)"); case .fraction(let f): return ("k_fraction", "\(f)") }
     }
 
-    static func budgetParams(_ b: Budget) -> [(String, String)] {
+    static func budgetParams(_ b: Budget, canonical: Bool = false) -> [(String, String)] {
         switch b {
         case .tokens(let n): return [("budget", "\(n)")]
         case .ratio(let r): return [("compression_ratio", "\(r)")]
+        case .keep(let v): return canonical ? [("compression_ratio", "\(1 - v)")] : [("keep", "\(v)")]
         }
     }
 }

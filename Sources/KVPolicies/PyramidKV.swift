@@ -63,6 +63,7 @@ public final class PyramidKV: SnapKV {
         let maxCapacity: Double
         switch budget {
         case .ratio(let r): maxCapacity = w + T * (1 - r)
+        case .keep(let v): maxCapacity = w + T * (1 - (1 - v))   // as compression_ratio 1 - v
         case .tokens(let n): maxCapacity = Double(n)
         }
         var minNum = (maxCapacity - w) / beta
@@ -74,6 +75,7 @@ public final class PyramidKV: SnapKV {
         guard T >= maxNum, maxNum >= minNum, minNum >= w else {
             switch budget {
             case .ratio(let r): return max(1, Int((T * (1 - r)).rounded(.toNearestOrEven)))
+            case .keep(let v): return max(1, Int((T * (1 - (1 - v))).rounded(.toNearestOrEven)))
             case .tokens(let n): return n
             }
         }

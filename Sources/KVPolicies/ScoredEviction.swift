@@ -18,12 +18,16 @@ public protocol ScoredEviction: CachePolicy {
 extension ScoredEviction {
     public func capacity(layer: Int, length: Int) -> Int { budget.capacity(for: length) }
 
-    /// The budget in force for this step: resolved against the prompt at prefill, held fixed during decoding.
+    /// The budget in force for this step: resolved against the compressed context at prefill;
+    /// during decoding (schedule always) held at that budget plus, with decode budget `prompt`, the
+    /// tokens prefilled after the compressed context without compression (the question).
     public func currentCapacity(_ step: LayerStep) -> Int? {
-        switch (step.phase, schedule) {
-        case (.prefill, _): return capacity(layer: step.layer, length: step.tokensSeen)
-        case (.decode, .always): return capacity(layer: step.layer, length: max(step.promptLength, 1))
-        case (.decode, .prefill): return nil
+        if step.phase == .prefill { return capacity(layer: step.layer, length: step.tokensSeen) }
+        guard schedule.phases == .always else { return nil }
+        let base = capacity(layer: step.layer, length: max(step.promptLength, 1))
+        switch schedule.decodeBudget {
+        case .prompt: return base + max(step.prefillEnd - step.promptLength, 0)
+        case .context: return base
         }
     }
 

@@ -29,7 +29,7 @@ public final class StreamingLLM: ScoredEviction {
         self.budget = budget; self.sinks = sinks; self.schedule = schedule; self.positionShift = positionShift
     }
 
-    public var name: String { "streaming_llm(budget=\(budget),sinks=\(sinks),\(schedule.rawValue)\(positionShift ? ",shift" : ""))" }
+    public var name: String { "streaming_llm(budget=\(budget),sinks=\(sinks),\(schedule)\(positionShift ? ",shift" : ""))" }
     public var shiftsPositions: Bool { positionShift }
 
     /// Sinks (the first `sinks` positions) score +inf; every other token its position, so the

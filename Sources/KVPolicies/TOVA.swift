@@ -18,7 +18,7 @@ public final class TOVA: ScoredEviction {
         self.budget = budget; self.schedule = schedule
     }
 
-    public var name: String { "tova(budget=\(budget),\(schedule.rawValue))" }
+    public var name: String { "tova(budget=\(budget),\(schedule))" }
 
     public func bind(shape: CacheShape) {
         layerScores = Array(repeating: [], count: shape.layers)

@@ -18,8 +18,17 @@ struct CompareCommand: ParsableCommand {
     var tolerances: [String] = []
     @Option(name: .customLong("ignore"), help: "Metric to skip (repeatable).")
     var ignore: [String] = []
+    @Flag(help: "Exact equality instead: the same runs, every number bit for bit (timings and --ignore aside); exit 1 on any difference.")
+    var exact = false
 
     func run() throws {
+        if exact {
+            let diffs = ResultsEquality.differences(try ResultsFile.read(new), try ResultsFile.read(baseline),
+                                                    ignoring: ResultsEquality.timings.union(ignore))
+            if diffs.isEmpty { print("equal: the same runs, bit for bit (timings aside)"); return }
+            print("\(diffs.count) differences:\n  " + diffs.prefix(50).joined(separator: "\n  "))
+            throw ExitCode(1)
+        }
         var o = ResultsCompare.Options()
         for t in tolerances {
             let parts = t.split(separator: "=", maxSplits: 1).map(String.init)

@@ -18,8 +18,10 @@ struct RunCommand: ParsableCommand {
     var dryRun = false
     @Flag(help: "Start a new results file even if the existing one came from another config.")
     var force = false
-    @Option(help: "Run a deterministic slice i/N of the grid into its own file (merge with `kvlab merge`).")
+    @Option(help: "Run shard i of N (a deterministic, cost-balanced slice of the grid) into its own file (merge with `kvlab merge`).")
     var shard: String?
+    @Option(help: "With --shard: the plan file that says which points shard i runs (written by `kvlab slurm`).")
+    var plan: String?
     @Option(help: "Results file (default: the config's output; shards add .shardIofN).")
     var output: String?
     @Option(help: "BLAS and attention threads (default: the config's, else all cores).")
@@ -42,6 +44,14 @@ struct RunCommand: ParsableCommand {
                 throw ValidationError("--shard: expected i/N with 0 <= i < N, got '\(s)'")
             }
             opts.shard = (parts[0], parts[1])
+            guard parts[1] <= cfg.grid.count else { throw ClusterError.badShards(config: config, shards: parts[1], points: cfg.grid.count) }
+            if let plan {
+                let p = try ShardPlan.read(plan, config: cfg)
+                guard p.count == parts[1] else { throw ValidationError("--plan '\(plan)' has \(p.count) shards, --shard says \(parts[1])") }
+                opts.plan = p
+            }
+        } else if plan != nil {
+            throw ValidationError("--plan needs --shard i/N")
         }
         let runner = SweepRunner(config: cfg, options: opts)
         if dryRun {
@@ -68,6 +78,7 @@ struct ValidateCommand: ParsableCommand {
     @Argument(help: "The YAML config.") var config: String
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
+        for w in cfg.warnings { note("warning: \(w)") }
         print("\(config): ok: \(cfg.models.count) models, \(cfg.tasks.count) task points, \(cfg.policies.count) policy points, \(cfg.grid.count) runs -> \(cfg.output)")
     }
 }
@@ -82,6 +93,10 @@ struct ReportCommand: ParsableCommand {
     func run() throws {
         let f = try ResultsFile.read(file)
         let cols = columns.map { $0.split(separator: ",").map(String.init) }
+        let missing = ResultsReport.missingColumns(f, columns: cols, sortBy: sort)
+        if !missing.isEmpty {
+            note("\(file) has no column \(missing.joined(separator: ", ")) (shown blank); its columns: \(ResultsReport.columns(f).joined(separator: ", "))")
+        }
         if csv {
             print(try ResultsReport.csv(f, columns: cols, sortBy: sort, descending: descending), terminator: "")
         } else {
@@ -95,8 +110,13 @@ struct MergeCommand: ParsableCommand {
     @Argument(help: "The merged output file.") var output: String
     @Argument(help: "Shard files.") var inputs: [String]
     @Flag(help: "Overwrite an existing output.") var force = false
+    @Flag(help: "Replace an existing output of the same config only if every run in it is in the inputs.") var update = false
+    @Flag(help: "Merge what is there: skip the check that every shard and every grid point is present.") var partial = false
+    @Option(help: "The shard plan (names the shard of a missing point; default: computed from the config).") var plan: String?
     func run() throws {
-        let n = try ResultsMerge.merge(inputs, into: output, force: force)
+        if !partial { for line in try MergeCheck.check(inputs, planFile: plan) { note("note: \(line)") } }
+        let replace = try force || (update && MergeCheck.checkUpdate(output: output, inputs: inputs))
+        let n = try ResultsMerge.merge(inputs, into: output, force: replace)
         print("merged \(inputs.count) files, \(n) runs -> \(output)")
     }
 }

@@ -10,7 +10,7 @@ struct KVLabCommand: ParsableCommand {
         shapes written as synthetic:PRESET[,key=value...] (presets: \(ModelSourceHelp.presets)).
         """,
         version: KVLabVersion.string,
-        subcommands: [RunCommand.self, ValidateCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
+        subcommands: [RunCommand.self, ValidateCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, SlurmCommand.self, StatusCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
 }
 
 KVLabCommand.main()

@@ -93,7 +93,7 @@ final class ConfigErrorTests: XCTestCase {
         XCTAssertEqual(c.policies.count, 1 + 3 + 4 + 2)
         XCTAssertEqual(c.grid.count, 2 * 10)
         if case let .snapKV(b, w, _, _) = c.policies[2] { XCTAssertEqual(b, .tokens(48)); XCTAssertEqual(w, 16) } else { XCTFail() }
-        if case let .streamingLLM(b, sinks, _, _) = c.policies[4] { XCTAssertEqual(b, .ratio(0.75)); XCTAssertEqual(sinks, 2) } else { XCTFail() }
+        if case let .streamingLLM(b, sinks, _, _) = c.policies[4] { XCTAssertEqual(b, .keep(0.25)); XCTAssertEqual(sinks, 2) } else { XCTFail() }
         XCTAssertEqual(Set(c.grid.map(\.key)).count, c.grid.count, "grid keys are unique")
         // The grid hash ignores formatting and output, and changes with the grid.
         let reformatted = yaml.replacingOccurrences(of: "context: [64, 128]", with: "context:\n      - 64\n      - 128")

@@ -94,15 +94,19 @@ final class TasksTests: XCTestCase {
     }
 
     func testPromptFillsContextWithoutExceedingIt() throws {
+        let ruler: Set<TaskKind> = [.niahSingle, .niahMultikey, .niahMultivalue, .niahMultiquery, .variableTracking, .commonWords]
         for kind in textKinds {
-            for context in [300, 1_000, 4_000] {
+            for context in ruler.contains(kind) ? [1_000, 4_000] : [300, 1_000, 4_000] {
                 let spec = TaskSpec(kind: kind, context: context, samples: 2, seed: 3)
                 for s in try TaskFactory.samples(spec, codec: WordCodec(), vocabularySize: vocab) {
                     let total = s.context.count + s.suffix.count
-                    XCTAssertLessThanOrEqual(total, context, "\(kind) @ \(context)")
-                    // Filler granularity is one word (at most 2 tokens here); a common-words line is 4.
+                    // RULER counts the generated tokens in the length (niah.py:245).
+                    let target = ruler.contains(kind) ? context - s.maxNewTokens : context
+                    XCTAssertLessThanOrEqual(total, target, "\(kind) @ \(context)")
+                    // Filler granularity is one word (at most 2 tokens here); a common-words entry is 3,
+                    // its rare words repeat up to 3 times.
                     let slack = kind == .commonWords ? 14 : 3
-                    XCTAssertGreaterThanOrEqual(total, context - slack, "\(kind) @ \(context)")
+                    XCTAssertGreaterThanOrEqual(total, target - slack, "\(kind) @ \(context)")
                     XCTAssertFalse(s.context.isEmpty)
                     if !kind.isTeacherForced { XCTAssertFalse(s.suffix.isEmpty); XCTAssertGreaterThan(s.maxNewTokens, 0) }
                 }
@@ -112,8 +116,8 @@ final class TasksTests: XCTestCase {
         let spec = TaskSpec(kind: .niahMultikey, context: 2_000, seed: 1)
         let s = try TaskFactory.sample(spec, index: 0, codec: WordCodec(), vocabularySize: vocab,
                                        options: TaskOptions(haystack: .needles))
-        XCTAssertLessThanOrEqual(s.context.count + s.suffix.count, 2_000)
-        XCTAssertGreaterThanOrEqual(s.context.count + s.suffix.count, 2_000 - 20)
+        XCTAssertLessThanOrEqual(s.context.count + s.suffix.count, 2_000 - 128)
+        XCTAssertGreaterThanOrEqual(s.context.count + s.suffix.count, 2_000 - 128 - 20)
     }
 
     func testCodecWithBOSKeepsTheSplitExact() throws {
@@ -208,8 +212,16 @@ final class TasksTests: XCTestCase {
             }
             XCTAssertEqual(text.components(separatedBy: "One of the special magic numbers for").count - 1,
                            kind == .niahSingle ? 1 : 4)
-            XCTAssertTrue(question.hasPrefix("What are all the special magic numbers for"))
-            XCTAssertTrue(question.hasSuffix("mentioned in the provided text are"))
+            // RULER's singular template when one value is asked (niah.py:193-198).
+            if expected == 1 {
+                XCTAssertTrue(text.hasPrefix("A special magic number is hidden within the following text . Make sure to memorize it . I will quiz you about the number afterwards ."), text)
+                XCTAssertTrue(question.hasPrefix("What is the special magic number for"), question)
+                XCTAssertTrue(question.hasSuffix("mentioned in the provided text is"), question)
+            } else {
+                XCTAssertTrue(text.hasPrefix("Some special magic numbers are hidden"))
+                XCTAssertTrue(question.hasPrefix("What are all the special magic numbers for"))
+                XCTAssertTrue(question.hasSuffix("mentioned in the provided text are"))
+            }
             XCTAssertEqual(s.maxNewTokens, 128)
             // The perfect answer scores 1; half of the values 0.5 (multi-answer tasks).
             XCTAssertEqual(TaskFactory.scorer(for: kind)!(s.answers.joined(separator: ", "), s), 1)
@@ -228,7 +240,7 @@ final class TasksTests: XCTestCase {
 
     func testVariableTrackingAndCommonWords() throws {
         let codec = WordCodec()
-        let vt = try TaskFactory.sample(TaskSpec(kind: .variableTracking, context: 1_000, seed: 4), index: 0,
+        let vt = try TaskFactory.sample(TaskSpec(kind: .variableTracking, context: 2_400, seed: 4), index: 0,
                                         codec: codec, vocabularySize: vocab)
         XCTAssertEqual(vt.answers.count, 5)
         let text = codec.decode(vt.context)
@@ -238,24 +250,51 @@ final class TasksTests: XCTestCase {
         let positions = (0..<5).map { vt.meta["needle_position_\($0)"]! }
         XCTAssertEqual(positions, positions.sorted(), "the chain reads in order")
         XCTAssertTrue(vt.answers.allSatisfy { $0.count == 5 && $0.allSatisfy(\.isUppercase) })
+        // RULER's one-shot example first (variable_tracking.py:303-307): a whole prompt of about 500
+        // tokens with three-letter names, then its answer; the task prompt after it.
+        XCTAssertTrue(text.hasPrefix("Memorize and track the chain ( s ) of variable assignment"))
+        let parts = text.components(separatedBy: "Memorize and track the chain ( s ) of variable assignment")
+        XCTAssertEqual(parts.count, 3, "the example and the task")
+        let answerLine = try XCTUnwrap(parts[1].components(separatedBy: "they are :").last)
+        let exampleNames = answerLine.split(separator: " ").filter { $0 != "\n" }.map(String.init)
+        XCTAssertEqual(exampleNames.count, 5)
+        XCTAssertTrue(exampleNames.allSatisfy { $0.count == 3 && $0.allSatisfy(\.isUppercase) }, "\(exampleNames)")
+        XCTAssertTrue(parts[1].contains("VAR \(exampleNames[1]) = VAR \(exampleNames[0]) ."))
+        XCTAssertLessThanOrEqual(vt.meta["example_tokens"]!, 510)
+        XCTAssertGreaterThan(vt.meta["example_tokens"]!, 480)
+        // Below 2,000 tokens the example takes at most a quarter of the context.
+        let shortVT = try TaskFactory.sample(TaskSpec(kind: .variableTracking, context: 1_000, seed: 4), index: 0,
+                                             codec: codec, vocabularySize: vocab)
+        XCTAssertLessThanOrEqual(shortVT.meta["example_tokens"]!, 260)
 
-        let cw = try TaskFactory.sample(TaskSpec(kind: .commonWords, context: 3_000, seed: 4), index: 0,
-                                        codec: codec, vocabularySize: vocab)
-        XCTAssertEqual(cw.answers.count, 10)
-        let list = codec.decode(cw.context).components(separatedBy: " \n ").dropFirst()
-            .compactMap { $0.split(whereSeparator: \.isWhitespace).last.map(String.init) }
-        var counts: [String: Int] = [:]
-        for w in list { counts[w, default: 0] += 1 }
-        let c = Int(cw.meta["common_frequency"]!)
-        XCTAssertEqual(c, 30)
-        for w in cw.answers { XCTAssertEqual(counts[w], c, w) }
-        XCTAssertEqual(counts.count, 10 + Int(cw.meta["rare_words"]!))
-        XCTAssertTrue(counts.filter { !cw.answers.contains($0.key) }.allSatisfy { $0.value == 3 })
+        // Common words below 4K: RULER's frequencies 6 and 1 (common_words_extraction.py:102-106).
+        for (context, common, rare) in [(3_000, 6, 1), (6_000, 30, 3)] {
+            let cw = try TaskFactory.sample(TaskSpec(kind: .commonWords, context: context, seed: 4), index: 0,
+                                            codec: codec, vocabularySize: vocab)
+            XCTAssertEqual(cw.answers.count, 10)
+            let all = codec.decode(cw.context)
+            let lists = all.components(separatedBy: "Memorize the ones that appear most often .")
+            XCTAssertEqual(lists.count, 3, "the one-shot example and the task")
+            // The example ends with its answer: the 10 common words, numbered.
+            let exampleAnswer = try XCTUnwrap(lists[1].components(separatedBy: "most often in the list are :").last)
+            XCTAssertTrue(exampleAnswer.hasPrefix(" 1 . "), exampleAnswer)
+            XCTAssertTrue(exampleAnswer.contains(" 10 . "))
+            // The task's list: "1. w 2. w ..." on one line.
+            let entries = lists[2].components(separatedBy: "\n")[1].split(separator: " ")
+            XCTAssertEqual(entries.count % 3, 0)
+            var counts: [String: Int] = [:]
+            for k in stride(from: 2, to: entries.count, by: 3) { counts[String(entries[k]), default: 0] += 1 }
+            XCTAssertEqual(Int(cw.meta["common_frequency"]!), common, "context \(context)")
+            XCTAssertEqual(Int(cw.meta["rare_frequency"]!), rare)
+            for w in cw.answers { XCTAssertEqual(counts[w], common, w) }
+            XCTAssertEqual(counts.count, 10 + Int(cw.meta["rare_words"]!))
+            XCTAssertTrue(counts.filter { !cw.answers.contains($0.key) }.allSatisfy { $0.value == rare })
+        }
         // A short context lowers the common frequency instead of failing.
         let short = try TaskFactory.sample(TaskSpec(kind: .commonWords, context: 500, seed: 4), index: 0,
                                            codec: codec, vocabularySize: vocab)
-        XCTAssertLessThan(short.meta["common_frequency"]!, 30)
-        XCTAssertGreaterThanOrEqual(short.meta["common_frequency"]!, 4)
+        XCTAssertLessThan(short.meta["common_frequency"]!, 6)
+        XCTAssertGreaterThanOrEqual(short.meta["common_frequency"]!, 2)
     }
 
     // MARK: - Token-level tasks

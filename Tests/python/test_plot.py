@@ -87,9 +87,24 @@ def _needle_score(kind, params, depth, context, rng):
     return float(rng.random() < p)
 
 
+def _budget(params):
+    """(budget_kind, budget_value) as KVLab records them: the budget key as the config wrote it."""
+    for k, v in params.items():
+        base = k.split(".")[-1]
+        if base in ("budget", "keep", "compression_ratio", "top_k", "k_fraction"):
+            return base, float(v)
+    return "", float("nan")
+
+
+INFO = ["budget_kind", "setup", "suffix", "text_source"]
+
+
 def _write_run(runs, index, *, model, task, context, seed, kind, family, params, status, rng, retention):
     g = runs.create_group(f"{index:06d}")
     label = _label(kind, params)
+    budget_kind, budget_value = _budget(params)
+    info = {"budget_kind": budget_kind, "setup": "kvlab" if kind in ("quest", "loki") else "",
+            "suffix": "decode", "text_source": ""}
     attrs = dict(index=index, model=model, task=task, context=context, seed=seed, policy=kind, family=family,
                  label=label, params=json.dumps(params), status=status,
                  key=json.dumps({"model": model, "task": {"kind": task, "context": context}, "policy": label}))
@@ -114,6 +129,12 @@ def _write_run(runs, index, *, model, task, context, seed, kind, family, params,
                        tokens_seen=np.full(n, float(context + 8)))
         metrics = {k: float(np.mean(v)) for k, v in samples.items() if not k.startswith("meta_")}
         metrics["kv_bytes_stored_peak"] = metrics["kv_bytes_stored"]
+        metrics["memory_fraction"] = stored * 1.01 + (0.125 if kind == "quest" else 0)
+        metrics["kv_bytes_total_full"] = full_bytes * 1.01
+        metrics["score_n"] = float(n)
+        half = 0.3 / math.sqrt(n)
+        metrics["score_lo"] = max(0.0, metrics["score"] - half)
+        metrics["score_hi"] = min(1.0, metrics["score"] + half)
         if task == "fidelity":
             metrics["attention_recall"] = min(1.0, 0.5 + 0.5 * read)
         lh = g.create_group("layer_head")
@@ -140,10 +161,12 @@ def _write_run(runs, index, *, model, task, context, seed, kind, family, params,
     sg.attrs["order"] = json.dumps(sorted(samples))
     for k in sorted(samples):
         sg.create_dataset(k, data=np.asarray(samples[k], dtype=float))
+    metrics["budget_value"] = budget_value
     attrs["metrics"] = json.dumps(list(metrics))
-    for k, v in {**attrs, **metrics}.items():
+    attrs["info"] = json.dumps(INFO)
+    for k, v in {**attrs, **info, **metrics}.items():
         g.attrs[k] = v
-    return {**attrs, **metrics, "run": f"{index:06d}"}
+    return {**attrs, **info, **metrics, "run": f"{index:06d}"}
 
 
 FULL_GRID = [("fidelity", 512), ("fidelity", 2048), ("passkey", 1024), ("passkey", 2048), ("passkey", 4096),
@@ -183,7 +206,7 @@ def make_fake_results(path, *, retention=True, failed=True, summary=True, seeds=
             metric_names = []
             for r in rows:
                 metric_names += [k for k in json.loads(r["metrics"]) if k not in metric_names]
-            cols = [c for c in results.FIXED_COLUMNS + metric_names if c not in drop]
+            cols = [c for c in results.FIXED_COLUMNS + INFO + metric_names if c not in drop]
             sg.attrs["columns"] = json.dumps(cols)
             sg.attrs["rows"] = len(rows)
             for c in cols:
@@ -310,18 +333,85 @@ def test_seeds_are_averaged(tmp_path):
 
 def test_lines_and_budgets():
     import pandas as pd
-    df = pd.DataFrame({"policy": ["snapkv", "snapkv", "snapkv", "loki", "loki", "full"],
+    df = pd.DataFrame({"policy": ["snapkv", "snapkv", "snapkv", "loki", "loki", "full", "streaming_llm"],
                        "params": [json.dumps({"compression_ratio": 0.5, "window": 64}),
                                   json.dumps({"compression_ratio": 0.75, "window": 64}),
                                   json.dumps({"compression_ratio": 0.75, "window": 32}),
                                   json.dumps({"d_fraction": 0.25, "k_fraction": 0.125, "gqa": "group"}),
                                   json.dumps({"d_fraction": 0.25, "k_fraction": 0.25, "gqa": "group"}),
-                                  "{}"]})
+                                  "{}", json.dumps({"keep": 0.125, "sinks": 4})],
+                       "budget_kind": ["compression_ratio", "compression_ratio", "compression_ratio", "k_fraction",
+                                       "k_fraction", "", "keep"],
+                       "budget_value": [0.5, 0.75, 0.75, 0.125, 0.25, float("nan"), 0.125]})
     out = common.add_lines(df)
     assert list(out["line"]) == ["snapkv (window=64)", "snapkv (window=64)", "snapkv (window=32)", "loki",
-                                 "loki", "full"]
-    assert list(out["budget"]) == ["50%", "25%", "25%", "k 12.5%", "k 25%", ""]
-    assert out["budget_value"].iloc[0] == 0.5
+                                 "loki", "full", "streaming_llm"]
+    assert list(out["budget"]) == ["50%", "25%", "25%", "k 12.5%", "k 25%", "", "12.5%"]
+    assert out["budget_value"].iloc[0] == 0.5 and out["budget_value"].iloc[6] == 0.125
+
+
+def test_budgets_come_from_the_recorded_columns_only(capsys):
+    """No guessing from parameter names: without budget_kind a budget-like key splits lines."""
+    import pandas as pd
+    df = pd.DataFrame({"policy": ["snapkv", "snapkv"],
+                       "params": [json.dumps({"keep": 0.5, "window": 64}), json.dumps({"keep": 0.25, "window": 64})]})
+    out = common.add_lines(df)
+    assert list(out["budget"]) == ["", ""]
+    assert out["line"].nunique() == 2
+    assert "no budget_kind column" in capsys.readouterr().err
+    import inspect
+    assert "_BUDGET_PARAM" not in inspect.getsource(common)
+
+
+def test_layer_head_titles_do_not_overlap(tmp_path):
+    """KIVI's long labels are wrapped to the panel width: no two panel titles overlap."""
+    import pandas as pd
+    from plotlib import layerhead
+    rows = [pd.Series({"run": f"{i:06d}", "line": f"kivi (bits={b},group_size=32,residual=128)", "budget": "",
+                       "policy": "kivi", "model": "toy"}) for i, b in enumerate((2, 4, 2, 4))]
+    have = [(r, np.full((LAYERS, KV_HEADS), 0.3)) for r in rows]
+
+    class Res:
+        def model_config(self, model):
+            return {"layers": LAYERS, "heads": HEADS, "kvHeads": KV_HEADS}
+
+    fig = layerhead._figure(Res(), "toy", "passkey", 1024, "kept_fraction", have)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert len(boxes) == 4
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            assert not (a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1), (i, j, a, b)
+    assert all("\n" in ax.get_title() for ax in fig.axes if ax.get_title())
+
+
+def test_perplexity_is_a_log_ratio_and_memory_includes_metadata():
+    import pandas as pd
+    from plotlib import tradeoff
+    old = pd.DataFrame({"task": ["perplexity"] * 3, "ppl": [20.0, 22.0, 20000.0], "ppl_full": [20.0] * 3,
+                        "score": [0.0, -2.0, -19980.0]})
+    y = tradeoff._perplexity_scores(old)["score"]
+    assert np.allclose(y, [0.0, -np.log(1.1), -np.log(1000.0)])
+    new = old.assign(score=[0.0, -0.0953, -6.9], score_n=[4.0] * 3, score_lo=[0.0, -0.12, -7.1])
+    assert list(tradeoff._perplexity_scores(new)["score"]) == [0.0, -0.0953, -6.9]   # KVLab's score already is
+    # Error bars: the stored 95% interval; several runs of one point span their intervals.
+    df = pd.DataFrame({"line": ["h2o"] * 2, "policy": ["h2o"] * 2, "label": ["h2o(keep=0.25)"] * 2,
+                       "budget": ["25%"] * 2, "budget_value": [0.25] * 2, "score": [0.5, 0.7],
+                       "score_lo": [0.2, 0.4], "score_hi": [0.8, 0.9], "score_n": [10.0, 10.0],
+                       "memory_fraction": [0.3, 0.3], "compression": [0.25, 0.25]})
+    agg = tradeoff._aggregate(df)
+    assert agg.loc[0, "score_lo"] == 0.2 and agg.loc[0, "score_hi"] == 0.9 and agg.loc[0, "score_n"] == 20
+    assert tradeoff.PANELS[0][0] == "memory_fraction"
+
+
+def test_old_file_memory_axis_is_payload_only(tmp_path, capsys):
+    res = make_fake_results(tmp_path / "old.h5", drop=("memory_fraction", "kv_bytes_total_full"), retention=False,
+                            grid=SMALL_GRID)
+    _run([res])
+    assert "payload only" in capsys.readouterr().err
+    assert "tradeoff_passkey.png" in _names(tmp_path / "old-plots")
 
 
 def test_loki_layouts(tmp_path):

@@ -30,16 +30,10 @@ plt.rcParams.update({
 
 FULL = "full"
 
-# Parameters that set how much a policy keeps or reads: they move a point along its line.
-# Everything else that varies between runs of one policy kind splits the kind into lines.
-_BUDGET_PARAM = re.compile(
-    r"^(budget|keep|compression_ratio|token_budget|tokenbudget|budget_tokens|keep_fraction|"
-    r"k|top_k|topk|k_fraction|kfraction|tokens)$", re.IGNORECASE)
-
 # Task -> y label of its score (docs/tasks.md: every score is "higher is better").
 SCORE_LABELS = {
     "fidelity": "top-1 agreement with full cache",
-    "perplexity": "score = -(PPL - PPL_full)",
+    "perplexity": "-log(PPL / PPL_full)  (0 = full cache)",
     "passkey": "passkey accuracy",
     "needle": "needle accuracy",
     "mqar": "MQAR accuracy",
@@ -64,75 +58,70 @@ def base_param(name: str) -> str:
     return re.sub(r"^\d+\.", "", str(name))
 
 
-def is_budget_param(name: str) -> bool:
-    return bool(_BUDGET_PARAM.match(base_param(name)))
+def budget_text(kind, value) -> str:
+    """A short label of a run's budget from its budget_kind / budget_value columns (the form the
+    config wrote): 12.5% (keep, or 1 - compression_ratio), 256 (tokens), k=48, k 25%."""
+    if not isinstance(kind, str) or not kind:
+        return ""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return ""
+    if not np.isfinite(x):
+        return ""
+    if kind == "keep":
+        return f"{x * 100:.4g}%"
+    if kind == "compression_ratio":
+        return f"{(1 - x) * 100:.4g}%"
+    if kind == "k_fraction":
+        return f"k {x * 100:.4g}%"
+    if kind == "top_k":
+        return f"k={x:g}"
+    return f"{int(x)}" if float(x).is_integer() else f"{kind}={x:g}"
 
 
-def budget_text(params: dict) -> str:
-    """A short label of a run's budget: 25% (kept fraction), 256 (tokens), k=0.125."""
-    parts = []
-    for k, v in params.items():
-        b = base_param(k)
-        if not is_budget_param(k):
-            continue
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            parts.append(f"{b}={v}")
-            continue
-        if b.lower() == "compression_ratio":
-            parts.append(f"{(1 - x) * 100:.4g}%")
-        elif b.lower() in ("keep", "keep_fraction"):
-            parts.append(f"{x * 100:.4g}%")
-        elif b.lower() in ("k_fraction", "kfraction"):
-            parts.append(f"k {x * 100:.4g}%")
-        elif b.lower() in ("top_k", "topk", "k"):
-            parts.append(f"k={x:g}")
-        elif x >= 1 and float(x).is_integer():
-            parts.append(f"{int(x)}")
-        else:
-            parts.append(f"{b}={x:g}")
-    return "/".join(parts)
-
-
-def budget_value(params: dict) -> float:
+def budget_order(kind, value) -> float:
     """A number that orders a kind's runs by budget (kept fraction or tokens), NaN if none."""
-    for k, v in params.items():
-        if not is_budget_param(k):
-            continue
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            continue
-        return 1 - x if base_param(k).lower() == "compression_ratio" else x
-    return float("nan")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    if not isinstance(kind, str) or not kind:
+        return float("nan")
+    return 1 - x if kind == "compression_ratio" else x
 
 
 def add_lines(df: pd.DataFrame) -> pd.DataFrame:
     """Adds `line` (policy kind plus the non-budget parameters that vary within the kind),
-    `budget` (point label) and `budget_value` (sort key) to a run table."""
+    `budget` (point label) and `budget_value` (sort key) to a run table. The budget comes from the
+    `budget_kind` / `budget_value` columns KVLab writes; a file without them (written before they
+    existed) gets no budget labels, with a note."""
     df = df.copy()
     params = [parse_params(p) for p in df["params"]]
+    if "budget_kind" in df:
+        kinds_b = ["" if not isinstance(k, str) else k for k in df["budget_kind"]]
+    else:
+        note("no budget_kind column (a results file from before KVLab recorded budgets): points carry no budget labels")
+        kinds_b = [""] * len(df)
+    values_b = list(df["budget_value"]) if "budget_value" in df else [float("nan")] * len(df)
     kinds = list(df["policy"])
     varying = {}
     for kind in dict.fromkeys(kinds):
-        ps = [p for p, k in zip(params, kinds) if k == kind]
+        rows = [(p, b) for p, k, b in zip(params, kinds, kinds_b) if k == kind]
         values = {}
-        for p in ps:
+        for p, b in rows:
             for k, v in p.items():
-                if not is_budget_param(k):
+                if not b or base_param(k) != b:
                     values.setdefault(k, set()).add(str(v))
         # A parameter splits the kind when it varies, or is absent from some of its runs.
-        varying[kind] = sorted(k for k, vs in values.items() if len(vs) > 1 or any(k not in p for p in ps))
-    lines, budgets, bvalues = [], [], []
-    for pos, (kind, p) in enumerate(zip(df["policy"], params)):
+        varying[kind] = sorted(k for k, vs in values.items() if len(vs) > 1 or any(k not in p for p, _ in rows))
+    lines = []
+    for kind, p in zip(df["policy"], params):
         extra = ",".join(f"{k}={p[k]}" for k in varying.get(kind, []) if k in p)
         lines.append(f"{kind} ({extra})" if extra else kind)
-        budgets.append(budget_text(p))
-        bvalues.append(budget_value(p))
     df["line"] = lines
-    df["budget"] = budgets
-    df["budget_value"] = bvalues
+    df["budget"] = [budget_text(k, v) for k, v in zip(kinds_b, values_b)]
+    df["budget_value"] = [budget_order(k, v) for k, v in zip(kinds_b, values_b)]
     return df
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,7 +14,7 @@ from .common import Saver, fmt_tokens, pick_runs, short_label
 # name -> (title, colour map, fixed range or None, head axis when the grid is per KV head)
 METRICS = {
     "attention_recall": ("attention recall (mass on kept keys)", "viridis", (0.0, 1.0)),
-    "kept_fraction": ("kept fraction of the full cache", "viridis", (0.0, 1.0)),
+    "kept_fraction": ("bytes each layer's own store holds (fraction of the full cache)", "viridis", (0.0, 1.0)),
     "attn_output_rel_error": ("relative error of attention output", "magma_r", None),
 }
 
@@ -45,6 +46,15 @@ def plot_layer_heads(res, ok: pd.DataFrame, saver: Saver, max_runs: int = 8, all
                 continue
             stem = f"layer_head_{metric}_{task}_{ctx}" + (f"_{model}" if len(models) > 1 else "")
             saver.save(_figure(res, model, task, ctx, metric, have), stem)
+
+
+def panel_title(row, mean, width_inches, fontsize=8.5) -> str:
+    """A panel's title wrapped to the panel's width, so that the long labels of neighbouring
+    panels (KIVI's bits, group size and residual) never run into each other."""
+    chars = max(12, int(width_inches * 72 / (fontsize * 0.62)))
+    label = short_label(row).replace(",", ", ")
+    lines = textwrap.wrap(label, width=chars, break_long_words=True, break_on_hyphens=False)
+    return "\n".join(lines + [f"run {row['run']} · mean {mean:.3f}"])
 
 
 def _figure(res, model, task, ctx, metric, have):
@@ -88,7 +98,7 @@ def _figure(res, model, task, ctx, metric, have):
         if k % ncol == 0:
             ax.set_ylabel("layer", fontsize=8.5)
         mean = np.nanmean(a)
-        ax.set_title(f"{short_label(row)}\nrun {row['run']} · mean {mean:.3f}", fontsize=8.5)
+        ax.set_title(panel_title(row, mean, pw * 0.8), fontsize=8.5)
     for k in range(n, nrow * ncol):
         axes[k // ncol][k % ncol].set_axis_off()
     fig.suptitle(f"{title} per layer x head · {task}, context {fmt_tokens(ctx)} (model {model})",

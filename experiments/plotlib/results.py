@@ -18,9 +18,11 @@ import pandas as pd
 # Fixed columns of /summary (ResultsSchema.fixedColumns); metric columns follow.
 FIXED_COLUMNS = ["run", "index", "key", "model", "task", "context", "seed",
                  "policy", "family", "label", "params", "status"]
-STRING_COLUMNS = {"run", "key", "model", "task", "policy", "family", "label", "params", "status"}
+STRING_COLUMNS = {"run", "key", "model", "task", "policy", "family", "label", "params", "status",
+                  # the runs' text facts (docs/results-schema.md)
+                  "budget_kind", "setup", "suffix", "text_source"}
 # Run-group attributes that are not metrics (besides the fixed columns).
-NON_METRIC_ATTRS = {"metrics", "committed", "git_commit", "kvlab_version", "host"}
+NON_METRIC_ATTRS = {"metrics", "info", "committed", "git_commit", "kvlab_version", "host"}
 
 
 def _text(value) -> str:

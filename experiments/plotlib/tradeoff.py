@@ -11,23 +11,49 @@ from .common import FULL, SCORE_LABELS, Saver, Styles, fmt_tokens, note
 
 PANELS = [
     # (column, x label, top-axis absolute column, top label, panel title)
-    ("compression", "KV cache stored (fraction of full cache)", "kv_bytes_full", "KV stored",
-     "memory: bytes stored"),
+    ("memory_fraction", "KV cache stored, payload + metadata (fraction of full cache)", "kv_bytes_total_full",
+     "KV + metadata stored", "memory: bytes stored (payload + metadata)"),
     ("read_fraction", "KV bytes read per decode step (fraction of full cache)", "full_read", "read per step",
      "traffic: bytes read per decode step"),
 ]
+# Files written before memory_fraction existed: the payload alone.
+PAYLOAD_PANEL = ("compression", "KV cache stored, payload only (fraction of full cache)", "kv_bytes_full", "KV stored",
+                 "memory: bytes stored (payload only)")
 
 
 def _aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds (and duplicate runs) of each policy point; `score_sd` when several."""
+    """Mean over seeds (and duplicate runs) of each policy point. Error bars: the run's stored 95%
+    interval (score_lo, score_hi; over several runs of a point, the span of their intervals), or
+    for files without intervals the standard deviation over seeds."""
     keys = ["line", "policy", "label", "budget", "budget_value"]
-    num = [c for c in ("score", "compression", "read_fraction", "kv_bytes_full", "kv_bytes_stored",
-                       "kv_bytes_read_per_step", "full_read") if c in df]
+    num = [c for c in ("score", "compression", "memory_fraction", "read_fraction", "kv_bytes_full",
+                       "kv_bytes_total_full", "kv_bytes_stored", "kv_bytes_read_per_step", "full_read") if c in df]
     g = df.groupby(keys, dropna=False, sort=False)
     out = g[num].mean()
     out["score_sd"] = g["score"].std()
     out["n"] = g["score"].count()
+    if {"score_lo", "score_hi"} <= set(df.columns):
+        out["score_lo"] = g["score_lo"].min()
+        out["score_hi"] = g["score_hi"].max()
+    if "score_n" in df:
+        out["score_n"] = g["score_n"].sum()
     return out.reset_index()
+
+
+def _perplexity_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """Perplexity on a log scale: -log(PPL / PPL_full), what KVLab's perplexity score is (files from
+    before it was, whose score was -(PPL - PPL_full), are converted from their ppl columns and lose
+    their intervals)."""
+    if not {"ppl", "ppl_full"} <= set(df.columns):
+        return df
+    df = df.copy()
+    rows = df["task"] == "perplexity"
+    if "score_n" not in df or df.loc[rows, "score_n"].isna().all():
+        df.loc[rows, "score"] = -np.log(df.loc[rows, "ppl"] / df.loc[rows, "ppl_full"])
+        for c in ("score_lo", "score_hi"):
+            if c in df:
+                df.loc[rows, c] = np.nan
+    return df
 
 
 def _pareto(x, y):
@@ -93,8 +119,14 @@ def plot_tradeoffs(df: pd.DataFrame, styles: Styles, saver: Saver, annotate: str
     if "score" not in df or df["score"].notna().sum() == 0:
         note("no 'score' column with values: trade-off figures skipped")
         return
-    df = _with_full_read(df[df["score"].notna()])
-    panels = [p for p in PANELS if p[0] in df and df[p[0]].notna().any()]
+    df = _with_full_read(_perplexity_scores(df[df["score"].notna()]))
+    panels = list(PANELS)
+    if "memory_fraction" not in df or df["memory_fraction"].isna().all():
+        panels[0] = PAYLOAD_PANEL
+        if "compression" in df and df["compression"].notna().any():
+            note("no memory_fraction column (an older results file): the memory axis shows the payload only, "
+                 "without metadata (Quest page bounds, Loki bases, MiniCache row index)")
+    panels = [p for p in panels if p[0] in df and df[p[0]].notna().any()]
     if not panels:
         note("no 'compression' or 'read_fraction' column: trade-off figures skipped")
         return
@@ -184,7 +216,12 @@ def _figure(sub, model, task, panels, styles, annotate):
                 color, marker = styles.color(line), styles.marker(line)
                 h = ax.plot(g[col], g["score"], marker=marker, color=color, lw=1.6, ms=6.5,
                             mec="white", mew=0.6, zorder=3, label=line)[0]
-                if g["n"].max() > 1:
+                if "score_lo" in g and g["score_lo"].notna().any():
+                    lo = (g["score"] - g["score_lo"]).clip(lower=0).fillna(0)
+                    hi = (g["score_hi"] - g["score"]).clip(lower=0).fillna(0)
+                    ax.errorbar(g[col], g["score"], yerr=[lo, hi], fmt="none",
+                                ecolor=color, elinewidth=0.9, capsize=2, zorder=2)
+                elif g["n"].max() > 1:
                     ax.errorbar(g[col], g["score"], yerr=g["score_sd"].fillna(0), fmt="none",
                                 ecolor=color, elinewidth=0.9, capsize=2, zorder=2)
                 legend.setdefault(line, h)
@@ -195,13 +232,17 @@ def _figure(sub, model, task, panels, styles, annotate):
                             mew=0.6, ls="none", zorder=5, label="full cache")[0]
                 legend.setdefault("full cache", h)
             xs, ys = list(have[col]), list(have["score"])
+            if "score_lo" in have:
+                ys_range = ys + [v for v in list(have["score_lo"]) + list(have["score_hi"]) if np.isfinite(v)]
+            else:
+                ys_range = ys
             if not full.empty and have["score"].between(0, 1).all() and full["score"].mean() < 0.05:
                 ax.text(0.5, 0.55, "the full cache scores ~0 here: nothing to compare\n"
                         "(check the model and the task setup)",
                         transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#b03030",
                         bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="#b03030", alpha=0.9))
             _fraction_axis(ax, xs)
-            _score_limits(ax, ys)
+            _score_limits(ax, ys_range)
             # Pareto front over every point of the panel (full cache included): the best score
             # reachable at each budget, as a dashed staircase to the right edge.
             front = _pareto(xs, ys)
@@ -222,6 +263,7 @@ def _figure(sub, model, task, panels, styles, annotate):
             if annotate != "none" and items:
                 labels.append((ax, items))
     fig.suptitle(f"{task}: score vs KV-cache budget  (model {model})", fontsize=12, y=1.0)
+    fig.text(1.0, 0.12, _interval_note(sub), fontsize=7.5, color="0.4", ha="left", va="bottom")
     names = sorted(legend, key=lambda n: (n in ("full cache", "Pareto front"), n == "Pareto front", n))
     fig.legend([legend[n] for n in names], names, loc="upper left", bbox_to_anchor=(1.0, 0.93),
                frameon=False, title="policy", alignment="left")
@@ -231,6 +273,15 @@ def _figure(sub, model, task, panels, styles, annotate):
         fig.text(1.0, 0.02, "point labels: budget\n(% of prompt kept,\nor tokens)", fontsize=7.5,
                  color="0.4", ha="left", va="bottom")
     return fig
+
+
+def _interval_note(sub) -> str:
+    """What the error bars are, with the sample counts behind them."""
+    if "score_n" in sub and sub["score_n"].notna().any():
+        ns = sorted({int(n) for n in sub["score_n"].dropna()})
+        n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}"
+        return f"error bars: 95% interval\nover the samples ({n})\nWilson for accuracies,\nStudent's t otherwise"
+    return "error bars: standard\ndeviation over seeds"
 
 
 def _place_all(ax, items):

@@ -5,15 +5,15 @@ enum PolicyParser {
     static let budgetKeys = ["budget", "keep", "compression_ratio"]
     static let keysByPolicy: [String: [String]] = [
         "full": [],
-        "streaming_llm": budgetKeys + ["sinks", "schedule", "position_shift"],
-        "h2o": budgetKeys + ["recent_fraction", "scoring", "schedule"],
+        "streaming_llm": budgetKeys + ["sinks", "schedule", "decode_budget", "position_shift"],
+        "h2o": budgetKeys + ["recent_fraction", "scoring", "schedule", "decode_budget"],
         "snapkv": budgetKeys + ["window", "kernel", "pooling"],
         "pyramidkv": budgetKeys + ["window", "kernel", "pooling", "beta", "variant"],
-        "tova": budgetKeys + ["schedule"],
-        "knorm": budgetKeys + ["schedule"],
-        "quest": ["budget", "page_size", "dense_layers", "gqa"],
-        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa", "phases"],
-        "oracle_topk": ["top_k", "k_fraction", "gqa"],
+        "tova": budgetKeys + ["schedule", "decode_budget"],
+        "knorm": budgetKeys + ["schedule", "decode_budget"],
+        "quest": ["budget", "page_size", "dense_layers", "gqa", "setup"],
+        "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa", "phases", "setup"],
+        "oracle_topk": ["top_k", "k_fraction", "gqa", "setup"],
         "head_pooling": ["kv_heads"],
         "svd_heads": ["calibration"],
         "kivi": ["bits", "group_size", "residual"],
@@ -41,7 +41,7 @@ enum PolicyParser {
             throw nameField.error("unknown policy '\(name)'; known: \(PolicySpec.names.joined(separator: ", "))")
         }
         return try Sweep.expand(f, allowed: ["policy"] + keys, fixed: ["policy"]).map { p in
-            try validated(try make(name, p, at: f), at: f)
+            try validated(try make(name, try PolicySetup.apply(name, p, allowed: keys), at: f), at: f)
         }
     }
 
@@ -67,10 +67,22 @@ enum PolicyParser {
         if let k = p["keep"] {
             let v = try k.double()
             guard v > 0 && v <= 1 else { throw k.error("expected a fraction kept in (0, 1], got \(v)") }
-            return .ratio(1 - v)
+            return .keep(v)
         }
         let r = p["compression_ratio"]!
         return .ratio(try r.double())
+    }
+
+    /// `schedule` (whether decode-time eviction runs) and `decode_budget` (what it holds the cache
+    /// at; docs/kvpress-semantics.md, "Decode-time eviction").
+    static func schedule(_ p: [String: Field], default d: EvictionSchedule.Phases) throws -> EvictionSchedule {
+        let phases = try p["schedule"]?.choice(EvictionSchedule.Phases.self) ?? d
+        guard let db = p["decode_budget"] else { return EvictionSchedule(phases) }
+        let value = try db.choice(DecodeBudget.self)
+        guard phases == .always else {
+            throw db.error("decode_budget applies to decode-time eviction (schedule: always); this entry's schedule is prefill")
+        }
+        return EvictionSchedule(phases, decodeBudget: value)
     }
 
     /// `top_k` (tokens) or `k_fraction` (of the tokens held), exactly one unless there is a default.
@@ -90,13 +102,13 @@ enum PolicyParser {
         case "full": return .full
         case "streaming_llm":
             return .streamingLLM(budget: try budget(p, at: f), sinks: try int("sinks", 4),
-                                 schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always,
+                                 schedule: try schedule(p, default: .always),
                                  positionShift: try p["position_shift"]?.bool() ?? false)
         case "h2o":
             let scoring = try p["scoring"]?.choice(H2O.Scoring.self) ?? .causal
             return .h2o(budget: try budget(p, at: f), recentFraction: try dbl("recent_fraction", scoring == .observed ? 0 : 0.5),
                         scoring: scoring,
-                        schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? (scoring == .observed ? .prefill : .always))
+                        schedule: try schedule(p, default: scoring == .observed ? .prefill : .always))
         case "snapkv":
             return .snapKV(budget: try budget(p, at: f), window: try int("window", 64), kernel: try int("kernel", 5),
                            pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg)
@@ -105,9 +117,9 @@ enum PolicyParser {
                               pooling: try p["pooling"]?.choice(SnapKV.Pooling.self) ?? .avg, beta: try dbl("beta", 20),
                               variant: try p["variant"]?.choice(PyramidKV.Variant.self) ?? .authors)
         case "tova":
-            return .tova(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .always)
+            return .tova(budget: try budget(p, at: f), schedule: try schedule(p, default: .always))
         case "knorm":
-            return .knorm(budget: try budget(p, at: f), schedule: try p["schedule"]?.choice(EvictionSchedule.self) ?? .prefill)
+            return .knorm(budget: try budget(p, at: f), schedule: try schedule(p, default: .prefill))
         case "quest":
             guard let b = p["budget"] else { throw f.error("expected 'budget' (tokens read per decode step)") }
             return .quest(budget: try b.int(), pageSize: try int("page_size", 16), denseLayers: try int("dense_layers", 2),

@@ -17,6 +17,9 @@ public struct RunRecord: Sendable, Equatable {
     public var policyParams: String        // JSON object
     /// "ok", or "error: <message>" for a point that failed (recorded, not retried silently).
     public var status: String
+    /// Text facts of the run in a fixed order (budget_kind, setup, suffix, text_source...): string
+    /// attributes of the run group and string columns of the summary.
+    public var info: [Info] = []
     /// Summary metrics in a fixed order (score, kv_bytes_stored_peak, ...): one summary row.
     public var scalars: [Metric]
     /// Per-sample metric arrays: name -> [samples].
@@ -27,10 +30,17 @@ public struct RunRecord: Sendable, Equatable {
     /// [samples, layers, kvHeads, maxKept] row-major.
     public var retention: Retention?
 
+    /// Equality is of the stored content: NaN equals NaN (a run without a budget, an interval of one sample).
     public struct Metric: Sendable, Equatable { public var name: String; public var value: Double
-        public init(_ name: String, _ value: Double) { self.name = name; self.value = value } }
+        public init(_ name: String, _ value: Double) { self.name = name; self.value = value }
+        public static func == (a: Metric, b: Metric) -> Bool { a.name == b.name && sameValue(a.value, b.value) } }
+    public struct Info: Sendable, Equatable { public var name: String; public var value: String
+        public init(_ name: String, _ value: String) { self.name = name; self.value = value } }
     public struct Series: Sendable, Equatable { public var name: String; public var values: [Double]
-        public init(_ name: String, _ values: [Double]) { self.name = name; self.values = values } }
+        public init(_ name: String, _ values: [Double]) { self.name = name; self.values = values }
+        public static func == (a: Series, b: Series) -> Bool {
+            a.name == b.name && a.values.count == b.values.count && zip(a.values, b.values).allSatisfy(sameValue)
+        } }
     public struct Grid: Sendable, Equatable {
         public var name: String; public var values: [Float]; public var layers: Int; public var heads: Int
         public init(_ name: String, _ values: [Float], layers: Int, heads: Int) {
@@ -54,7 +64,12 @@ public struct RunRecord: Sendable, Equatable {
 
     /// A summary metric by name.
     public func scalar(_ name: String) -> Double? { scalars.first { $0.name == name }?.value }
+    /// A text fact by name.
+    public func infoValue(_ name: String) -> String? { info.first { $0.name == name }?.value }
 }
+
+/// Equal values, or both NaN.
+func sameValue(_ a: Double, _ b: Double) -> Bool { a == b || (a.isNaN && b.isNaN) }
 
 /// The identity of a model in a results file (/model/<id>).
 public struct ModelRecord: Sendable, Equatable {

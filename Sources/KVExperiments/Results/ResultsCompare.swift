@@ -17,7 +17,7 @@ public enum ResultsCompare {
     public struct Options: Sendable {
         public var tolerances: [String: Tolerance] = [:]
         /// Metrics not compared: wall-clock timings by default (they vary run to run).
-        public var ignored: Set<String> = ["prefill_s_per_token", "decode_s_per_token"]
+        public var ignored: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
         /// Float32 arithmetic: metrics near 0 (KL, output error of an almost exact policy) move by
         /// rounding alone, e.g. between a debug and a release build, so an absolute floor of 1e-6.
         public var defaultTolerance = Tolerance(abs: 1e-6, rel: 1e-6)
@@ -29,7 +29,8 @@ public enum ResultsCompare {
     public static func direction(_ metric: String) -> Direction {
         let higher = ["score", "top1_agreement", "attention_recall", "rouge1_f"]
         let lower = ["kl_mean", "kl_max", "kl_p95", "attn_output_rel_error", "compression", "kv_bytes_stored",
-                     "kv_bytes_stored_peak", "kv_bytes_read_per_step", "kv_bytes_read_prefill", "read_fraction", "metadata_bytes", "ppl"]
+                     "kv_bytes_stored_peak", "kv_bytes_read_per_step", "kv_bytes_read_prefill", "read_fraction", "metadata_bytes", "ppl",
+                     "memory_fraction", "kv_bytes_total"]
         if higher.contains(metric) { return .higherIsBetter }
         if lower.contains(metric) { return .lowerIsBetter }
         return .either

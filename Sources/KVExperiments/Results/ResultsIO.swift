@@ -19,6 +19,7 @@ enum ResultsIO {
         var label: String
         var params: String
         var status: String
+        var info: [(name: String, value: String)]
         var metrics: [(name: String, value: Double)]
         /// Who committed the run (nil: not recorded).
         var stamp: Stamp?
@@ -27,6 +28,7 @@ enum ResultsIO {
             run = ResultsSchema.runName(r.index); index = r.index; key = r.key; model = r.modelID; task = r.taskKind
             context = r.context; seed = r.seed; policy = r.policyKind; family = r.policyFamily; label = r.policyLabel
             params = r.policyParams; status = r.status; metrics = r.scalars.map { ($0.name, $0.value) }
+            info = r.info.map { ($0.name, $0.value) }
             self.stamp = stamp
         }
 
@@ -37,11 +39,13 @@ enum ResultsIO {
             task = try g.stringAttribute("task"); context = try g.intAttribute("context"); seed = try g.intAttribute("seed")
             policy = try g.stringAttribute("policy"); family = try g.stringAttribute("family")
             label = try g.stringAttribute("label"); params = try g.stringAttribute("params"); status = try g.stringAttribute("status")
+            let infoNames = g.hasAttribute("info") ? try decodeNames(g.stringAttribute("info")) : []
+            info = try infoNames.map { ($0, try g.stringAttribute($0)) }
             let names: [String]
             if g.hasAttribute("metrics") {
                 names = try decodeNames(g.stringAttribute("metrics"))
             } else {
-                names = try g.attributeNames().filter { !ResultsSchema.reservedRunAttributes.contains($0) }
+                names = try g.attributeNames().filter { !ResultsSchema.reservedRunAttributes.contains($0) && !infoNames.contains($0) }
             }
             metrics = try names.map { ($0, try g.doubleAttribute($0)) }
             if g.hasAttribute("committed") {
@@ -95,11 +99,18 @@ enum ResultsIO {
         func fail(_ reason: String) -> ResultsError { .invalidRun(file: file, index: r.index, reason: reason) }
         if r.index < 0 { throw fail("negative grid index") }
         for s in [r.key, r.modelID, r.taskKind, r.policyKind, r.policyFamily, r.policyLabel, r.policyParams, r.status]
+            + r.info.map(\.value)
         where s.utf8.contains(0) { throw fail("a string field contains a NUL character") }
         var seen = Set<String>()
+        for i in r.info {
+            if let p = metricNameProblem(i.name) { throw fail(p.replacingOccurrences(of: "metric", with: "info")) }
+            if ResultsSchema.reservedRunAttributes.contains(i.name) { throw fail("info name '\(i.name)' is reserved") }
+            if !seen.insert(i.name).inserted { throw fail("info '\(i.name)' appears twice") }
+        }
         for m in r.scalars {
             if let p = metricNameProblem(m.name) { throw fail(p) }
             if ResultsSchema.reservedRunAttributes.contains(m.name) { throw fail("metric name '\(m.name)' is reserved") }
+            if r.info.contains(where: { $0.name == m.name }) { throw fail("metric '\(m.name)' is also an info name") }
             if !seen.insert(m.name).inserted { throw fail("metric '\(m.name)' appears twice") }
         }
         seen = []
@@ -176,6 +187,10 @@ enum ResultsIO {
         try g.setAttribute("params", row.params)
         try g.setAttribute("status", row.status)
         try g.setAttribute("metrics", encodeNames(row.metrics.map(\.name)))
+        if !row.info.isEmpty {
+            try g.setAttribute("info", encodeNames(row.info.map(\.name)))
+            for i in row.info { try g.setAttribute(i.name, i.value) }
+        }
         if let stamp = row.stamp {
             try g.setAttribute("kvlab_version", stamp.kvlabVersion)
             try g.setAttribute("git_commit", stamp.gitCommit)
@@ -205,10 +220,11 @@ enum ResultsIO {
     static func writeSummary(_ rows: [Row], to root: H5Group) throws {
         let rows = rows.sorted { $0.index < $1.index }
         let g = try root.createGroup("summary")
-        var metricNames: [String] = []
+        var metricNames: [String] = [], infoNames: [String] = []
         var known = Set<String>()
+        for row in rows { for i in row.info where known.insert(i.name).inserted { infoNames.append(i.name) } }
         for row in rows { for m in row.metrics where known.insert(m.name).inserted { metricNames.append(m.name) } }
-        try g.setAttribute("columns", encodeNames(ResultsSchema.fixedColumns + metricNames))
+        try g.setAttribute("columns", encodeNames(ResultsSchema.fixedColumns + infoNames + metricNames))
         try g.setAttribute("rows", rows.count)
         let n = [rows.count]
         try g.write("run", strings: rows.map(\.run))
@@ -223,6 +239,9 @@ enum ResultsIO {
         try g.write("label", strings: rows.map(\.label))
         try g.write("params", strings: rows.map(\.params))
         try g.write("status", strings: rows.map(\.status))
+        for name in infoNames {
+            try g.write(name, strings: rows.map { row in row.info.first { $0.name == name }?.value ?? "" })
+        }
         for name in metricNames {
             let column = rows.map { row in row.metrics.first { $0.name == name }?.value ?? .nan }
             try g.write(name, doubles: column, shape: n)
@@ -280,6 +299,7 @@ enum ResultsIO {
                           seed: row.seed, policyKind: row.policy, policyFamily: row.family, policyLabel: row.label,
                           policyParams: row.params, status: row.status,
                           scalars: row.metrics.map { RunRecord.Metric($0.name, $0.value) })
+        r.info = row.info.map { RunRecord.Info($0.name, $0.value) }
         func order(_ sub: H5Group) throws -> [String] {
             sub.hasAttribute("order") ? try decodeNames(sub.stringAttribute("order")) : try sub.memberNames()
         }

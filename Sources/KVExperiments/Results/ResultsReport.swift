@@ -3,27 +3,38 @@ import Foundation
 
 public enum ResultsReport {
     /// Columns shown by `table` when none are asked for (those the file has, in this order).
-    public static let defaultColumns = ["index", "model", "task", "context", "label", "status", "score",
-                                        "kv_bytes_stored_peak", "kv_bytes_stored", "compression",
-                                        "kv_bytes_read_per_step"]
+    /// Every score is shown with its sample count and 95% interval; `setup` says which named setup
+    /// a selection policy's parameters match (paper, kvlab, custom).
+    public static let defaultColumns = ["index", "model", "task", "context", "label", "setup", "status", "score",
+                                        "score_lo", "score_hi", "score_n", "kv_bytes_stored_peak", "kv_bytes_stored",
+                                        "compression", "kv_bytes_read_per_step", "run_wall_s"]
 
-    /// Every column of the file's summary: the fixed ones, then the union of metric names in
-    /// order of first appearance (runs sorted by index).
+    /// Every column of the file's summary: the fixed ones, the run's text facts (budget_kind,
+    /// setup...), then the union of metric names in order of first appearance (runs sorted by index).
     public static func columns(_ file: ResultsFile) -> [String] {
         var names = ResultsSchema.fixedColumns
         var known = Set(names)
+        for run in file.runs { for i in run.info where known.insert(i.name).inserted { names.append(i.name) } }
         for run in file.runs { for m in run.scalars where known.insert(m.name).inserted { names.append(m.name) } }
         return names
     }
 
+    /// The asked columns (and sort column) that the file does not have: they are shown blank
+    /// (`-` in the table, empty in CSV), e.g. a column that older files lack; `kvlab report`
+    /// notes them on stderr with the valid ones.
+    public static func missingColumns(_ file: ResultsFile, columns: [String]?, sortBy: String? = nil) -> [String] {
+        let valid = Set(Self.columns(file))
+        return ((columns ?? []) + (sortBy.map { [$0] } ?? [])).filter { !valid.contains($0) }
+    }
+
     /// The summary as an aligned text table: one row per run, `columns` (default:
     /// `defaultColumns` that exist), sorted by `sortBy` (default: index; missing values and NaN
-    /// last). Unknown columns throw `ResultsError.unknownColumn` listing the valid ones.
+    /// last). A column the file does not have is shown blank (`-`).
     public static func table(_ file: ResultsFile, columns: [String]? = nil, sortBy: String? = nil,
                              descending: Bool = false) throws -> String {
         let valid = Self.columns(file)
         let shown = columns ?? defaultColumns.filter(valid.contains)
-        let rows = try sortedRows(file, columns: shown, valid: valid, sortBy: sortBy, descending: descending)
+        let rows = sortedRows(file, columns: shown, sortBy: sortBy, descending: descending)
         let cells = rows.map { row in row.map(display) }
         var widths = shown.map(\.count)
         for row in cells { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -43,9 +54,8 @@ public enum ResultsReport {
     /// at full precision, missing values empty, NaN as `nan`.
     public static func csv(_ file: ResultsFile, columns: [String]? = nil, sortBy: String? = nil,
                            descending: Bool = false) throws -> String {
-        let valid = Self.columns(file)
-        let shown = columns ?? valid
-        let rows = try sortedRows(file, columns: shown, valid: valid, sortBy: sortBy, descending: descending)
+        let shown = columns ?? Self.columns(file)
+        let rows = sortedRows(file, columns: shown, sortBy: sortBy, descending: descending)
         var out = [shown.map(csvField).joined(separator: ",")]
         out += rows.map { row in row.map { csvField($0.csvText) }.joined(separator: ",") }
         return out.joined(separator: "\n") + "\n"
@@ -88,15 +98,13 @@ public enum ResultsReport {
         case "label": return .text(run.policyLabel)
         case "params": return .text(run.policyParams)
         case "status": return .text(run.status)
-        default: return run.scalar(column).map(Cell.double) ?? .missing
+        default:
+            if let v = run.scalar(column) { return .double(v) }
+            return run.infoValue(column).map(Cell.text) ?? .missing
         }
     }
 
-    static func sortedRows(_ file: ResultsFile, columns: [String], valid: [String], sortBy: String?,
-                           descending: Bool) throws -> [[Cell]] {
-        for c in columns + (sortBy.map { [$0] } ?? []) where !valid.contains(c) {
-            throw ResultsError.unknownColumn(name: c, valid: valid)
-        }
+    static func sortedRows(_ file: ResultsFile, columns: [String], sortBy: String?, descending: Bool) -> [[Cell]] {
         var runs = file.runs.sorted { $0.index < $1.index }
         if let sortBy {
             let keyed = runs.map { (run: $0, cell: cell($0, sortBy)) }

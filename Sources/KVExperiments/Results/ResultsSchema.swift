@@ -12,7 +12,7 @@ public enum ResultsSchema {
                                       "policy", "family", "label", "params", "status"]
     /// Attribute names of a /runs/<index> group that metric names must not take.
     public static let reservedRunAttributes: Set<String> = Set(fixedColumns + [
-        "metrics", "committed", "git_commit", "kvlab_version", "host"])
+        "metrics", "info", "committed", "git_commit", "kvlab_version", "host"])
 
     /// The group name of grid index `index` under /runs: zero-padded to 6 digits.
     public static func runName(_ index: Int) -> String {

@@ -14,8 +14,14 @@ struct SampleOutcome {
     var prefillTokens = 0
     var decodeSeconds = 0.0
     var decodeSteps = 0
-    /// Kept original positions per layer and KV head after the prompt (context + suffix).
+    /// Kept original positions per layer and KV head after the prompt (context + suffix), as the
+    /// layer reads them (a layer that shares another's store sees that store's tokens).
     var retained: [[[Int]]] = []
+    /// Payload bytes each layer's own store held per KV head after the prompt (0 for a layer that
+    /// stores nothing: cross-layer sharing).
+    var ownBytes: [[Int]] = []
+    /// Mean tokens a layer x KV head can read at the end of the run.
+    var finalTokens = 0.0
     var probe: RecordingProbe?
 }
 
@@ -56,14 +62,14 @@ enum SampleEvaluator {
                 decode(t)
                 out.rows[position - 1] = last
             }
-            out.retained = snapshot(cache)
+            (out.retained, out.ownBytes) = (snapshot(cache), ownBytes(cache))
         } else {
             switch task.suffixMode {
             case .compressed: prefill(ctx + suffix, compress: true)
             case .prefill: prefill(ctx, compress: true); prefill(suffix, compress: false)
             case .decode: prefill(ctx, compress: true); suffix.forEach(decode)
             }
-            out.retained = snapshot(cache)
+            (out.retained, out.ownBytes) = (snapshot(cache), ownBytes(cache))
             while out.generated.count < sample.maxNewTokens {
                 let next = last.withUnsafeBufferPointer { Ops.argmax($0.baseAddress!, count: V) }
                 out.generated.append(next)
@@ -72,7 +78,15 @@ enum SampleEvaluator {
             }
         }
         out.stats = cache.stats
+        let counts = (0..<cache.shape.layers).flatMap { l in (0..<cache.shape.kvHeads).map { cache.count(layer: l, head: $0) } }
+        out.finalTokens = Double(counts.reduce(0, +)) / Double(max(counts.count, 1))
         return out
+    }
+
+    static func ownBytes(_ cache: KVCache) -> [[Int]] {
+        (0..<cache.shape.layers).map { l in
+            (0..<cache.shape.kvHeads).map { h in cache.policy.sourceLayer(l) == l ? cache.stores[l][h].payloadBytes : 0 }
+        }
     }
 
     static func snapshot(_ cache: KVCache) -> [[[Int]]] {

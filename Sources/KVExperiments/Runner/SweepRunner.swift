@@ -7,8 +7,10 @@ import KVTensor
 /// How a sweep runs: resume/force, sharding, progress.
 public struct RunOptions: Sendable {
     public var force = false
-    /// (i, N): run grid points whose (index - 1) % N == i, into their own file.
+    /// (i, N): run shard i of N (a cost-balanced slice, `ShardPlan`) into its own file.
     public var shard: (index: Int, count: Int)? = nil
+    /// The plan the shard follows (`kvlab run --plan`); nil: `ShardPlan` computed from the config.
+    public var plan: ShardPlan? = nil
     public var output: String? = nil
     public var threads: Int? = nil
     /// Progress lines with ETA (on for a terminal).
@@ -46,7 +48,8 @@ public final class SweepRunner {
     public var points: [GridPoint] {
         let all = config.grid
         guard let s = options.shard else { return all }
-        return all.filter { ($0.index - 1) % s.count == s.index }
+        let plan = options.plan ?? ShardPlan.plan(config, grid: all, shards: s.count)
+        return all.filter { plan.shardOf[$0.index - 1] == s.index }
     }
 
     public var outputPath: String {
@@ -66,16 +69,19 @@ public final class SweepRunner {
         try FileManager.default.createDirectory(atPath: dir.isEmpty ? "." : dir, withIntermediateDirectories: true)
 
         // Models are loaded lazily, one at a time, in grid order.
-        var loaded: (id: String, model: LlamaModel, codec: TextCodec?, style: PromptStyle)?
+        // A tokenizer that cannot be read fails only the text tasks (with its reason), not the model's others.
+        var loaded: (id: String, model: LlamaModel, codec: TextCodec?, style: PromptStyle, codecError: String?)?
         var records: [ModelRecord] = []
         func model(_ entry: ModelEntry) throws -> (LlamaModel, TextCodec?, PromptStyle) {
             if let l = loaded, l.id == entry.id { return (l.model, l.codec, l.style) }
             loaded = nil
             let m = try entry.source.load()
-            var codec: TextCodec? = nil
+            var codec: TextCodec? = nil, codecError: String? = nil
             var style = PromptStyle.standard
-            if let path = entry.source.path { (codec, style) = try TokenizerCodec.textSetup(model: path) }
-            loaded = (entry.id, m, codec, style)
+            if let path = entry.source.path {
+                do { (codec, style) = try TokenizerCodec.textSetup(model: path) } catch { codecError = error.localizedDescription }
+            }
+            loaded = (entry.id, m, codec, style, codecError)
             return (m, codec, style)
         }
         let provenance = Provenance(kvlabVersion: KVLabInfo.version, gitCommit: currentGitCommit(),
@@ -90,8 +96,10 @@ public final class SweepRunner {
         }
         let store = try ResultsStore.open(path: outputPath, provenance: provenance, models: records, force: options.force)
         defer { store.close() }
+        for w in config.warnings { log("warning: \(w)") }
 
-        var references: (key: String, samples: [TaskSample], outcomes: [SampleOutcome])?
+        var references: (key: String, samples: [TaskSample], outcomes: [SampleOutcome], seconds: Double)?
+        var textSources: [String: String] = [:]
         var evalSeconds = 0.0
         for (done, point) in todo.enumerated() {
             if store.isFinished(index: point.index, key: point.key) { summary.skipped += 1; continue }
@@ -102,19 +110,28 @@ public final class SweepRunner {
                 let refKey = point.model.id + "|" + point.key.components(separatedBy: "\"policy\"")[0]
                 if references?.key != refKey {
                     references = nil
+                    let r0 = DispatchTime.now().uptimeNanoseconds
                     let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
-                                                          options: TaskOptions(style: style), modelName: point.model.id)
+                                                          options: TaskOptions(style: style),
+                                                          modelName: loaded?.codecError.map { "\(point.model.id) (its tokenizer could not be read: \($0))" } ?? point.model.id)
                     let outcomes = samples.map { s in
                         evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
                     }
-                    references = (refKey, samples, outcomes)
+                    references = (refKey, samples, outcomes, Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9)
                 }
-                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes)
+                var source = ""
+                if let file = point.task.textFile, point.task.kind != .mqar {
+                    if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
+                    source = textSources[file]!
+                }
+                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes,
+                                      referenceSeconds: references!.seconds, textSource: source)
             } catch {
                 record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
                                    context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
                                    policyFamily: point.policy.family, policyLabel: point.policy.label,
                                    policyParams: point.policy.parametersJSON, status: "error: \(error.localizedDescription)")
+                record.info = RunFractions.info(point, textSource: "")
                 summary.failed += 1
             }
             let t1 = DispatchTime.now().uptimeNanoseconds

@@ -1,7 +1,10 @@
 import Foundation
 
-/// RULER's needle-in-a-haystack variants (Hsieh et al. 2024, synthetic.yaml templates).
-/// Needle: "One of the special magic {numbers|uuids} for {key} is: {value}."
+/// RULER's needle-in-a-haystack variants (Hsieh et al. 2024; NVIDIA/RULER scripts/data/synthetic/
+/// niah.py and constants.py). Needle: "One of the special magic {numbers|uuids} for {key} is: {value}."
+/// One value asked (single, multikey) uses RULER's singular template (niah.py:193-198: "A special
+/// magic number is hidden ... What is the special magic number for ..."). The prompt plus the
+/// generated tokens fit the context (niah.py:245: length = prompt + tokens_to_generate).
 /// - niah_single: one needle, asked.
 /// - niah_multikey: `needles` needles with distinct keys, the first drawn is asked.
 /// - niah_multivalue: `needles` needles of one key, all values asked.
@@ -17,6 +20,9 @@ enum RulerNIAH {
         let valuesPerKey = spec.kind == .niahMultivalue ? count : 1
         let asked = spec.kind == .niahMultiquery ? keyCount : 1
         let valueType = o.values == .uuids ? "uuids" : (o.values == .words ? "words" : "numbers")
+        let singular = asked * valuesPerKey == 1
+        let askedType = singular ? String(valueType.dropLast()) : valueType
+        let maxNew = o.maxNewTokens ?? 128
 
         var used = Set<String>()
         func fresh(_ make: (inout TaskRNG) -> String) -> String {
@@ -49,18 +55,21 @@ enum RulerNIAH {
         let answers = needles.filter { keys.prefix(asked).contains($0.key) }.map(\.value)
         func render(_ n: Int) -> PromptText {
             var p = PromptText()
-            p.append("Some special magic \(valueType) are hidden within the following text. Make sure to memorize it. I will quiz you about the \(valueType) afterwards.")
+            p.append(singular
+                     ? "A special magic \(askedType) is hidden within the following text. Make sure to memorize it. I will quiz you about the \(askedType) afterwards."
+                     : "Some special magic \(askedType) are hidden within the following text. Make sure to memorize it. I will quiz you about the \(askedType) afterwards.")
             p.append(sep)
             let ins = needles.indices.map { i in (hay.boundary(depth: depths[i], count: n, tok), sentence(needles[i].key, needles[i].value), i) }
             hay.render(count: n, insertions: ins, into: &p)
             p.append(sep)
             p.markQuestion()
-            p.append("What are all the special magic \(valueType) for \(query) mentioned in the provided text? The special magic \(valueType) for \(query) mentioned in the provided text are")
+            p.append(singular
+                     ? "What is the special magic \(askedType) for \(query) mentioned in the provided text? The special magic \(askedType) for \(query) mentioned in the provided text is"
+                     : "What are all the special magic \(askedType) for \(query) mentioned in the provided text? The special magic \(askedType) for \(query) mentioned in the provided text are")
             return p
         }
-        let (n, prompt) = try PromptFit.fit(target: spec.context, limit: hay.limit, task: spec.kind.rawValue,
-                                            render: render, tok)
-        try PromptFit.checkFileLength(hay, used: n, tokens: prompt.total, target: spec.context)
+        let (n, prompt) = try RulerFit.fit(spec, generated: maxNew, limit: hay.limit, render: render, tok)
+        try PromptFit.checkFileLength(hay, used: n, tokens: prompt.total, target: spec.context - maxNew)
         var meta: [String: Double] = ["needles": Double(needles.count), "haystack_units": Double(n),
                                       "spaced_digits": style.joinSpacedDigits ? 1 : 0,
                                       "depth": depths[0], "needle_position": Double(prompt.marks[0] ?? 0)]
@@ -69,7 +78,7 @@ enum RulerNIAH {
             meta["needle_position_\(i)"] = Double(prompt.marks[i] ?? 0)
         }
         return TaskSample(context: prompt.context, suffix: prompt.suffix,
-                          maxNewTokens: o.maxNewTokens ?? 128, answers: answers, meta: meta)
+                          maxNewTokens: maxNew, answers: answers, meta: meta)
     }
 
     /// A key or value of the given type (canonical form; prompts write numbers per the style).
@@ -82,57 +91,106 @@ enum RulerNIAH {
     }
 }
 
-/// RULER variable tracking: a chain "VAR AAAAA = 12345.", "VAR BBBBB = VAR AAAAA.", ... of
-/// hops + 1 five-letter names, each statement a sentence at a random depth (in chain order) of the
-/// filler (or the user's text); asked: all names holding the value.
+/// RULER variable tracking (variable_tracking.py): a chain "VAR AAAAA = 12345.", "VAR BBBBB = VAR
+/// AAAAA.", ... of hops + 1 five-letter names, each statement a sentence at a random depth (in chain
+/// order) of the filler (or the user's text); asked: all names holding the value. As RULER, the
+/// prompt opens with a one-shot example (variable_tracking.py:191-265, 303-307: a complete prompt of
+/// about 500 tokens with three-letter names, then its answer) and the generated tokens count in the
+/// length. Other differences: docs/tasks.md.
 enum VariableTrackingTask {
     static func make(_ spec: TaskSpec, rng: inout TaskRNG, shared: TaskFactory.Shared) throws -> TaskSample {
-        let o = shared.options, style = o.style, tok = shared.text, sep = style.lineSeparator
-        let chain = max(1, o.hops) + 1
-        var names: [String] = [], seen = Set<String>()
-        let letters = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-        while names.count < chain {
-            let name = String((0..<5).map { _ in letters[rng.int(below: 26)] })
-            if seen.insert(name).inserted { names.append(name) }
-        }
+        let o = shared.options, style = o.style, tok = shared.text
+        let chain = max(1, o.hops) + 1, maxNew = o.maxNewTokens ?? 30
+        var exampleRNG = rng.fork(0x1C1_E8A3)
+        let example = try exampleText(spec, chain: chain, rng: &exampleRNG, shared: shared)
+        let names = VariableChain.names(chain, letters: 5, &rng)
         let value = rng.int(in: 10_000...99_999)
         let depths = (0..<chain).map { _ in rng.unit() }.sorted()
-        let statements = names.indices.map { i in
-            i == 0 ? "VAR \(names[0]) = \(style.number(value))." : "VAR \(names[i]) = VAR \(names[i - 1])."
-        }
-        let hay = shared.fillerHaystack
         func render(_ n: Int) -> PromptText {
             var p = PromptText()
-            p.append("Memorize and track the chain(s) of variable assignment hidden in the following text.")
-            p.append(sep)
-            let ins = statements.indices.map { i in (hay.boundary(depth: depths[i], count: n, tok), statements[i], i) }
-            hay.render(count: n, insertions: ins, into: &p)
-            p.append(sep)
-            p.markQuestion()
-            p.append("Question: Find all variables that are assigned the value \(style.number(value)) in the text above.")
-            p.append(" Answer: According to the chain(s) of variable assignment in the text above, \(style.number(chain)) variables are assigned the value \(style.number(value)), they are:")
+            p.append(example)
+            VariableChain.render(names: names, value: value, depths: depths, fillers: n, style: style, hay: shared.fillerHaystack,
+                                 tok, into: &p, markQuestion: true)
             return p
         }
-        let (n, prompt) = try PromptFit.fit(target: spec.context, limit: hay.limit, task: spec.kind.rawValue,
-                                            render: render, tok)
-        try PromptFit.checkFileLength(hay, used: n, tokens: prompt.total, target: spec.context)
+        let hay = shared.fillerHaystack
+        let (n, prompt) = try RulerFit.fit(spec, generated: maxNew, limit: hay.limit, render: render, tok)
+        try PromptFit.checkFileLength(hay, used: n, tokens: prompt.total, target: spec.context - maxNew)
         var meta: [String: Double] = ["value": Double(value), "hops": Double(chain - 1), "haystack_units": Double(n),
-                                      "spaced_digits": style.joinSpacedDigits ? 1 : 0]
+                                      "spaced_digits": style.joinSpacedDigits ? 1 : 0,
+                                      "example_tokens": Double(tok.count(example))]
         for i in 0..<chain { meta["needle_position_\(i)"] = Double(prompt.marks[i] ?? 0) }
         return TaskSample(context: prompt.context, suffix: prompt.suffix,
-                          maxNewTokens: o.maxNewTokens ?? 30, answers: names, meta: meta)
+                          maxNewTokens: maxNew, answers: names, meta: meta)
+    }
+
+    /// The one-shot example with its answer and the two line breaks after it: a prompt of at most
+    /// 500 tokens (a quarter of the context below 2,000 tokens), three-letter names.
+    static func exampleText(_ spec: TaskSpec, chain: Int, rng: inout TaskRNG, shared: TaskFactory.Shared) throws -> String {
+        let style = shared.options.style, tok = shared.text
+        let names = VariableChain.names(chain, letters: 3, &rng)
+        let value = rng.int(in: 10_000...99_999)
+        let depths = (0..<chain).map { _ in rng.unit() }.sorted()
+        let hay = Haystack.filler(style.filler)
+        func render(_ n: Int) -> PromptText {
+            var p = PromptText()
+            VariableChain.render(names: names, value: value, depths: depths, fillers: n, style: style, hay: hay, tok,
+                                 into: &p, markQuestion: false)
+            return p
+        }
+        let budget = min(500, spec.context / 4)
+        guard let n = PromptFit.search(target: budget, limit: nil, count: { tok.count(render($0).text) }) else {
+            throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context,
+                                            minimum: 4 * tok.count(render(0).text))
+        }
+        return render(n).text + " " + names.joined(separator: " ") + "\n\n"
     }
 }
 
-/// RULER common words extraction: a numbered list ("1. word") where `commonWords` words appear
-/// `commonFrequency` times each and as many rarer words as fit appear `rareFrequency` times each,
-/// shuffled; asked: the common words. When the context cannot hold the common words at full
-/// frequency, their frequency drops (never below rareFrequency + 1).
+/// The statements and prompt of one variable-tracking chain (the task and its example).
+enum VariableChain {
+    static func names(_ count: Int, letters: Int, _ rng: inout TaskRNG) -> [String] {
+        var names: [String] = [], seen = Set<String>()
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        while names.count < count {
+            let name = String((0..<letters).map { _ in alphabet[rng.int(below: 26)] })
+            if seen.insert(name).inserted { names.append(name) }
+        }
+        return names
+    }
+
+    /// RULER's template (constants.py:33-34), with the answer prefix's trailing space.
+    static func render(names: [String], value: Int, depths: [Double], fillers n: Int, style: PromptStyle, hay: Haystack,
+                       _ tok: PromptTokenizer, into p: inout PromptText, markQuestion: Bool) {
+        let sep = style.lineSeparator
+        let statements = names.indices.map { i in
+            i == 0 ? "VAR \(names[0]) = \(style.number(value))." : "VAR \(names[i]) = VAR \(names[i - 1])."
+        }
+        p.append("Memorize and track the chain(s) of variable assignment hidden in the following text.")
+        p.append(sep + sep)
+        let ins = statements.indices.map { i in (hay.boundary(depth: depths[i], count: n, tok), statements[i], markQuestion ? i : 100 + i) }
+        hay.render(count: n, insertions: ins, into: &p)
+        p.append(sep)
+        if markQuestion { p.markQuestion() }
+        p.append("Question: Find all variables that are assigned the value \(style.number(value)) in the text above.")
+        p.append(" Answer: According to the chain(s) of variable assignment in the text above, \(style.number(names.count)) variables are assigned the value \(style.number(value)), they are: ")
+    }
+}
+
+/// RULER common words extraction (common_words_extraction.py): a numbered list "1. word 2. word ..."
+/// where `commonWords` words appear `commonFrequency` times each and as many rarer words as fit
+/// appear `rareFrequency` times each, shuffled; asked: the common words. As RULER: frequencies 6/1
+/// below a context of 4096 tokens and 30/3 from 4096 on (:102-111), a one-shot example first (20
+/// words 3/1, or 40 words 10/3, with its answer), the generated tokens counted in the length. When
+/// the context cannot hold the common words at full frequency, their frequency drops (never below
+/// rareFrequency + 1).
 enum CommonWordsTask {
     static func make(_ spec: TaskSpec, rng: inout TaskRNG, shared: TaskFactory.Shared) throws -> TaskSample {
-        let o = shared.options, style = o.style, tok = shared.text, sep = style.lineSeparator
-        let cw = max(1, o.commonWords), rare = max(1, o.rareFrequency)
-        let maxCommon = max(rare + 1, o.commonFrequency)
+        let o = shared.options, style = o.style, tok = shared.text
+        let long = spec.context >= 4096
+        let cw = max(1, o.commonWords), rare = max(1, o.rareFrequency ?? (long ? 3 : 1))
+        let maxCommon = max(rare + 1, o.commonFrequency ?? (long ? 30 : 6))
+        let maxNew = o.maxNewTokens ?? 120
         var pool = SampleText.wordPool
         rng.shuffle(&pool)
         let real = Set(pool)
@@ -144,6 +202,20 @@ enum CommonWordsTask {
             }
             return pool[i]
         }
+        // The example's words: its own draw from the pool (RULER samples them independently).
+        var exampleRNG = rng.fork(0xE7A3_91E)
+        var examplePool = SampleText.wordPool
+        exampleRNG.shuffle(&examplePool)
+        let exampleWords = Array(examplePool.prefix(long ? 40 : 20))
+        var exampleList: [String] = []
+        for w in exampleWords.prefix(cw) { exampleList += Array(repeating: w, count: long ? 10 : 3) }
+        for w in exampleWords.dropFirst(cw) { exampleList += Array(repeating: w, count: long ? 3 : 1) }
+        exampleRNG.shuffle(&exampleList)
+        var examplePrompt = PromptText()
+        renderList(exampleList, common: cw, style: style, into: &examplePrompt, markQuestion: false)
+        let example = examplePrompt.text + " " + exampleWords.prefix(cw).enumerated().map { "\(style.number($0 + 1)). \($1)" }
+            .joined(separator: " ") + "\n"
+
         let common = (0..<cw).map(word)
         let shuffleBase = rng.fork(0xC0_3303)
         func render(commonFrequency c: Int, rareWords u: Int) -> PromptText {
@@ -153,24 +225,49 @@ enum CommonWordsTask {
             var r = shuffleBase.fork(UInt64(u) << 16 | UInt64(c))
             r.shuffle(&list)
             var p = PromptText()
-            p.append("Below is a numbered list of words. In these words, some appear more often than others. Memorize the ones that appear most often.")
-            for (i, w) in list.enumerated() { p.append(sep); p.append("\(style.number(i + 1)). \(w)") }
-            p.append(sep)
-            p.markQuestion()
-            p.append("Question: What are the \(style.number(cw)) most common words in the above list? Answer: The top \(style.number(cw)) words that appear most often in the list are:")
+            p.append(example)
+            renderList(list, common: cw, style: style, into: &p, markQuestion: true)
             return p
         }
         // The common words' frequency first (as high as fits, up to commonFrequency), then rare words.
+        let target = spec.context - maxNew
         func commonCount(_ extra: Int) -> Int { tok.count(render(commonFrequency: rare + 1 + extra, rareWords: 0).text) }
-        guard let extra = PromptFit.search(target: spec.context, limit: maxCommon - rare - 1, count: commonCount) else {
-            throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context, minimum: commonCount(0))
+        guard target > 0, let extra = PromptFit.search(target: target, limit: maxCommon - rare - 1, count: commonCount) else {
+            throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context, minimum: commonCount(0) + maxNew)
         }
         let c = rare + 1 + extra
-        let (u, prompt) = try PromptFit.fit(target: spec.context, limit: nil,
-                                            task: spec.kind.rawValue, render: { render(commonFrequency: c, rareWords: $0) }, tok)
-        return TaskSample(context: prompt.context, suffix: prompt.suffix, maxNewTokens: o.maxNewTokens ?? 120,
+        let (u, prompt) = try RulerFit.fit(spec, generated: maxNew, limit: nil,
+                                           render: { render(commonFrequency: c, rareWords: $0) }, tok)
+        return TaskSample(context: prompt.context, suffix: prompt.suffix, maxNewTokens: maxNew,
                           answers: common,
                           meta: ["common_words": Double(cw), "common_frequency": Double(c), "rare_words": Double(u),
-                                 "rare_frequency": Double(rare), "spaced_digits": style.joinSpacedDigits ? 1 : 0])
+                                 "rare_frequency": Double(rare), "spaced_digits": style.joinSpacedDigits ? 1 : 0,
+                                 "example_tokens": Double(tok.count(example))])
+    }
+
+    /// RULER's template (constants.py:39-40) around "1. w 2. w ...".
+    static func renderList(_ list: [String], common cw: Int, style: PromptStyle, into p: inout PromptText, markQuestion: Bool) {
+        let sep = style.lineSeparator
+        p.append("Below is a numbered list of words. In these words, some appear more often than others. Memorize the ones that appear most often.")
+        p.append(sep)
+        p.append(list.enumerated().map { "\(style.number($0 + 1)). \($1)" }.joined(separator: " "))
+        p.append(sep)
+        if markQuestion { p.markQuestion() }
+        p.append("Question: What are the \(style.number(cw)) most common words in the above list? Answer: The top \(style.number(cw)) words that appear most often in the list are:")
+    }
+}
+
+/// RULER counts the generated tokens in a sample's length (niah.py:245, variable_tracking.py:268,
+/// common_words_extraction.py:179): the prompt fits `context - generated` tokens.
+enum RulerFit {
+    static func fit(_ spec: TaskSpec, generated: Int, limit: Int?, render: (Int) -> PromptText,
+                    _ tok: PromptTokenizer) throws -> (n: Int, prompt: TokenizedPrompt) {
+        let target = spec.context - generated
+        do {
+            guard target > 0 else { throw TaskError.contextTooShort(task: spec.kind.rawValue, context: target, minimum: tok.count(render(0).text)) }
+            return try PromptFit.fit(target: target, limit: limit, task: spec.kind.rawValue, render: render, tok)
+        } catch TaskError.contextTooShort(let task, _, let minimum) {
+            throw TaskError.contextTooShort(task: task, context: spec.context, minimum: minimum + generated)
+        }
     }
 }

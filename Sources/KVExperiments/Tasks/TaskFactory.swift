@@ -161,10 +161,12 @@ public struct TaskOptions: Hashable, Sendable {
     public var needles: Int
     /// variable_tracking: hops after the first assignment (names in the chain = hops + 1).
     public var hops: Int
-    /// common_words: words to find, their repetitions, and the repetitions of the rarer words.
+    /// common_words: words to find, their repetitions, and the repetitions of the rarer words;
+    /// nil = RULER's per length (common_words_extraction.py:102-111): 6 and 1 below a context of
+    /// 4096 tokens, 30 and 3 from 4096 on.
     public var commonWords: Int
-    public var commonFrequency: Int
-    public var rareFrequency: Int
+    public var commonFrequency: Int?
+    public var rareFrequency: Int?
     /// mqar: key-value pairs; nil = min(context / 4, vocabulary half).
     public var mqarPairs: Int?
     /// Overrides the task's greedy decode length.
@@ -172,7 +174,7 @@ public struct TaskOptions: Hashable, Sendable {
 
     public init(style: PromptStyle = .standard, haystack: Haystack = .noise, keys: Item = .words,
                 values: Item = .numbers, needles: Int = 4, hops: Int = 4, commonWords: Int = 10,
-                commonFrequency: Int = 30, rareFrequency: Int = 3, mqarPairs: Int? = nil, maxNewTokens: Int? = nil) {
+                commonFrequency: Int? = nil, rareFrequency: Int? = nil, mqarPairs: Int? = nil, maxNewTokens: Int? = nil) {
         self.style = style; self.haystack = haystack; self.keys = keys; self.values = values
         self.needles = needles; self.hops = hops; self.commonWords = commonWords
         self.commonFrequency = commonFrequency; self.rareFrequency = rareFrequency
