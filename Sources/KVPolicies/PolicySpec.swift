@@ -16,7 +16,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
     case knorm(budget: Budget, schedule: EvictionSchedule)
     case headPooling(kvHeads: Int)
     /// SVD KV-head compression from a calibration file (`kvlab calibrate svd-heads`).
-    case svdHeads(calibration: String)
+    case svdHeads(calibration: String, part: SVDHeads.Part = .both)
     case quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA)
     /// Defaults are the reference's protocol (docs/selection.md): gqa query_head, phases prefill+decode.
     case loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA, phases: Loki.Phases = .prefillAndDecode)
@@ -40,8 +40,8 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .tova(b, s): return try TOVA(budget: b, schedule: s)
         case let .knorm(b, s): return try Knorm(budget: b, schedule: s)
         case let .headPooling(n): return try HeadPooling(kvHeads: n)
-        case let .svdHeads(path):
-            do { return SVDHeads(calibration: try SVDHeadsCalibration.loadCached(path), path: path) } catch let e as PolicyError { throw e } catch {
+        case let .svdHeads(path, part):
+            do { return SVDHeads(calibration: try SVDHeadsCalibration.loadCached(path), path: path, part: part) } catch let e as PolicyError { throw e } catch {
                 throw PolicyError.invalidParameter(policy: "svd_heads", field: "calibration", message: "\(path): \(error.localizedDescription)")
             }
         case let .quest(b, page, dense, gqa): return try Quest(tokenBudget: b, pageSize: page, denseLayers: dense, gqa: gqa)
@@ -133,7 +133,7 @@ public indirect enum PolicySpec: Hashable, Sendable {
         case let .tova(b, s): return bp(b) + sched(s)
         case let .knorm(b, s): return bp(b) + sched(s)
         case let .headPooling(n): return [("kv_heads", "\(n)")]
-        case let .svdHeads(path): return [("calibration", path)]
+        case let .svdHeads(path, part): return [("calibration", path)] + (part == .both ? [] : [("part", part.rawValue)])
         case let .cla(factor, layers, path):
             if let path { return [("map_file", path)] }
             let l: String

@@ -11,17 +11,36 @@ import KVHDF5
 /// folding the projection into W_k, W_v, W_q and W_o would do, applied in the cache like head
 /// pooling, so runs keep the unmodified model's full cache as their reference). No uptraining.
 public final class SVDHeads: CachePolicy {
+    /// Which caches get the fitted projection; the other is mean-pooled (a diagnostic: `keys` = SVD
+    /// keys + mean-pooled values, `values` = mean-pooled keys + SVD values).
+    public enum Part: String, Hashable, Sendable, CaseIterable { case both, keys, values }
     public let calibration: SVDHeadsCalibration
     public let path: String
+    public let part: Part
     private let projectionValue: KVHeadProjection
 
-    public init(calibration: SVDHeadsCalibration, path: String = "") {
+    public init(calibration: SVDHeadsCalibration, path: String = "", part: Part = .both) {
         self.calibration = calibration
         self.path = path
-        projectionValue = calibration.projection
+        self.part = part
+        let p = calibration.projection
+        projectionValue = part == .both ? p : KVHeadProjection(
+            layers: p.layers, modelKVHeads: p.modelKVHeads, storedKVHeads: p.storedKVHeads, headDim: p.headDim,
+            valueBasis: part == .values ? p.valueBasis : Self.meanValueBasis(p),
+            keyRe: part == .keys ? p.keyRe : p.keyRe.map { $0.map { $0.map { _ in 1 / Float(p.ratio).squareRoot() } } },
+            keyIm: part == .keys ? p.keyIm : p.keyIm.map { $0.map { $0.map { _ in 0 } } })
     }
 
-    public var name: String { "svd_heads(kv_heads=\(calibration.storedKVHeads))" }
+    /// Mean pooling in the projection's terms: U = [I; ...; I] / sqrt(r) stores sum/sqrt(r) and reads
+    /// every head back as the group mean (the same for keys with u = 1/sqrt(r)).
+    public static func meanValueBasis(_ p: KVHeadProjection) -> [[[Float]]] {
+        let d = p.headDim, r = p.ratio
+        var u = [Float](repeating: 0, count: r * d * d)
+        for m in 0..<r { for i in 0..<d { u[(m * d + i) * d + i] = 1 / Float(r).squareRoot() } }
+        return Array(repeating: Array(repeating: u, count: p.storedKVHeads), count: p.layers)
+    }
+
+    public var name: String { "svd_heads(kv_heads=\(calibration.storedKVHeads)\(part == .both ? "" : ",part=\(part.rawValue)"))" }
     public func storedKVHeads(modelKVHeads: Int) -> Int { calibration.storedKVHeads }
     public var kvHeadProjection: KVHeadProjection? { projectionValue }
 }

@@ -93,7 +93,20 @@ final class SVDHeadsTests: XCTestCase {
         XCTAssertGreaterThan(cal.keyErrorMean.min()!, 1e-2)
         let full = run(m, FullCachePolicy()).logits
         XCTAssertLessThan(Self.maxRelDiff(run(m, SVDHeads(calibration: cal)).logits, full), 1e-4)
-        XCTAssertGreaterThan(Self.maxRelDiff(run(m, try HeadPooling(kvHeads: 1)).logits, full), 1e-2)
+        let pooled = run(m, try HeadPooling(kvHeads: 1)).logits
+        XCTAssertGreaterThan(Self.maxRelDiff(pooled, full), 1e-2)
+        // part = keys / values mean-pools the other cache, in the projection's terms: with both
+        // halves mean-pooled that way the cache equals head_pooling.
+        let keysOnly = run(m, SVDHeads(calibration: cal, part: .keys)).logits
+        let valuesOnly = run(m, SVDHeads(calibration: cal, part: .values)).logits
+        XCTAssertGreaterThan(Self.maxRelDiff(keysOnly, full), 1e-3)
+        XCTAssertGreaterThan(Self.maxRelDiff(valuesOnly, full), 1e-3)
+        let p = cal.projection
+        let meanBoth = KVHeadProjection(layers: p.layers, modelKVHeads: p.modelKVHeads, storedKVHeads: 1, headDim: p.headDim,
+                                        valueBasis: SVDHeads.meanValueBasis(p),
+                                        keyRe: p.keyRe.map { $0.map { $0.map { _ in 1 / Float(2).squareRoot() } } },
+                                        keyIm: p.keyIm.map { $0.map { $0.map { _ in 0 } } })
+        XCTAssertLessThan(Self.maxRelDiff(run(m, ProjectionOnly(meanBoth)).logits, pooled), 1e-4)
     }
 
     /// SVD composes with eviction: a stack with SnapKV at a budget above the context equals SVD alone;
@@ -132,4 +145,13 @@ final class SVDHeadsTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("missing.h5"), "\($0)")
         }
     }
+}
+
+/// A policy that only projects KV heads (for checking the projection's mean-pooling special case).
+final class ProjectionOnly: CachePolicy {
+    let projection: KVHeadProjection
+    init(_ p: KVHeadProjection) { projection = p }
+    var name: String { "projection_only" }
+    func storedKVHeads(modelKVHeads: Int) -> Int { projection.storedKVHeads }
+    var kvHeadProjection: KVHeadProjection? { projection }
 }

@@ -15,7 +15,7 @@ enum PolicyParser {
         "loki": ["calibration", "rank", "d_fraction", "explained_variance", "top_k", "k_fraction", "gqa", "phases", "setup"],
         "oracle_topk": ["top_k", "k_fraction", "gqa", "setup"],
         "head_pooling": ["kv_heads"],
-        "svd_heads": ["calibration"],
+        "svd_heads": ["calibration", "part"],
         "kivi": ["bits", "group_size", "residual"],
         "cla": ["share_factor", "layers", "map_file"],
         "minicache": ["start_layer", "t", "retain_fraction"],
@@ -141,7 +141,8 @@ enum PolicyParser {
             return .headPooling(kvHeads: try n.int(min: 1))
         case "svd_heads":
             guard let c = p["calibration"] else { throw f.error("expected 'calibration: FILE' (written by `kvlab calibrate svd-heads`)") }
-            return .svdHeads(calibration: try c.string())   // relative to the current directory, like model paths
+            return .svdHeads(calibration: try c.string(),   // relative to the current directory, like model paths
+                             part: try p["part"]?.choice(SVDHeads.Part.self) ?? .both)
         case "kivi":
             return .kivi(bits: try int("bits", 2), groupSize: try int("group_size", 32), residual: try int("residual", 128))
         case "minicache":
