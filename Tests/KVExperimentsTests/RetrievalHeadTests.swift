@@ -1,5 +1,6 @@
 import XCTest
 @testable import KVExperiments
+import KVHDF5
 import KVModel
 import KVPolicies
 import KVTensor
@@ -115,5 +116,9 @@ final class RetrievalHeadTests: XCTestCase {
         XCTAssertEqual([top.layer, top.head], [2, 0])
         XCTAssertThrowsError(try f.ranked(by: "nope")) { XCTAssertTrue("\($0)".contains("nope")) }
         XCTAssertThrowsError(try HeadScoreFile.load(dir + "/missing.h5")) { XCTAssertTrue("\($0)".contains("missing.h5")) }
+        try "not hdf5".write(toFile: dir + "/text.h5", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try HeadScoreFile.load(dir + "/text.h5")) { XCTAssertTrue("\($0)".contains("not an HDF5 file"), "\($0)") }
+        try H5File.writeAtomically(to: dir + "/other.h5") { try $0.root.setAttribute("format", "something-else") }
+        XCTAssertThrowsError(try HeadScoreFile.load(dir + "/other.h5")) { XCTAssertTrue("\($0)".contains("not a head-score file"), "\($0)") }
     }
 }
