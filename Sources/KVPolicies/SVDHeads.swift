@@ -10,23 +10,74 @@ import KVHDF5
 /// group of adjacent model heads, queries and attention outputs mapped accordingly (exactly what
 /// folding the projection into W_k, W_v, W_q and W_o would do, applied in the cache like head
 /// pooling, so runs keep the unmodified model's full cache as their reference). No uptraining.
-public final class SVDHeads: CachePolicy {
+public final class SVDHeads: CachePolicy, ConfiguredPolicy {
     /// Which caches get the fitted projection; the other is mean-pooled (a diagnostic: `keys` = SVD
     /// keys + mean-pooled values, `values` = mean-pooled keys + SVD values).
     public enum Part: String, Hashable, Sendable, CaseIterable { case both, keys, values }
-    public let calibration: SVDHeadsCalibration
-    public let path: String
-    public let part: Part
-    private let projectionValue: KVHeadProjection
 
+    public struct Config: PolicyConfig {
+        /// A `kvlab calibrate svd-heads` file, relative to the current directory like model paths.
+        public var calibration: String
+        public var part: Part
+        public init(calibration: String, part: Part = .both) { self.calibration = calibration; self.part = part }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "svd_heads", family: .sharing, summary: "stores the calibration's fewer KV heads, each a low-rank (RoPE-compatible for keys) projection of its group, instead of the mean ([heads.md](heads.md))",
+            defaults: Config(calibration: ""),
+            parameters: [
+                .string("calibration", \.calibration, required: true, help: "written by `kvlab calibrate svd-heads` (it sets the stored KV heads)"),
+                .choice("part", \.part, help: "which caches are projected; the other is mean-pooled (keys, values: a diagnostic)"),
+            ],
+            sample: "calibration: svd_kv1.h5",
+            // The contract harness writes its SVD files next to its Loki file (`exampleFile`): the
+            // model's own head count (a rotation: the full cache up to rounding), and half of it.
+            examples: { n, cal in
+                n == nil ? [Config(calibration: exampleFile(cal, kvHeads: 2))]
+                         : [Config(calibration: exampleFile(cal, kvHeads: 1)), Config(calibration: exampleFile(cal, kvHeads: 1), part: .keys)]
+            })
+        /// Where the contract tests' SVD calibration with `kvHeads` stored heads lies, next to their
+        /// Loki calibration `calibration` (PolicyHarness writes both).
+        public static func exampleFile(_ calibration: String, kvHeads: Int) -> String { calibration + ".svd_heads-kv\(kvHeads).h5" }
+        /// The calibration's head count and projection (read when asked: a file that cannot be read
+        /// gives no layout here and fails `make()` with its error).
+        public var layout: StorageLayout {
+            StorageLayout(owner: Self.descriptor.name, kvHeadProjection: try? SVDHeadsCalibration.cachedFile(calibration).projection(part))
+        }
+        public func make() throws -> CachePolicy { try SVDHeads(self) }
+    }
+
+    public let config: Config
+    public let calibration: SVDHeadsCalibration
+    public let projection: KVHeadProjection
+    public var part: Part { config.part }
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        let file = try SVDHeadsCalibration.cachedFile(config.calibration)
+        self.config = config
+        calibration = file.calibration
+        projection = file.projection(config.part)
+    }
+
+    public convenience init(calibration path: String, part: Part = .both) throws { try self.init(Config(calibration: path, part: part)) }
+
+    /// A calibration in memory (tests, the calibrate command); `path` is only its label.
     public init(calibration: SVDHeadsCalibration, path: String = "", part: Part = .both) {
+        config = Config(calibration: path, part: part)
         self.calibration = calibration
-        self.path = path
-        self.part = part
-        let p = calibration.projection
-        projectionValue = part == .both ? p : KVHeadProjection(
+        projection = Self.projection(calibration, part: part)
+    }
+
+    /// The calibration's projection (the config's layout reads the same from the file).
+    public var layout: StorageLayout { StorageLayout(owner: Config.descriptor.name, kvHeadProjection: projection) }
+
+    /// The projection the cache applies for `part`: the calibration's, with the other cache
+    /// mean-pooled in the projection's terms.
+    public static func projection(_ cal: SVDHeadsCalibration, part: Part) -> KVHeadProjection {
+        let p = cal.projection
+        guard part != .both else { return p }
+        return KVHeadProjection(
             layers: p.layers, modelKVHeads: p.modelKVHeads, storedKVHeads: p.storedKVHeads, headDim: p.headDim,
-            valueBasis: part == .values ? p.valueBasis : Self.meanValueBasis(p),
+            valueBasis: part == .values ? p.valueBasis : meanValueBasis(p),
             keyRe: part == .keys ? p.keyRe : p.keyRe.map { $0.map { $0.map { _ in 1 / Float(p.ratio).squareRoot() } } },
             keyIm: part == .keys ? p.keyIm : p.keyIm.map { $0.map { $0.map { _ in 0 } } })
     }
@@ -39,10 +90,21 @@ public final class SVDHeads: CachePolicy {
         for m in 0..<r { for i in 0..<d { u[(m * d + i) * d + i] = 1 / Float(r).squareRoot() } }
         return Array(repeating: Array(repeating: u, count: p.storedKVHeads), count: p.layers)
     }
+}
 
-    public var name: String { "svd_heads(kv_heads=\(calibration.storedKVHeads)\(part == .both ? "" : ",part=\(part.rawValue)"))" }
-    public func storedKVHeads(modelKVHeads: Int) -> Int { calibration.storedKVHeads }
-    public var kvHeadProjection: KVHeadProjection? { projectionValue }
+/// An SVD calibration as read once per file, with its projections per part made when first asked.
+public final class SVDHeadsFile: @unchecked Sendable {
+    public let calibration: SVDHeadsCalibration
+    private let lock = NSLock()
+    private var projections: [SVDHeads.Part: KVHeadProjection] = [:]
+    init(_ calibration: SVDHeadsCalibration) { self.calibration = calibration }
+    public func projection(_ part: SVDHeads.Part) -> KVHeadProjection {
+        lock.lock(); defer { lock.unlock() }
+        if let p = projections[part] { return p }
+        let p = SVDHeads.projection(calibration, part: part)
+        projections[part] = p
+        return p
+    }
 }
 
 extension SVDHeadsCalibration {
@@ -113,29 +175,13 @@ extension SVDHeadsCalibration {
                                    tokens: root.hasAttribute("tokens") ? try root.intAttribute("tokens") : 0, attributes: attrs)
     }
 
-    private static let cacheLock = NSLock()
-    nonisolated(unsafe) private static var cached: [String: (Date, SVDHeadsCalibration)] = [:]
+    private static let files = PolicyFileCache<SVDHeadsFile>()
 
     /// `load`, remembered per path and modification date (a sweep builds the policy once per sample).
-    public static func loadCached(_ path: String) throws -> SVDHeadsCalibration {
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
-        cacheLock.lock()
-        if let (date, cal) = cached[path], date == modified { cacheLock.unlock(); return cal }
-        cacheLock.unlock()
-        let cal = try load(path)
-        cacheLock.lock(); cached[path] = (modified, cal); cacheLock.unlock()
-        return cal
+    public static func cachedFile(_ path: String) throws -> SVDHeadsFile {
+        try files.load(path, policy: SVDHeads.Config.descriptor.name, field: "calibration") { SVDHeadsFile(try load($0)) }
     }
-}
 
-extension PolicySpec {
-    /// Throws when a built policy's KV-head projection was fitted for another model geometry
-    /// (the cache would otherwise stop on a precondition).
-    public static func checkProjection(_ live: CachePolicy, kind: String, model shape: CacheShape) throws {
-        guard let p = live.kvHeadProjection else { return }
-        guard p.layers == shape.layers, p.modelKVHeads == shape.kvHeads, p.headDim == shape.headDim else {
-            throw PolicyError.invalidParameter(policy: kind, field: "calibration",
-                message: "fitted for \(p.layers) layers x \(p.modelKVHeads) KV heads x head_dim \(p.headDim); the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim)")
-        }
-    }
+    /// `load`, remembered per path and modification date.
+    public static func loadCached(_ path: String) throws -> SVDHeadsCalibration { try cachedFile(path).calibration }
 }

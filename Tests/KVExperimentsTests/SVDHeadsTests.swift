@@ -114,9 +114,9 @@ final class SVDHeadsTests: XCTestCase {
     func testStacksWithEviction() throws {
         let cal = try calibrate(Self.model, kvHeads: 2)
         let alone = run(Self.model, SVDHeads(calibration: cal)).logits
-        let roomy = run(Self.model, PolicyStack([SVDHeads(calibration: cal), try SnapKV(budget: .tokens(1000), window: 8)]))
+        let roomy = run(Self.model, try PolicyStack([SVDHeads(calibration: cal), try SnapKV(budget: .tokens(1000), window: 8)]))
         XCTAssertEqual(roomy.logits, alone)
-        let tight = run(Self.model, PolicyStack([SVDHeads(calibration: cal), try SnapKV(budget: .tokens(16), window: 8)]))
+        let tight = run(Self.model, try PolicyStack([SVDHeads(calibration: cal), try SnapKV(budget: .tokens(16), window: 8)]))
         XCTAssertEqual(tight.cache.stores[0].count, 2)
         XCTAssertTrue(tight.cache.stores.allSatisfy { $0.allSatisfy { $0.count <= 16 + 3 } })
         XCTAssertNotEqual(tight.logits, alone)
@@ -135,14 +135,20 @@ final class SVDHeadsTests: XCTestCase {
         XCTAssertEqual(back.keyIm, cal.keyIm)
         XCTAssertEqual(back.storedKVHeads, 2)
         // Through the config path: a spec builds the policy; a model of another shape is refused with a clear error.
-        let live = try PolicySpec.svdHeads(calibration: path).make()
-        XCTAssertEqual(live.storedKVHeads(modelKVHeads: 4), 2)
+        let spec = PolicySpec(SVDHeads.Config(calibration: path))
+        let live = try spec.make(model: Self.model.cacheShape)
+        XCTAssertEqual(live.layout.kvHeads(model: 4), 2)
+        XCTAssertEqual(try spec.layout.storedKVHeads, 2, "the config's layout reads the file's head count")
         let other = try ModelSource.parse("synthetic:tiny,kv_heads=2,heads=8,hidden=64").load()
-        XCTAssertThrowsError(try PolicySpec.checkProjection(live, kind: "svd_heads", model: other.cacheShape)) {
+        XCTAssertThrowsError(try spec.make(model: other.cacheShape)) {
             XCTAssertTrue("\($0)".contains("fitted for"), "\($0)")
         }
-        XCTAssertThrowsError(try PolicySpec.svdHeads(calibration: dir + "/missing.h5").make()) {
+        XCTAssertThrowsError(try PolicySpec(SVDHeads.Config(calibration: dir + "/missing.h5")).make()) {
             XCTAssertTrue("\($0)".contains("missing.h5"), "\($0)")
+        }
+        // With head pooling, Loki (a basis per model KV head) or cross-layer sharing a stack is refused.
+        for other in [PolicySpec(HeadPooling.Config(kvHeads: 1)), PolicySpec(CrossLayerSharing.Config())] {
+            XCTAssertThrowsError(try PolicySpec.stack([spec, other]).make()) { XCTAssertTrue("\($0)".contains("svd_heads"), "\($0)") }
         }
     }
 }
@@ -152,6 +158,5 @@ final class ProjectionOnly: CachePolicy {
     let projection: KVHeadProjection
     init(_ p: KVHeadProjection) { projection = p }
     var name: String { "projection_only" }
-    func storedKVHeads(modelKVHeads: Int) -> Int { projection.storedKVHeads }
-    var kvHeadProjection: KVHeadProjection? { projection }
+    var layout: StorageLayout { StorageLayout(owner: "projection_only", kvHeadProjection: projection) }
 }

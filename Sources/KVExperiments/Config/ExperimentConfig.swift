@@ -125,16 +125,10 @@ public struct GridPoint: Sendable {
     public var task: TaskSpec
     public var policy: PolicySpec
 
-    /// Canonical identity (JSON) of what the run computes. The policy is its canonical label
-    /// (fractional budgets as compression_ratio), so the key does not depend on whether the config
-    /// wrote `keep: 0.125` or `compression_ratio: 0.875`.
-    public var key: String {
-        let t = task
-        let depth = t.depth.map { "\($0)" } ?? "null"
-        let text = t.textFile.map { "\"\($0)\"" } ?? "null"
-        return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
-            "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.canonicalLabel)\"" +
-            (t.ablation.map { ", \"ablate_heads\": \"\($0.label)\"" } ?? "") + "}"
-    }
+    /// What the run computes. The policy is its canonical label (fractional budgets as
+    /// compression_ratio), so the key does not depend on whether the config wrote `keep: 0.125` or
+    /// `compression_ratio: 0.875`.
+    public var runKey: RunKey { RunKey(model: model, task: task, policy: policy.canonicalLabel) }
+    /// The run key as results files hold it (JSON text).
+    public var key: String { runKey.text }
 }

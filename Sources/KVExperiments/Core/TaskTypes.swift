@@ -59,7 +59,7 @@ public struct TaskSample: Sendable {
 }
 
 /// A task's parameters: what a config sweeps for it.
-public struct TaskSpec: Hashable, Sendable {
+public struct TaskSpec: Hashable, Sendable, Codable {
     public var kind: TaskKind
     /// Target context length in tokens (the prompt, question included).
     public var context: Int
@@ -74,6 +74,11 @@ public struct TaskSpec: Hashable, Sendable {
     public var suffixMode: SuffixMode
     /// Query heads switched off in the runs of this task (not in its full-cache reference); nil = none.
     public var ablation: HeadAblation?
+
+    /// As run keys write them (`RunKey`).
+    enum CodingKeys: String, CodingKey {
+        case kind, context, samples, seed, depth, textFile = "text_file", evalTokens = "eval_tokens", suffixMode = "suffix"
+    }
 
     public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
                 textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil, ablation: HeadAblation? = nil) {

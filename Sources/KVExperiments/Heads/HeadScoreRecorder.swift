@@ -32,7 +32,7 @@ final class HeadScoreRecorder: CachePolicy {
     func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
         guard armed, step.phase == .decode, let shape, n > 0 else { return }
         let g = shape.groupSize, d = shape.headDim, store = step.stores[head]
-        precondition(indices == nil && store.isOrdered && store.compactCount == 0 && n == store.count,
+        precondition(indices == nil && store.isOrdered && store.rows is Float32Rows && n == store.count,
                      "head scores are measured on a full Float32 cache")
         for m in 0..<g {
             let qh = head * g + m, row = probs + m * n

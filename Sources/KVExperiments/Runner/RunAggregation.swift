@@ -11,13 +11,7 @@ extension SweepRunner {
         let start = DispatchTime.now().uptimeNanoseconds
         let mask = try point.task.ablation?.resolve(layers: m.config.layers, queryHeads: m.config.heads)
         let isFull = point.policy == .full && mask == nil
-        let live = try point.policy.make()
-        try PolicySpec.checkProjection(live, kind: point.policy.kind, model: m.cacheShape)
-        let stored = live.storedKVHeads(modelKVHeads: m.config.kvHeads)
-        guard stored >= 1, m.config.kvHeads % stored == 0 else {
-            throw PolicyError.invalidParameter(policy: point.policy.kind, field: "kv_heads",
-                message: "expected a divisor of the model's \(m.config.kvHeads) KV heads, got \(stored)")
-        }
+        _ = try point.policy.make(model: m.cacheShape)
         let outs = isFull ? refs : try samples.map { s in
             evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false, headMask: mask)
         }

@@ -98,7 +98,7 @@ public final class SweepRunner {
         defer { store.close() }
         for w in config.warnings { log("warning: \(w)") }
 
-        var references: (key: String, samples: [TaskSample], outcomes: [SampleOutcome], seconds: Double)?
+        var references: (key: RunKey, samples: [TaskSample], outcomes: [SampleOutcome], seconds: Double)?
         var textSources: [String: String] = [:]
         var evalSeconds = 0.0
         for (done, point) in todo.enumerated() {
@@ -107,7 +107,7 @@ public final class SweepRunner {
             var record: RunRecord
             do {
                 let (m, codec, style) = try model(point.model)
-                let refKey = point.model.id + "|" + point.key.components(separatedBy: "\"policy\"")[0]
+                let refKey = point.runKey.reference
                 if references?.key != refKey {
                     references = nil
                     let r0 = DispatchTime.now().uptimeNanoseconds
