@@ -76,11 +76,13 @@ public enum RetrievalHeadDetector {
     /// is true). At each step, a query head scores 1/|span| when its top-1 attended position p lies in
     /// `span` and prompt[p] equals the token this step generates (a copy). Returns the per-head sums
     /// [L * H] and the generated ids. The recorder's long-context statistics accumulate too.
+    /// `observer` (tests) sees the same cache beside the recorder and changes nothing.
     static func score(model: LlamaModel, prompt: [Int], span: Range<Int>, maxNewTokens: Int, eos: Set<Int>,
-                      stop: (Int) -> Bool, recorder: HeadScoreRecorder) -> (scores: [Float], generated: [Int]) {
+                      stop: (Int) -> Bool, recorder: HeadScoreRecorder, observer: CachePolicy? = nil) -> (scores: [Float], generated: [Int]) {
         precondition(prompt.count >= 2 && span.lowerBound >= 0 && span.upperBound <= prompt.count && !span.isEmpty)
         let c = model.config, H = c.heads
-        let cache = model.makeCache(policy: recorder, initialCapacity: prompt.count + maxNewTokens + 1)
+        let policy: CachePolicy = observer.map { try! PolicyStack([recorder, $0]) } ?? recorder
+        let cache = model.makeCache(policy: policy, initialCapacity: prompt.count + maxNewTokens + 1)
         _ = model.forward(Array(prompt.dropLast()), startPosition: 0, cache: cache, phase: .prefill, logits: .none)
         var scores = [Float](repeating: 0, count: c.layers * H)
         var input = prompt.last!, generated: [Int] = []
