@@ -94,7 +94,7 @@ def runs(path: str):
 def plot_ablation(path: str, out: str | None):
     rows = [r for r in runs(path) if r["ablation"]]
     groups = sorted({(r["task"], r["context"]) for r in rows})
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(5.2 * len(groups), 8), 4), squeeze=False)
     for ax, (task, ctx) in zip(axes[0], groups):
         sel = [r for r in rows if (r["task"], r["context"]) == (task, ctx)]
         by = {}
@@ -116,7 +116,7 @@ def plot_ablation(path: str, out: str | None):
             lo, hi = wilson(pooled.sum(), len(pooled))
             off = -0.15 if kind == "top" else 0.15
             colour = "C3" if kind == "top" else "C0"
-            ax.errorbar(x[k] + off, pooled.mean(), yerr=[[pooled.mean() - lo], [hi - pooled.mean()]], fmt="o", color=colour,
+            ax.errorbar(x[k] + off, pooled.mean(), yerr=[[max(pooled.mean() - lo, 0)], [max(hi - pooled.mean(), 0)]], fmt="o", color=colour,
                         capsize=4, label=(f"top-k retrieval heads" if kind == "top" else f"k random heads (draws pooled)") if k == ks[0] else None)
             if kind == "random":
                 ax.scatter([x[k] + off + 0.08] * len(draws), [d.mean() for d in draws], s=12, color=colour, alpha=0.5,
