@@ -33,6 +33,18 @@ public struct HeadScoreFile {
             }
     }
 
+    /// Writes the maps as [L, H] float32 datasets with the format attributes (atomically): enough for
+    /// `load` (`kvlab calibrate heads` writes the full file, with its prompts and provenance).
+    public func save(to path: String) throws {
+        try H5File.writeAtomically(to: path) { f in
+            for (name, m) in maps.sorted(by: { $0.key < $1.key }) { try f.root.write(name, floats: m, shape: [layers, queryHeads]) }
+            try f.root.setAttribute("format", Self.format)
+            try f.root.setAttribute("layers", layers)
+            try f.root.setAttribute("query_heads", queryHeads)
+            for (k, v) in attributes.sorted(by: { $0.key < $1.key }) where !["format", "layers", "query_heads"].contains(k) { try f.root.setAttribute(k, v) }
+        }
+    }
+
     /// Reads a file written by `kvlab calibrate heads` (errors name the file and what is wrong).
     public static func load(_ path: String) throws -> HeadScoreFile {
         func bad(_ m: String) -> PolicyError { .invalidParameter(policy: "heads", field: "scores", message: "\(path): \(m)") }

@@ -22,6 +22,7 @@ public enum PolicyRegistry {
         KIVI.Config.descriptor,
         MiniCache.Config.descriptor,
         RandomEviction.Config.descriptor,
+        DuoAttention.Config.descriptor,
     ]
 
     /// The registered descriptor named `name` (as configs write it).

@@ -2,6 +2,7 @@ import Foundation
 import KVCache
 import KVModel
 import KVPolicies
+import KVTensor
 
 /// The contract tests' model, prompt and run loop (kvpress's tests/default_presses.py plays this
 /// part there): a small synthetic model, a prompt of 96 tokens, then 8 decode steps, with the
@@ -23,6 +24,11 @@ public enum PolicyHarness {
         for n in 1...hkv where hkv % n == 0 {
             try! SelectionFixtures.svdCalibration(model, kvHeads: n).save(to: SVDHeads.Config.exampleFile(path, kvHeads: n))
         }
+        // Head scores for duo_attention: seeded, distinct, [layers, query heads].
+        var rng = SeededRandom(seed: 5)
+        let L = model.config.layers, H = model.config.heads
+        try! HeadScoreFile(layers: L, queryHeads: H, maps: ["retrieval_score": (0..<(L * H)).map { _ in rng.nextUniform() }])
+            .save(to: DuoAttention.Config.exampleFile(path))
         return path
     }()
 
