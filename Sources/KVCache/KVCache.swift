@@ -111,6 +111,7 @@ public final class KVCache {
                                      pendingRows: phase == .decode ? 0 : pendingRows, prefillEnd: prefillEnd, meter: meter)
                 if owns { policy.didAppend(step) }
                 attend(step, owns: owns, output: output)
+                steps.output(layer: layer, rows: rows, output)
                 probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
                 if owns && isStepEnd { finish(step, next: (positions.max() ?? -1) + 1) }
             }

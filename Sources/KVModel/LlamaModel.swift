@@ -15,6 +15,8 @@ public final class LlamaModel {
     public let rope: RotaryEmbedding
     /// Rows per prefill chunk: activations are O(chunk), attention memory O(chunk x key block).
     public var prefillChunk = 512
+    /// Query heads switched off inside attention (head ablation, HeadMask.swift); nil = none.
+    public var headMask: HeadMask?
 
     public init(config: ModelConfig, weights: ModelWeights) {
         self.config = config
@@ -107,8 +109,10 @@ public final class LlamaModel {
             linear(ws.h, T, D, w.wv, w.bv, kvDim, ws.v)
             rope.apply(ws.q, rows: T, heads: c.heads, positions: positions)
             rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
+            applyHeadMask(layer: l, phase: phase, rows: T, queries: ws.q)
             cache.attention(layer: l, phase: phase, rows: T, isStepEnd: isStepEnd, queries: ws.q, keys: ws.k, values: ws.v,
                             positions: positions, output: ws.attn)
+            applyHeadMask(layer: l, phase: phase, rows: T, output: ws.attn)
             linear(ws.attn, T, qDim, w.wo, w.bo, D, ws.x, accumulate: true)
             w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
             linear(ws.h, T, D, w.wGate, w.bGate, I, ws.gate)

@@ -67,6 +67,19 @@ public struct PolicySpec: Hashable, Sendable {
         return policy
     }
 
+    /// Builds the policy for a model of cache shape `model`: as `make(modelKVHeads:)`, and a KV-head
+    /// projection (svd_heads) must have been fitted for the model's layers, KV heads and head_dim, and a policy
+    /// reading a per-head file (`ModelShapeChecked`) must fit the model.
+    public func make(model shape: CacheShape) throws -> CachePolicy {
+        let policy = try make(modelKVHeads: shape.kvHeads)
+        if let p = policy.layout.kvHeadProjection, p.layers != shape.layers || p.modelKVHeads != shape.kvHeads || p.headDim != shape.headDim {
+            throw PolicyError.invalidParameter(policy: kind, field: "calibration",
+                message: "fitted for \(p.layers) layers x \(p.modelKVHeads) KV heads x head_dim \(p.headDim); the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim)")
+        }
+        for p in [policy] + ((policy as? PolicyStack)?.children ?? []) { try (p as? ModelShapeChecked)?.check(model: shape) }
+        return policy
+    }
+
     /// The policy's name in configs and results; a stack joins its children's with "+".
     public var kind: String {
         switch node {

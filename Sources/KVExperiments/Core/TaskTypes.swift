@@ -72,6 +72,8 @@ public struct TaskSpec: Hashable, Sendable, Codable {
     /// Teacher-forced positions evaluated after the context (fidelity, perplexity).
     public var evalTokens: Int
     public var suffixMode: SuffixMode
+    /// Query heads switched off in the runs of this task (not in its full-cache reference); nil = none.
+    public var ablation: HeadAblation?
 
     /// As run keys write them (`RunKey`).
     enum CodingKeys: String, CodingKey {
@@ -79,10 +81,11 @@ public struct TaskSpec: Hashable, Sendable, Codable {
     }
 
     public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
-                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil) {
+                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil, ablation: HeadAblation? = nil) {
         self.kind = kind; self.context = context; self.samples = samples; self.seed = seed
         self.depth = depth; self.textFile = textFile; self.evalTokens = evalTokens
         self.suffixMode = suffixMode ?? (kind == .passkey ? .decode : .prefill)
+        self.ablation = ablation
     }
 }
 

@@ -9,10 +9,11 @@ extension SweepRunner {
     func runPoint(_ point: GridPoint, model m: LlamaModel, codec: TextCodec?, samples: [TaskSample],
                   refs: [SampleOutcome], referenceSeconds: Double = 0, textSource: String = "") throws -> RunRecord {
         let start = DispatchTime.now().uptimeNanoseconds
-        let isFull = point.policy == .full
-        _ = try point.policy.make(modelKVHeads: m.config.kvHeads)
+        let mask = try point.task.ablation?.resolve(layers: m.config.layers, queryHeads: m.config.heads)
+        let isFull = point.policy == .full && mask == nil
+        _ = try point.policy.make(model: m.cacheShape)
         let outs = isFull ? refs : try samples.map { s in
-            try evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
+            try evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false, headMask: mask)
         }
         let c = m.config
         var per: [String: [Double]] = [:]
@@ -123,6 +124,12 @@ extension SweepRunner {
         let evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         scalars.append(.init("run_wall_s", isFull ? referenceSeconds + evalSeconds : evalSeconds))
         var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: storedHeads)]
+        if let mask {   // head ablation: which query heads were switched off
+            var ablated = [Float](repeating: 0, count: c.layers * c.heads)
+            for (l, h) in mask.pairs { ablated[l * c.heads + h] = 1 }
+            grids.append(.init("ablated_heads", ablated, layers: c.layers, heads: c.heads))
+            scalars.append(.init("ablated_heads", Double(mask.count)))
+        }
         if kind == .fidelity {
             grids.append(.init("attention_recall", recall, layers: c.layers, heads: c.heads))
             grids.append(.init("attn_output_rel_error", outErr, layers: c.layers, heads: c.heads))

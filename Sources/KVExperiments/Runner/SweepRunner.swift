@@ -178,7 +178,10 @@ public final class SweepRunner {
         return summary
     }
 
-    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool) throws -> SampleOutcome {
+    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool,
+                  headMask: HeadMask? = nil) throws -> SampleOutcome {
+        m.headMask = headMask   // head ablation (HeadAblation.swift); references run the intact model
+        defer { m.headMask = nil }
         let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
         let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
         var eos = Set(m.config.eosTokenIds)
