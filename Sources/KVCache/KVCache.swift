@@ -54,6 +54,10 @@ public final class KVCache {
     private var rotaryOffset: [[Int]]
     /// MiniCache: for the upper layer of each merged pair, its lower layer and per-KV-head state.
     private var mergePairs: [Int: (lower: Int, states: [PairMergeState])] = [:]
+    /// Shared prefill (KVCache+Replay.swift): records each prefill call's inputs when set; while
+    /// `replaying`, prefill attention is metered but its output not computed.
+    public var recorder: PrefillRecorder?
+    var replaying = false
 
     public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
         let stored = policy.storedKVHeads(modelKVHeads: modelShape.kvHeads)
@@ -111,6 +115,10 @@ public final class KVCache {
                           positions: [Int], output: UnsafeMutablePointer<Float>) {
         let d = shape.headDim, hkv = shape.kvHeads, g = shape.groupSize, hq = shape.queryHeads
         let scale = 1 / Float(d).squareRoot()
+        if phase == .prefill, let rec = recorder {
+            rec.record(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, queries: queries,
+                       keys: keys, values: values, positions: positions, modelShape: modelShape)
+        }
         let source = policy.sourceLayer(layer)
         let owns = source == layer
         let heads = stores[source]
@@ -168,6 +176,7 @@ public final class KVCache {
                     for h in 0..<hkv {
                         let st = heads[h], visible = Attention.visibleCounts(store: st, positions: positions)
                         meterPrefill(rowsRead: visible.reduce(0, +))
+                        if replaying { continue }           // the recorded dense prefill computed this output
                         for qh in h * g..<(h + 1) * g {
                             Attention.causal(q: queries + qh * d, ldq: hq * d, rows: rows, store: st, visible: visible,
                                              scale: scale, out: output + qh * d, ldo: hq * d)
@@ -175,7 +184,7 @@ public final class KVCache {
                     }
                 }
             }
-            probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
+            if !replaying { probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output) }
             if owns && isStepEnd && compressionEnabled {
                 for h in 0..<hkv {
                     guard let keep = policy.retain(step, head: h) else { continue }

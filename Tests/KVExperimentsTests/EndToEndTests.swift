@@ -108,7 +108,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try ResultsMerge.merge(shardFiles, into: merged, force: false), 10)
         let a = try ResultsFile.read(whole).runs, b = try ResultsFile.read(merged).runs
         XCTAssertEqual(a.map(\.key), b.map(\.key))
-        let timing: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
+        let timing = ResultsEquality.timings
         for (x, y) in zip(a, b) {
             XCTAssertEqual(x.scalars.filter { !timing.contains($0.name) }, y.scalars.filter { !timing.contains($0.name) }, x.policyLabel)
         }

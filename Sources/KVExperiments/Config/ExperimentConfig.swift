@@ -134,6 +134,16 @@ public struct GridPoint: Sendable {
         let text = t.textFile.map { "\"\($0)\"" } ?? "null"
         return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
             "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy.canonicalLabel)\"}"
+            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"\(generationKey)}, \"policy\": \"\(policy.canonicalLabel)\"}"
+    }
+
+    /// The generation settings that differ from the defaults, as JSON members (empty for a task
+    /// that sets none, so keys of configs written before them stay byte-identical).
+    var generationKey: String {
+        var parts: [String] = []
+        if let n = task.maxNewTokens { parts.append("\"max_new_tokens\": \(n)") }
+        if !task.stop.isEmpty { parts.append("\"stop\": " + ResultsIO.encodeNames(task.stop)) }
+        if task.chatTemplate { parts.append("\"chat_template\": true") }
+        return parts.map { ", " + $0 }.joined()
     }
 }

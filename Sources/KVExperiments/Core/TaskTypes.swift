@@ -72,12 +72,20 @@ public struct TaskSpec: Hashable, Sendable {
     /// Teacher-forced positions evaluated after the context (fidelity, perplexity).
     public var evalTokens: Int
     public var suffixMode: SuffixMode
+    /// Greedy tokens to generate at most; nil = the task's default (docs/tasks.md, "Generation").
+    public var maxNewTokens: Int?
+    /// Generation stops once the decoded output contains one of these (which is cut off); [] = none.
+    public var stop: [String]
+    /// Wrap the prompt in the model's chat template (instruct models); false = the raw prompt.
+    public var chatTemplate: Bool
 
     public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
-                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil) {
+                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil,
+                maxNewTokens: Int? = nil, stop: [String] = [], chatTemplate: Bool = false) {
         self.kind = kind; self.context = context; self.samples = samples; self.seed = seed
         self.depth = depth; self.textFile = textFile; self.evalTokens = evalTokens
         self.suffixMode = suffixMode ?? (kind == .passkey ? .decode : .prefill)
+        self.maxNewTokens = maxNewTokens; self.stop = stop; self.chatTemplate = chatTemplate
     }
 }
 

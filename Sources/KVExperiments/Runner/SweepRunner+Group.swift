@@ -1,0 +1,131 @@
+import Foundation
+import KVCache
+import KVModel
+import KVPolicies
+import KVTensor
+
+extension SweepRunner {
+    /// Samples evaluated concurrently.
+    var jobs: Int { max(1, options.jobs) }
+
+    /// Evaluates one (model, task) group: every sample through the full-cache reference, then
+    /// through each point's policy; per point, its per-sample results in sample order, or the error
+    /// that stopped it (a policy that cannot be built for this model).
+    ///
+    /// Per sample, the reference runs first. When sharing is on and a point's policy
+    /// `sharesDensePrefill`, the reference records its dense prefill of the context (the inputs each
+    /// layer handed the cache, `PrefillRecording`) and that policy's cache replays it instead of
+    /// running the model (`KVCache.replay`); the question and the decoding run per policy. The
+    /// recording lives only while its sample is evaluated. With `jobs` > 1, samples are spread over
+    /// that many workers (each sample on its own caches, BLAS and attention single-threaded);
+    /// every number equals a serial run's, only timings differ.
+    func evaluateGroup(_ points: [GridPoint], model m: LlamaModel, samples: [TaskSample], stop: StopRule,
+                       progress: (String) -> Void) -> [Result<[SampleResult], Error>] {
+        let task = points[0].task
+        // A policy that cannot be built (bad parameters, a calibration file that does not load, head
+        // pooling that does not divide this model's KV heads) fails its point, not the group.
+        var failures = [Error?](repeating: nil, count: points.count)
+        for (i, p) in points.enumerated() {
+            do {
+                let stored = try p.policy.make().storedKVHeads(modelKVHeads: m.config.kvHeads)
+                guard stored >= 1, m.config.kvHeads % stored == 0 else {
+                    throw PolicyError.invalidParameter(policy: p.policy.kind, field: "kv_heads",
+                        message: "expected a divisor of the model's \(m.config.kvHeads) KV heads, got \(stored)")
+                }
+            } catch { failures[i] = error }
+        }
+        let shares = points.indices.map { i in
+            options.sharedPrefill && failures[i] == nil && points[i].policy != .full && points[i].policy.sharesDensePrefill
+        }
+        let table = ResultTable(points: points.count, samples: samples.count)
+        for (i, f) in failures.enumerated() { if let f { table.fail(i, f) } }
+        let threads = jobs > 1 ? 1 : nil
+
+        func evaluateSample(_ si: Int) {
+            let s = samples[si]
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let ref = evaluate(m, policy: FullCachePolicy(), sample: s, task: task, reference: true, stop: stop,
+                               source: shares.contains(true) ? .record : .own, threads: threads)
+            let refSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            for (pi, point) in points.enumerated() where !table.failed(pi) {
+                let t1 = DispatchTime.now().uptimeNanoseconds
+                let out: SampleOutcome
+                if point.policy == .full {
+                    out = ref
+                } else {
+                    let policy: CachePolicy
+                    do { policy = try point.policy.make() } catch { table.fail(pi, error); continue }
+                    out = evaluate(m, policy: policy, sample: s, task: task, reference: false, stop: stop,
+                                   source: shares[pi] ? .replay(ref.shared!) : .own, threads: threads)
+                }
+                let seconds = point.policy == .full ? refSeconds : Double(DispatchTime.now().uptimeNanoseconds - t1) / 1e9
+                table.set(pi, si, SampleResult(point: point, sample: s, out: out, reference: ref, model: m.config,
+                                               keepRetained: config.retentionMaps, seconds: seconds))
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            table.locked { n in
+                progress(String(format: "  sample %d/%d of %@ ctx %d done (%.1fs)", n, samples.count, task.kind.rawValue, task.context, seconds))
+            }
+        }
+
+        if jobs > 1 && samples.count > 1 {
+            let next = Counter()
+            DispatchQueue.concurrentPerform(iterations: min(jobs, samples.count)) { _ in
+                while let si = next.take(below: samples.count) { evaluateSample(si) }
+            }
+        } else {
+            for si in samples.indices { evaluateSample(si) }
+        }
+        return table.results()
+    }
+
+    /// One sample through a fresh cache managed by `policy`.
+    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool,
+                  stop: StopRule, source: PrefillSource = .own, threads: Int? = nil) -> SampleOutcome {
+        let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
+        if let threads { cache.threads = threads }
+        let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
+        var stop = stop
+        if task.kind == .mqar || task.kind == .fidelity { stop.eos = [] }
+        return SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, stop: stop,
+                                   prefillSource: source)
+    }
+
+    /// The task options a config's task asks for: the model's prompt style, the task's decode length.
+    func taskOptions(_ task: TaskSpec, style: PromptStyle, codec: TextCodec?) throws -> TaskOptions {
+        TaskOptions(style: style, maxNewTokens: task.maxNewTokens)
+    }
+}
+
+/// Per (point, sample) results filled by concurrent workers.
+private final class ResultTable: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cells: [[SampleResult?]]
+    private var errors: [Error?]
+    private var finished = 0
+
+    init(points: Int, samples: Int) {
+        cells = Array(repeating: Array(repeating: nil, count: samples), count: points)
+        errors = Array(repeating: nil, count: points)
+    }
+    func fail(_ point: Int, _ error: Error) { lock.withLock { if errors[point] == nil { errors[point] = error } } }
+    func failed(_ point: Int) -> Bool { lock.withLock { errors[point] != nil } }
+    func set(_ point: Int, _ sample: Int, _ r: SampleResult) { lock.withLock { cells[point][sample] = r } }
+    /// Counts a finished sample and runs `body` with the count under the lock (serialised log lines).
+    func locked(_ body: (Int) -> Void) { lock.withLock { finished += 1; body(finished) } }
+    func results() -> [Result<[SampleResult], Error>] {
+        lock.withLock {
+            cells.indices.map { p in
+                if let e = errors[p] { return .failure(e) }
+                return .success(cells[p].map { $0! })
+            }
+        }
+    }
+}
+
+/// The next sample index for a worker.
+private final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func take(below n: Int) -> Int? { lock.withLock { defer { value += 1 }; return value < n ? value : nil } }
+}
