@@ -101,11 +101,18 @@ final class RunFiguresTests: XCTestCase {
         if case let .quest(_, page, dense, gqa) = c.policies[0] {
             XCTAssertEqual(page, 16); XCTAssertEqual(dense, 2); XCTAssertEqual(gqa, .queryHead)
         } else { XCTFail() }
-        // Loki's paper setup needs the `phases` option (prefill+decode); a build without it says so.
-        XCTAssertThrowsError(try ExperimentConfig.parse(base + "policies:\n  - {policy: loki, calibration: c.h5, setup: paper}\n",
-                                                        file: "l.yaml")) {
-            XCTAssertTrue($0.localizedDescription.contains("phases: prefill+decode"), $0.localizedDescription)
-        }
+        // Loki's setups: paper = the reference protocol (query_head, prefill+decode), kvlab = group-summed, decode only.
+        let cal = FileManager.default.temporaryDirectory.appendingPathComponent("setup-\(UUID().uuidString).h5").path
+        defer { try? FileManager.default.removeItem(atPath: cal) }
+        try LokiCalibration.identity(layers: 2, kvHeads: 2, headDim: 16).save(to: cal)
+        let l = try ExperimentConfig.parse(base + "policies:\n  - {policy: loki, calibration: \(cal), setup: [paper, kvlab]}\n", file: "l.yaml")
+        XCTAssertEqual(l.policies.map { PolicySetup.name(of: $0) }, ["paper", "kvlab"])
+        if case let .loki(_, _, _, gqa, phases) = l.policies[0] {
+            XCTAssertEqual(gqa, .queryHead); XCTAssertEqual(phases, .prefillAndDecode)
+        } else { XCTFail() }
+        if case let .loki(_, _, _, gqa, phases) = l.policies[1] {
+            XCTAssertEqual(gqa, .kvGroup); XCTAssertEqual(phases, .decode)
+        } else { XCTFail() }
         XCTAssertThrowsError(try ExperimentConfig.parse(base + "policies:\n  - {policy: snapkv, keep: 0.5, setup: paper}\n", file: "x.yaml"))
         XCTAssertThrowsError(try ExperimentConfig.parse(base + "policies:\n  - {policy: quest, budget: 32, setup: best}\n", file: "x.yaml")) {
             XCTAssertTrue($0.localizedDescription.contains("expected one of kvlab, paper"), $0.localizedDescription)
