@@ -21,6 +21,26 @@ public enum BLAS {
         }
     }
 
+    /// Rows per call of `linearTiles`.
+    public static let tileRows = 16
+
+    /// `linear` over rows in tiles of exactly `tileRows` (rows must be a multiple of it): every
+    /// call is an sgemm of the same shape, so each row's result depends on that row alone, never on
+    /// which rows share its tile or how many tiles there are (OpenBLAS picks its kernel path from
+    /// the shape: sgemv, and sgemm with few rows, round differently; checked by BatchDecodeTests).
+    /// Lockstep decoding of many sequences (`LlamaModel.decodeBatch`) reads each weight once per tile.
+    public static func linearTiles(_ x: UnsafePointer<Float>, rows: Int, inDim: Int,
+                                   weight w: UnsafePointer<Float>, outDim: Int,
+                                   into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        precondition(rows % tileRows == 0, "linearTiles: \(rows) rows is not a multiple of \(tileRows)")
+        var r = 0
+        while r < rows {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tileRows), Int32(outDim), Int32(inDim),
+                        1, x + r * inDim, Int32(inDim), w, Int32(inDim), accumulate ? 1 : 0, y + r * outDim, Int32(outDim))
+            r += tileRows
+        }
+    }
+
     /// c[m, n] = alpha * a[m, k] * b[n, k]^T + beta * c, with explicit leading dimensions.
     @inline(__always)
     public static func gemmNT(m: Int, n: Int, k: Int, alpha: Float = 1,

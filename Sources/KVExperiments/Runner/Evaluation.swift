@@ -76,85 +76,135 @@ struct StopRule {
     }
 }
 
-/// Runs one sample through a fresh cache managed by `policy` (prefill, suffix, decode), the same
-/// way for the full-cache reference and for every policy.
-enum SampleEvaluator {
-    static func run(model: LlamaModel, cache: KVCache, sample: TaskSample, task: TaskSpec,
-                    probe: RecordingProbe?, stop: StopRule, prefillSource: PrefillSource = .own) -> SampleOutcome {
-        var out = SampleOutcome()
+/// One sample through one cache, in steps: `prefill` runs the prompt's prefilled part (the model's
+/// own forward, or a replayed dense prefill), then a driver feeds one token at a time (`nextToken`,
+/// then `accept` with its logits): the question's tokens through the decode path, then the greedy
+/// answer until EOS, a stop string or `maxNewTokens`. The same steps for the full-cache reference
+/// and for every policy; `SweepRunner.decodeLockstep` decodes many runs together.
+final class SequenceRun {
+    let model: LlamaModel
+    private(set) var cache: KVCache?
+    let sample: TaskSample
+    let task: TaskSpec
+    let stop: StopRule
+    private(set) var out = SampleOutcome()
+    private var position = 0
+    private var last: [Float] = []
+    private var suffixFed = 0
+    private var promptIn = false
+    private(set) var finished = false
+    /// Wall seconds this run took: its prefill (or replay) and its share of the lockstep decode steps.
+    private(set) var seconds = 0.0
+
+    init(model: LlamaModel, cache: KVCache, sample: TaskSample, task: TaskSpec, probe: RecordingProbe?, stop: StopRule) {
+        self.model = model; self.cache = cache; self.sample = sample; self.task = task; self.stop = stop
         out.probe = probe
         cache.probe = probe
-        defer { cache.probe = nil }
-        let V = model.config.vocabSize
-        let ctx = sample.context, suffix = sample.suffix
-        var position = 0
-        var last: [Float] = []
-        var source = prefillSource
-
-        func prefill(_ tokens: [Int], compress: Bool) {
-            guard !tokens.isEmpty else { return }
-            cache.compressionEnabled = compress
-            defer { cache.compressionEnabled = true }
-            out.prefillTokens += tokens.count
-            let first = position == 0
-            position += tokens.count
-            switch (first, source) {
-            case (true, .replay(let shared)):
-                precondition(shared.recording.tokens == tokens.count, "shared prefill of \(shared.recording.tokens) tokens replayed for \(tokens.count)")
-                out.replaySeconds = clock { cache.replay(shared.recording) }
-                out.prefillSeconds += shared.seconds
-                last = shared.logits
-            case (true, .record):
-                let recorder = PrefillRecorder(startTokens: cache.stats.tokensSeen)
-                cache.recorder = recorder
-                let t = clock { last = model.forward(tokens, startPosition: 0, cache: cache, phase: .prefill) }
-                cache.recorder = nil
-                out.prefillSeconds += t
-                out.shared = SharedPrefill(recording: recorder.finish(), logits: last, seconds: t)
-            default:
-                out.prefillSeconds += clock { last = model.forward(tokens, startPosition: position - tokens.count, cache: cache, phase: .prefill) }
-            }
-            source = .own
-        }
-        func decode(_ token: Int) {
-            probe?.begin()
-            let t = clock { last = model.forward([token], startPosition: position, cache: cache, phase: .decode) }
-            probe?.end()
-            out.decodeSeconds += t; out.decodeSteps += 1
-            position += 1
-        }
-
-        if task.kind.isTeacherForced {
-            prefill(ctx, compress: true)
-            out.rows[position - 1] = last
-            for t in suffix {
-                decode(t)
-                out.rows[position - 1] = last
-            }
-            (out.retained, out.ownBytes) = (snapshot(cache), ownBytes(cache))
-        } else {
-            switch task.suffixMode {
-            case .compressed: prefill(ctx + suffix, compress: true)
-            case .prefill: prefill(ctx, compress: true); prefill(suffix, compress: false)
-            case .decode: prefill(ctx, compress: true); suffix.forEach(decode)
-            }
-            (out.retained, out.ownBytes) = (snapshot(cache), ownBytes(cache))
-            var stopped = false
-            while out.generated.count < sample.maxNewTokens {
-                let next = last.withUnsafeBufferPointer { Ops.argmax($0.baseAddress!, count: V) }
-                out.generated.append(next)
-                if !stop.strings.isEmpty { stopped = stop.text(out.generated).stopped }
-                if stop.eos.contains(next) || stopped || out.generated.count == sample.maxNewTokens { break }
-                decode(next)
-            }
-            out.text = stop.text(out.generated).text
-        }
-        out.stats = cache.stats
-        let counts = (0..<cache.shape.layers).flatMap { l in (0..<cache.shape.kvHeads).map { cache.count(layer: l, head: $0) } }
-        out.finalTokens = Double(counts.reduce(0, +)) / Double(max(counts.count, 1))
-        return out
     }
 
+    /// Whether the question goes through the decode path token by token.
+    private var feedsSuffix: Bool { task.kind.isTeacherForced || task.suffixMode == .decode }
+
+    /// Runs the prompt's prefilled part: the context (with the question when it is compressed with
+    /// it, then the question uncompressed for `suffix: prefill`).
+    func prefill(_ source: PrefillSource) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let ctx = sample.context, suffix = sample.suffix
+        if !task.kind.isTeacherForced && task.suffixMode == .compressed {
+            prefill(ctx + suffix, compress: true, source: source)
+        } else {
+            prefill(ctx, compress: true, source: source)
+            if !task.kind.isTeacherForced && task.suffixMode == .prefill { prefill(suffix, compress: false, source: .own) }
+        }
+        if task.kind.isTeacherForced { out.rows[position - 1] = last }
+        seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    private func prefill(_ tokens: [Int], compress: Bool, source: PrefillSource) {
+        guard !tokens.isEmpty, let cache else { return }
+        cache.compressionEnabled = compress
+        defer { cache.compressionEnabled = true }
+        out.prefillTokens += tokens.count
+        let start = position
+        position += tokens.count
+        switch source {
+        case .replay(let shared):
+            precondition(start == 0 && shared.recording.tokens == tokens.count,
+                         "shared prefill of \(shared.recording.tokens) tokens replayed for \(tokens.count) at \(start)")
+            out.replaySeconds = clock { cache.replay(shared.recording) }
+            out.prefillSeconds += shared.seconds
+            last = shared.logits
+        case .record:
+            let recorder = PrefillRecorder(startTokens: cache.stats.tokensSeen)
+            cache.recorder = recorder
+            let t = clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
+            cache.recorder = nil
+            out.prefillSeconds += t
+            out.shared = SharedPrefill(recording: recorder.finish(), logits: last, seconds: t)
+        case .own:
+            out.prefillSeconds += clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
+        }
+    }
+
+    /// The token to decode next, or nil once the run is over (then its outcome is final). Past the
+    /// question, picks the greedy token and checks EOS, the stop strings and the length limit.
+    func nextToken() -> Int? {
+        guard !finished, let cache else { return nil }
+        if feedsSuffix && suffixFed < sample.suffix.count {
+            out.probe?.begin()
+            return sample.suffix[suffixFed]
+        }
+        if !promptIn {
+            promptIn = true
+            (out.retained, out.ownBytes) = (SampleEvaluator.snapshot(cache), SampleEvaluator.ownBytes(cache))
+        }
+        guard !task.kind.isTeacherForced, out.generated.count < sample.maxNewTokens else { return finish() }
+        let next = last.withUnsafeBufferPointer { Ops.argmax($0.baseAddress!, count: model.config.vocabSize) }
+        out.generated.append(next)
+        let stopped = !stop.strings.isEmpty && stop.text(out.generated).stopped
+        if stop.eos.contains(next) || stopped || out.generated.count == sample.maxNewTokens { return finish() }
+        out.probe?.begin()
+        return next
+    }
+
+    /// The logits [V] of the token `nextToken` returned; `seconds`: this run's share of the step.
+    func accept(_ logits: [Float], seconds stepSeconds: Double) {
+        out.probe?.end()
+        last = logits
+        position += 1
+        out.decodeSeconds += stepSeconds; out.decodeSteps += 1
+        seconds += stepSeconds
+        if feedsSuffix && suffixFed < sample.suffix.count {
+            suffixFed += 1
+            if task.kind.isTeacherForced { out.rows[position - 1] = last }
+        }
+    }
+
+    /// The dense prefill this run recorded (`prefill(.record)`), for others to replay.
+    var sharedPrefill: SharedPrefill? { out.shared }
+
+    /// The position the next token goes to.
+    var nextPosition: Int { position }
+
+    private func finish() -> Int? {
+        finished = true
+        if !task.kind.isTeacherForced { out.text = stop.text(out.generated).text }
+        if let cache {
+            out.stats = cache.stats
+            let counts = (0..<cache.shape.layers).flatMap { l in (0..<cache.shape.kvHeads).map { cache.count(layer: l, head: $0) } }
+            out.finalTokens = Double(counts.reduce(0, +)) / Double(max(counts.count, 1))
+            cache.probe = nil
+        }
+        cache = nil                                  // the outcome is all that is kept
+        return nil
+    }
+
+    /// What the run produced (call once `nextToken` returned nil).
+    var outcome: SampleOutcome { precondition(finished, "outcome of an unfinished run"); return out }
+}
+
+/// Store snapshots shared by the runs and `PromptRun`.
+enum SampleEvaluator {
     static func ownBytes(_ cache: KVCache) -> [[Int]] {
         (0..<cache.shape.layers).map { l in
             (0..<cache.shape.kvHeads).map { h in cache.policy.sourceLayer(l) == l ? cache.stores[l][h].payloadBytes : 0 }

@@ -41,26 +41,40 @@ extension SweepRunner {
         for (i, f) in failures.enumerated() { if let f { table.fail(i, f) } }
         let threads = jobs > 1 ? 1 : nil
 
+        // Runs decoded together: all of a sample's policies unless their caches would outgrow the
+        // memory budget (each could hold the whole prompt and answer in Float32).
+        let bytesPerRun = m.cacheShape.fullBytesPerToken * (task.context + 256)
+        let wave = max(1, Self.lockstepCacheBytes / jobs / max(bytesPerRun, 1))
+
         func evaluateSample(_ si: Int) {
             let s = samples[si]
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let ref = evaluate(m, policy: FullCachePolicy(), sample: s, task: task, reference: true, stop: stop,
-                               source: shares.contains(true) ? .record : .own, threads: threads)
-            let refSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            for (pi, point) in points.enumerated() where !table.failed(pi) {
-                let t1 = DispatchTime.now().uptimeNanoseconds
-                let out: SampleOutcome
-                if point.policy == .full {
-                    out = ref
-                } else {
+            let ref = makeRun(m, policy: FullCachePolicy(), sample: s, task: task, reference: true, stop: stop, threads: threads)
+            ref.prefill(shares.contains(true) ? .record : .own)
+            var reference: SampleOutcome?
+            var pending = points.indices.filter { !table.failed($0) && points[$0].policy != .full }
+            var first = true
+            while first || !pending.isEmpty {
+                let batch = Array(pending.prefix(first ? wave - 1 : wave))
+                pending.removeFirst(batch.count)
+                var runs: [(point: Int, run: SequenceRun)] = []
+                for pi in batch {
                     let policy: CachePolicy
-                    do { policy = try point.policy.make() } catch { table.fail(pi, error); continue }
-                    out = evaluate(m, policy: policy, sample: s, task: task, reference: false, stop: stop,
-                                   source: shares[pi] ? .replay(ref.shared!) : .own, threads: threads)
+                    do { policy = try points[pi].policy.make() } catch { table.fail(pi, error); continue }
+                    let run = makeRun(m, policy: policy, sample: s, task: task, reference: false, stop: stop, threads: threads)
+                    run.prefill(shares[pi] ? .replay(ref.sharedPrefill!) : .own)
+                    runs.append((pi, run))
                 }
-                let seconds = point.policy == .full ? refSeconds : Double(DispatchTime.now().uptimeNanoseconds - t1) / 1e9
-                table.set(pi, si, SampleResult(point: point, sample: s, out: out, reference: ref, model: m.config,
-                                               keepRetained: config.retentionMaps, seconds: seconds))
+                decodeLockstep(m, (first ? [ref] : []) + runs.map(\.run))
+                if first { reference = ref.outcome; first = false }
+                for (pi, run) in runs {
+                    table.set(pi, si, SampleResult(point: points[pi], sample: s, out: run.outcome, reference: reference!,
+                                                   model: m.config, keepRetained: config.retentionMaps, seconds: run.seconds))
+                }
+            }
+            for (pi, point) in points.enumerated() where point.policy == .full && !table.failed(pi) {
+                table.set(pi, si, SampleResult(point: point, sample: s, out: reference!, reference: reference!,
+                                               model: m.config, keepRetained: config.retentionMaps, seconds: ref.seconds))
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             table.locked { n in
@@ -79,16 +93,35 @@ extension SweepRunner {
         return table.results()
     }
 
-    /// One sample through a fresh cache managed by `policy`.
-    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool,
-                  stop: StopRule, source: PrefillSource = .own, threads: Int? = nil) -> SampleOutcome {
+    /// Bytes of caches one sample's lockstep decoding may hold at once (split over the jobs).
+    static let lockstepCacheBytes = 4 << 30
+
+    /// A run of one sample through a fresh cache managed by `policy`.
+    func makeRun(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool,
+                 stop: StopRule, threads: Int? = nil) -> SequenceRun {
         let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
         if let threads { cache.threads = threads }
         let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
         var stop = stop
         if task.kind == .mqar || task.kind == .fidelity { stop.eos = [] }
-        return SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, stop: stop,
-                                   prefillSource: source)
+        return SequenceRun(model: m, cache: cache, sample: sample, task: task, probe: probe, stop: stop)
+    }
+
+    /// Decodes runs in lockstep until every one is over: each step feeds every unfinished run's
+    /// next token through one `decodeBatch` (weights read once per tile of sequences, not once per
+    /// sequence); each run is charged an equal share of the step's time.
+    func decodeLockstep(_ m: LlamaModel, _ runs: [SequenceRun]) {
+        while true {
+            var active: [(run: SequenceRun, token: Int)] = []
+            for r in runs { if let t = r.nextToken() { active.append((r, t)) } }
+            if active.isEmpty { return }
+            var logits: [[Float]] = []
+            let t = clock {
+                logits = m.decodeBatch(active.map(\.token), positions: active.map(\.run.nextPosition),
+                                       caches: active.map { $0.run.cache! })
+            }
+            for (i, a) in active.enumerated() { a.run.accept(logits[i], seconds: t / Double(active.count)) }
+        }
     }
 
     /// The task options a config's task asks for: the model's prompt style, the task's decode length.
