@@ -4,6 +4,17 @@ import Foundation
 public protocol TextCodec {
     func encode(_ text: String) -> [Int]
     func decode(_ ids: [Int]) -> String
+    /// The model's chat template (Jinja) when it ships one.
+    var chatTemplate: String? { get }
+    /// The texts of the BOS and EOS tokens (what a chat template prints for `bos_token`/`eos_token`).
+    var bosText: String { get }
+    var eosText: String { get }
+}
+
+extension TextCodec {
+    public var chatTemplate: String? { nil }
+    public var bosText: String { "" }
+    public var eosText: String { "" }
 }
 
 /// The evaluation tasks of ../shared/TASKS.md.

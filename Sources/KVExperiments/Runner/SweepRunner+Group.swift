@@ -126,7 +126,16 @@ extension SweepRunner {
 
     /// The task options a config's task asks for: the model's prompt style, the task's decode length.
     func taskOptions(_ task: TaskSpec, style: PromptStyle, codec: TextCodec?) throws -> TaskOptions {
-        TaskOptions(style: style, maxNewTokens: task.maxNewTokens)
+        var o = TaskOptions(style: style, maxNewTokens: task.maxNewTokens)
+        if task.chatTemplate, task.kind.needsTokenizer, let codec {
+            guard let template = codec.chatTemplate else {
+                throw TaskError.invalidSpec("task '\(task.kind.rawValue)': chat_template: true, but the model ships no chat template (tokenizer_config.json 'chat_template' or GGUF 'tokenizer.chat_template')")
+            }
+            // One BOS: the template's, unless the tokenizer adds its own (then the template prints none).
+            let bos = codec.encode("").isEmpty ? codec.bosText : ""
+            o.chat = try ChatFormat(template: template, bosToken: bos, eosToken: codec.eosText)
+        }
+        return o
     }
 }
 
