@@ -33,9 +33,11 @@ public final class PrefillRecording: @unchecked Sendable {
     public let startTokens: Int
     /// The calls in the order the model made them (chunk-major, then layer).
     public let calls: [Call]
+    /// Hidden states [rows, D] entering each recorded layer, per chunk (`PrefillRecorder.hiddenLayers`).
+    public let hidden: [Int: [[Float]]]
 
-    init(modelShape: CacheShape, startTokens: Int, calls: [Call]) {
-        self.modelShape = modelShape; self.startTokens = startTokens; self.calls = calls
+    init(modelShape: CacheShape, startTokens: Int, calls: [Call], hidden: [Int: [[Float]]]) {
+        self.modelShape = modelShape; self.startTokens = startTokens; self.calls = calls; self.hidden = hidden
     }
 
     /// Tokens the recorded prefill fed (rows of layer 0's calls).
@@ -45,6 +47,19 @@ public final class PrefillRecording: @unchecked Sendable {
     /// cache of the same tokens for a GQA model with g = 3).
     public var bytes: Int {
         calls.reduce(0) { $0 + ($1.queries.count + $1.keys.count + $1.values.count) * MemoryLayout<Float>.stride + $1.positions.count * 8 }
+            + hidden.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count * MemoryLayout<Float>.stride } }
+    }
+}
+
+/// Resume a prefill from a recording: replay the layers below `layer`, run the model from `layer`
+/// on the recorded hidden state (a policy whose lower layers prefill densely: CLA and KVSharer
+/// maps share nothing below the first layer that reads another's store).
+public struct PrefillResume {
+    public let recording: PrefillRecording
+    public let layer: Int
+    public init(recording: PrefillRecording, layer: Int) {
+        precondition(recording.hidden[layer] != nil, "resumed prefill: no hidden state recorded at layer \(layer)")
+        self.recording = recording; self.layer = layer
     }
 }
 
@@ -53,9 +68,17 @@ public final class PrefillRecorder {
     private var calls: [PrefillRecording.Call] = []
     private var shape: CacheShape?
     private let startTokens: Int
+    /// Layers whose entering hidden state the model records (for resumed prefills).
+    public let hiddenLayers: Set<Int>
+    private var hidden: [Int: [[Float]]] = [:]
 
     /// `startTokens`: `cache.stats.tokensSeen` when the recorded prefill starts.
-    public init(startTokens: Int) { self.startTokens = startTokens }
+    public init(startTokens: Int, hiddenLayers: Set<Int> = []) { self.startTokens = startTokens; self.hiddenLayers = hiddenLayers }
+
+    /// The model's hidden state x [rows, D] entering `layer` for the current chunk.
+    public func recordHidden(layer: Int, _ x: UnsafePointer<Float>, count: Int) {
+        hidden[layer, default: []].append(Array(UnsafeBufferPointer(start: x, count: count)))
+    }
 
     func record(layer: Int, rows: Int, isStepEnd: Bool, pendingRows: Int, queries: UnsafePointer<Float>,
                 keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: [Int], modelShape: CacheShape) {
@@ -70,7 +93,7 @@ public final class PrefillRecorder {
     /// The recording so far (the calls of the prefill that ran while this recorder was set).
     public func finish() -> PrefillRecording {
         PrefillRecording(modelShape: shape ?? CacheShape(layers: 0, queryHeads: 1, kvHeads: 1, headDim: 0),
-                         startTokens: startTokens, calls: calls)
+                         startTokens: startTokens, calls: calls, hidden: hidden)
     }
 }
 
@@ -91,23 +114,39 @@ extension KVCache {
         return nil
     }
 
-    /// Replays a recorded dense prefill into this cache: every recorded `attention` call in its
-    /// order, with the recorded pending rows, then the prefill's `endStep`. The stores, the
-    /// policy's state and every measured figure (bytes stored, peak, prefill bytes read, tokens
-    /// seen, prompt length) end as after `model.forward(tokens, ..., phase: .prefill)` on this
-    /// cache; `compressionEnabled` applies as it would there. Attention outputs are not computed
-    /// (a probe's `attentionOutput` is not called for the replayed prefill).
-    public func replay(_ recording: PrefillRecording) {
-        if let problem = replayablePrefillProblem { preconditionFailure("replayed prefill: \(problem)") }
-        precondition(recording.modelShape == modelShape, "replayed prefill: recorded for another model shape")
-        precondition(stats.tokensSeen == recording.startTokens,
-                     "replayed prefill: recorded after \(recording.startTokens) tokens, the cache has seen \(stats.tokensSeen)")
+    /// The leading layers whose prefill is the dense prefill for this policy: those before the first
+    /// layer that reads another layer's store or keeps keys in another basis (all layers when none
+    /// does; 0 when the policy pools KV heads or selects keys per query row in prefill).
+    public var denseLayerPrefix: Int {
+        if shape.kvHeads != modelShape.kvHeads || policy.selectsRows(.prefill) { return 0 }
+        for l in 0..<shape.layers {
+            if policy.sourceLayer(l) != l || (0..<shape.kvHeads).contains(where: { policy.keyBasis(layer: l, head: $0) != nil }) { return l }
+        }
+        return shape.layers
+    }
+
+    /// For a resumed prefill (`resume` set), chunk `chunk` of `rows` tokens: replays the recorded
+    /// calls of the layers below `resume.layer` and returns where the model goes on (that layer
+    /// and its recorded hidden state [rows, D]); nil when no prefill is resumed.
+    public func replayPrefix(chunk: Int, rows: Int) -> (layer: Int, hidden: [Float])? {
+        guard let r = resume else { return nil }
+        let L = modelShape.layers, rec = r.recording
+        precondition(r.layer <= denseLayerPrefix, "resumed prefill: \(policy.name) does not prefill layers below \(r.layer) densely")
+        precondition(stats.tokensSeen == rec.startTokens || chunk > 0, "resumed prefill: recorded after \(rec.startTokens) tokens, the cache has seen \(stats.tokensSeen)")
+        precondition((chunk + 1) * L <= rec.calls.count && rec.calls[chunk * L].rows == rows,
+                     "resumed prefill: chunk \(chunk) of \(rows) rows is not in the recording")
+        replay(rec.calls[(chunk * L)..<(chunk * L + r.layer)])
+        return (r.layer, rec.hidden[r.layer]![chunk])
+    }
+
+    /// Replays recorded calls (prefill attention metered, not computed).
+    private func replay(_ calls: ArraySlice<PrefillRecording.Call>) {
         let width = modelShape.queryHeads * modelShape.headDim
-        let rows = recording.calls.map(\.rows).max() ?? 0
-        let output = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * width, 1))   // [rows, H * d], not written
+        let output = UnsafeMutablePointer<Float>.allocate(capacity: max((calls.map(\.rows).max() ?? 0) * width, 1))
         defer { output.deallocate(); replaying = false }
         replaying = true
-        for call in recording.calls {
+        let pending = pendingRows
+        for call in calls {
             pendingRows = call.pendingRows
             call.queries.withUnsafeBufferPointer { q in
                 call.keys.withUnsafeBufferPointer { k in
@@ -119,8 +158,22 @@ extension KVCache {
                 }
             }
         }
+        pendingRows = pending
+    }
+
+    /// Replays a recorded dense prefill into this cache: every recorded `attention` call in its
+    /// order, with the recorded pending rows, then the prefill's `endStep`. The stores, the
+    /// policy's state and every measured figure (bytes stored, peak, prefill bytes read, tokens
+    /// seen, prompt length) end as after `model.forward(tokens, ..., phase: .prefill)` on this
+    /// cache; `compressionEnabled` applies as it would there. Attention outputs are not computed
+    /// (a probe's `attentionOutput` is not called for the replayed prefill).
+    public func replay(_ recording: PrefillRecording) {
+        if let problem = replayablePrefillProblem { preconditionFailure("replayed prefill: \(problem)") }
+        precondition(recording.modelShape == modelShape, "replayed prefill: recorded for another model shape")
+        precondition(stats.tokensSeen == recording.startTokens,
+                     "replayed prefill: recorded after \(recording.startTokens) tokens, the cache has seen \(stats.tokensSeen)")
+        replay(recording.calls[...])
         pendingRows = 0
-        replaying = false
         endStep(phase: .prefill)
     }
 }

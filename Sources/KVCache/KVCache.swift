@@ -57,6 +57,8 @@ public final class KVCache {
     /// Shared prefill (KVCache+Replay.swift): records each prefill call's inputs when set; while
     /// `replaying`, prefill attention is metered but its output not computed.
     public var recorder: PrefillRecorder?
+    /// A prefill to resume from a recording (the model replays the layers below `layer`).
+    public var resume: PrefillResume?
     var replaying = false
 
     public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {

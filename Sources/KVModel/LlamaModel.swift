@@ -45,14 +45,18 @@ public final class LlamaModel {
                         logits request: LogitsRequest = .last) -> [Float] {
         precondition(tokens.allSatisfy { $0 >= 0 && $0 < config.vocabSize }, "token id out of vocabulary")
         var result: [Float] = []
-        var start = 0
+        var start = 0, chunk = 0
         while start < tokens.count {
             let end = min(start + (phase == .decode ? 1 : prefillChunk), tokens.count)
             let isLast = end == tokens.count
             let want: LogitsRequest = request == .all || request == .hidden ? request : (request == .last && isLast ? .last : .none)
             cache.pendingRows = tokens.count - end        // the key length this forward ends with (Loki's k)
+            // A resumed prefill (KVCache+Replay.swift): the lower layers' calls are replayed, the
+            // model runs from the first layer that differs, on the recorded hidden state.
+            let resume = phase == .prefill ? cache.replayPrefix(chunk: chunk, rows: end - start) : nil
+            chunk += 1
             let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
-                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want)
+                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want, resume: resume)
             result += out
             start = end
         }
@@ -62,17 +66,23 @@ public final class LlamaModel {
     }
 
     private func forwardChunk(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
-                              isStepEnd: Bool, logits request: LogitsRequest) -> [Float] {
+                              isStepEnd: Bool, logits request: LogitsRequest,
+                              resume: (layer: Int, hidden: [Float])? = nil) -> [Float] {
         let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
         let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
         let positions = (0..<T).map { startPosition + $0 }
         let ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
         defer { ws.free() }
         // x [T, D] = embedding rows
-        weights.embedding.withUnsafeBufferPointer { e in
-            for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+        if let resume {
+            ws.x.update(from: resume.hidden, count: T * D)                      // x [T, D] entering layer resume.layer
+        } else {
+            weights.embedding.withUnsafeBufferPointer { e in
+                for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+            }
         }
-        for (l, w) in weights.layers.enumerated() {
+        for (l, w) in weights.layers.enumerated() where l >= resume?.layer ?? 0 {
+            if let rec = cache.recorder, rec.hiddenLayers.contains(l) { rec.recordHidden(layer: l, ws.x, count: T * D) }
             w.inputNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
             linear(ws.h, T, D, w.wq, w.bq, qDim, ws.q)
             linear(ws.h, T, D, w.wk, w.bk, kvDim, ws.k)

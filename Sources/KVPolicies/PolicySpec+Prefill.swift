@@ -16,14 +16,32 @@ extension PolicySpec {
     /// basis change prefill attention's rounding; its reference protocol also selects keys per
     /// query row in prefill). A stack shares when every child does. The cache checks the same
     /// conditions at replay (`KVCache.replayablePrefillProblem`) and refuses a policy that fails them.
-    public var sharesDensePrefill: Bool {
+    public var sharesDensePrefill: Bool { prefillSharing == .whole }
+
+    /// How much of a shared dense prefill the policy can take.
+    public enum PrefillSharing: Int, Comparable, Sendable {
+        /// None: the policy changes the prefill from its first layer on (head pooling, Loki).
+        case none
+        /// The layers below the first one that reads another layer's store (cross-layer sharing:
+        /// CLA, KVSharer maps) prefill densely: they are replayed and the model resumes from that
+        /// layer on the recorded hidden state (`KVCache.denseLayerPrefix`, `PrefillResume`).
+        case leadingLayers
+        /// All of it (`sharesDensePrefill`).
+        case whole
+        public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// The policy's declared prefill sharing; a stack takes the least of its children's.
+    public var prefillSharing: PrefillSharing {
         switch self {
         case .full, .streamingLLM, .h2o, .snapKV, .pyramidKV, .tova, .knorm, .quest, .oracleTopK, .kivi, .miniCache:
-            return true
-        case .headPooling, .cla, .loki:
-            return false
+            return .whole
+        case .cla:
+            return .leadingLayers
+        case .headPooling, .loki:
+            return .none
         case .stack(let children):
-            return children.allSatisfy(\.sharesDensePrefill)
+            return children.map(\.prefillSharing).min() ?? .whole
         }
     }
 }

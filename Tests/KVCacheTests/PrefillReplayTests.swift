@@ -110,6 +110,7 @@ final class PrefillReplayTests: XCTestCase {
             XCTAssertNil(m.makeCache(policy: try spec.make()).replayablePrefillProblem, spec.label)
         }
         let own: [PolicySpec] = [.cla(shareFactor: 2, layers: .all, map: nil), .headPooling(kvHeads: 1)]
+        XCTAssertEqual(PolicySpec.headPooling(kvHeads: 1).prefillSharing, .none)
         for spec in own {
             XCTAssertFalse(spec.sharesDensePrefill, spec.label)
             XCTAssertNotNil(m.makeCache(policy: try spec.make()).replayablePrefillProblem, spec.label)
@@ -121,6 +122,47 @@ final class PrefillReplayTests: XCTestCase {
             XCTAssertNotNil(m.makeCache(policy: loki).replayablePrefillProblem, "loki \(phases)")
         }
         XCTAssertFalse(PolicySpec.stack([.snapKV(budget: .tokens(8), window: 4, kernel: 3, pooling: .avg), .headPooling(kvHeads: 1)]).sharesDensePrefill)
+    }
+
+    /// Cross-layer sharing: the layers below the first one that reads another's store are replayed
+    /// and the model resumes from that layer on the recorded hidden state; the result equals the
+    /// policy's own prefill bit for bit.
+    func testResumedPrefillEqualsOwnPrefillBitForBit() throws {
+        let m = try ModelSource.parse("synthetic:tiny,layers=5,std=0.15,seed=4").load()
+        m.prefillChunk = 40
+        let specs: [(PolicySpec, Int)] = [(.cla(shareFactor: 2, layers: .all, map: nil), 1),
+                                          (.cla(shareFactor: 2, layers: .upperHalf, map: nil), 3),
+                                          (.stack([.cla(shareFactor: 2, layers: .from(2), map: nil),
+                                                   .snapKV(budget: .tokens(24), window: 8, kernel: 5, pooling: .avg)]), 3)]
+        let reference = m.makeCache()
+        let recorder = PrefillRecorder(startTokens: 0, hiddenLayers: Set(specs.map(\.1)))
+        reference.recorder = recorder
+        _ = m.forward(Self.prompt, startPosition: 0, cache: reference, phase: .prefill)
+        reference.recorder = nil
+        let recording = recorder.finish()
+        XCTAssertEqual(recording.hidden[3]?.count, 3)                                  // one per chunk
+        for (spec, layer) in specs {
+            XCTAssertEqual(spec.prefillSharing, .leadingLayers, spec.label)
+            func run(resume: Bool) throws -> ([Float], KVCache) {
+                let cache = m.makeCache(policy: try spec.make())
+                XCTAssertEqual(cache.denseLayerPrefix, layer, spec.label)
+                if resume { cache.resume = PrefillResume(recording: recording, layer: layer) }
+                var logits = m.forward(Self.prompt, startPosition: 0, cache: cache, phase: .prefill)
+                cache.resume = nil
+                for (i, t) in Self.decodeTokens.enumerated() {
+                    logits += m.forward([t], startPosition: Self.prompt.count + i, cache: cache, phase: .decode)
+                }
+                return (logits, cache)
+            }
+            let (own, a) = try run(resume: false), (resumed, b) = try run(resume: true)
+            XCTAssertEqual(own.map(\.bitPattern), resumed.map(\.bitPattern), "\(spec.label): logits differ")
+            var (sa, sb) = (a.stats, b.stats)
+            (sa.bytesAllocated, sb.bytesAllocated) = (0, 0)
+            XCTAssertEqual(sa, sb, spec.label)
+            assertSameStores(a, b, spec.label)
+        }
+        XCTAssertEqual(m.makeCache(policy: try PolicySpec.headPooling(kvHeads: 1).make()).denseLayerPrefix, 0)
+        XCTAssertEqual(m.makeCache().denseLayerPrefix, 5)
     }
 
     func assertSameStores(_ a: KVCache, _ b: KVCache, _ label: String, file: StaticString = #filePath, line: UInt = #line) {

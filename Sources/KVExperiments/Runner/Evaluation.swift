@@ -16,6 +16,8 @@ struct SampleOutcome {
     var prefillTokens = 0
     /// Seconds spent replaying a shared dense prefill into this cache (nil: the policy ran its own).
     var replaySeconds: Double?
+    /// The layers below this one were replayed from the shared prefill, the rest computed (nil: none).
+    var resumedAt: Int?
     var decodeSeconds = 0.0
     var decodeSteps = 0
     /// Kept original positions per layer and KV head after the prompt (context + suffix), as the
@@ -49,10 +51,13 @@ final class SharedPrefill: @unchecked Sendable {
 enum PrefillSource {
     /// The model runs it on this cache.
     case own
-    /// The model runs it on this cache, and its inputs are recorded for replay (the reference).
-    case record
+    /// The model runs it on this cache, and its inputs are recorded for replay (the reference),
+    /// with the hidden states entering `hiddenLayers` (for resumed prefills).
+    case record(hiddenLayers: Set<Int>)
     /// A recorded dense prefill is replayed into this cache; the model does not run.
     case replay(SharedPrefill)
+    /// The recorded calls of the layers below `layer` are replayed; the model runs from `layer` on.
+    case resume(SharedPrefill, layer: Int)
 }
 
 /// When generation stops: at an end-of-sequence id, at a stop string, or at the sample's
@@ -134,8 +139,14 @@ final class SequenceRun {
             out.replaySeconds = clock { cache.replay(shared.recording) }
             out.prefillSeconds += shared.seconds
             last = shared.logits
-        case .record:
-            let recorder = PrefillRecorder(startTokens: cache.stats.tokensSeen)
+        case .resume(let shared, let layer):
+            precondition(start == 0, "a resumed prefill starts the sequence")
+            cache.resume = PrefillResume(recording: shared.recording, layer: layer)
+            out.prefillSeconds += clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
+            cache.resume = nil
+            out.resumedAt = layer
+        case .record(let hiddenLayers):
+            let recorder = PrefillRecorder(startTokens: cache.stats.tokensSeen, hiddenLayers: hiddenLayers)
             cache.recorder = recorder
             let t = clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
             cache.recorder = nil

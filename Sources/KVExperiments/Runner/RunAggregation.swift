@@ -21,8 +21,8 @@ struct SampleResult {
     var text: String?
     /// Wall seconds of this evaluation (the full policy: the reference's).
     var seconds = 0.0
-    /// Whether the policy took the shared dense prefill.
-    var sharedPrefill = false
+    /// How the policy's prefill ran: "shared" (replayed), "shared_prefix" (lower layers replayed), "own".
+    var prefillMode = "own"
 
     init(point: GridPoint, sample s: TaskSample, out: SampleOutcome, reference ref: SampleOutcome,
          model c: ModelConfig, keepRetained: Bool, seconds: Double) {
@@ -64,7 +64,7 @@ struct SampleResult {
         (ownBytes, referenceOwnBytes) = (out.ownBytes, ref.ownBytes)
         retained = keepRetained ? out.retained : nil
         self.seconds = seconds
-        sharedPrefill = out.replaySeconds != nil
+        prefillMode = out.replaySeconds != nil ? "shared" : (out.resumedAt != nil ? "shared_prefix" : "own")
     }
 }
 
@@ -142,7 +142,7 @@ extension SweepRunner {
                                perLayerHead: grids, retention: retention)
         if !kind.isTeacherForced { record.texts = [.init("generated", results.map { $0.text ?? "" })] }
         record.info = RunFractions.info(point, textSource: textSource)
-            + [.init("prefill", results.contains(where: \.sharedPrefill) ? "shared" : "own")]
+            + [.init("prefill", results.first?.prefillMode ?? "own")]
         return record
     }
 }

@@ -15,8 +15,10 @@ extension SweepRunner {
     /// Per sample, the reference runs first. When sharing is on and a point's policy
     /// `sharesDensePrefill`, the reference records its dense prefill of the context (the inputs each
     /// layer handed the cache, `PrefillRecording`) and that policy's cache replays it instead of
-    /// running the model (`KVCache.replay`); the question and the decoding run per policy. The
-    /// recording lives only while its sample is evaluated. With `jobs` > 1, samples are spread over
+    /// running the model (`KVCache.replay`); a cross-layer sharing policy replays the layers below
+    /// its first shared layer and runs the model from there (`PrefillResume`). The question and the
+    /// decoding run per policy, all of a sample's runs in lockstep (`decodeLockstep`). The recording
+    /// lives only while its sample is evaluated. With `jobs` > 1, samples are spread over
     /// that many workers (each sample on its own caches, BLAS and attention single-threaded);
     /// every number equals a serial run's, only timings differ.
     func evaluateGroup(_ points: [GridPoint], model m: LlamaModel, samples: [TaskSample], stop: StopRule,
@@ -34,9 +36,20 @@ extension SweepRunner {
                 }
             } catch { failures[i] = error }
         }
-        let shares = points.indices.map { i in
-            options.sharedPrefill && failures[i] == nil && points[i].policy != .full && points[i].policy.sharesDensePrefill
+        // Per point, how its prefill is taken from the reference's: whole, from a layer on, or not.
+        let sharing: [Int?] = points.indices.map { i in
+            let p = points[i].policy
+            guard options.sharedPrefill, failures[i] == nil, p != .full else { return nil }
+            switch p.prefillSharing {
+            case .whole: return m.config.layers
+            case .none: return nil
+            case .leadingLayers:
+                guard let live = try? p.make() else { return nil }
+                let l = m.makeCache(policy: live, initialCapacity: 1).denseLayerPrefix
+                return l > 0 ? l : nil
+            }
         }
+        let hiddenLayers = Set(sharing.compactMap { $0 }.filter { $0 < m.config.layers })
         let table = ResultTable(points: points.count, samples: samples.count)
         for (i, f) in failures.enumerated() { if let f { table.fail(i, f) } }
         let threads = jobs > 1 ? 1 : nil
@@ -50,7 +63,7 @@ extension SweepRunner {
             let s = samples[si]
             let t0 = DispatchTime.now().uptimeNanoseconds
             let ref = makeRun(m, policy: FullCachePolicy(), sample: s, task: task, reference: true, stop: stop, threads: threads)
-            ref.prefill(shares.contains(true) ? .record : .own)
+            ref.prefill(sharing.contains { $0 != nil } ? .record(hiddenLayers: hiddenLayers) : .own)
             var reference: SampleOutcome?
             var pending = points.indices.filter { !table.failed($0) && points[$0].policy != .full }
             var first = true
@@ -62,7 +75,11 @@ extension SweepRunner {
                     let policy: CachePolicy
                     do { policy = try points[pi].policy.make() } catch { table.fail(pi, error); continue }
                     let run = makeRun(m, policy: policy, sample: s, task: task, reference: false, stop: stop, threads: threads)
-                    run.prefill(shares[pi] ? .replay(ref.sharedPrefill!) : .own)
+                    switch sharing[pi] {
+                    case nil: run.prefill(.own)
+                    case m.config.layers?: run.prefill(.replay(ref.sharedPrefill!))
+                    case let layer?: run.prefill(.resume(ref.sharedPrefill!, layer: layer))
+                    }
                     runs.append((pi, run))
                 }
                 decodeLockstep(m, (first ? [ref] : []) + runs.map(\.run))
