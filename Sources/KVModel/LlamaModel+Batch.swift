@@ -6,13 +6,11 @@ extension LlamaModel {
     /// One decode step of several independent sequences in lockstep: sequence i feeds `tokens[i]`
     /// at `positions[i]` into its own cache `caches[i]` and gets its next-token logits [V].
     ///
-    /// The matrix products run over the sequences' rows together, in tiles of `BLAS.tileRows`
-    /// (padded with zero rows), so each weight matrix is read once per tile instead of once per
-    /// sequence; attention runs per sequence on its own cache, exactly as `forward(_:phase: .decode)`
-    /// does, and each cache's step ends the same way. Each sequence's logits depend on that sequence
-    /// alone (not on how many others share the step or which), but round differently from
-    /// `forward`'s single-row path (sgemv): a sweep decodes every sequence through this function so
-    /// that its numbers never depend on how its sequences were grouped (docs/benchmarks/sweep.md).
+    /// The matrix products pass every sequence's row through each block of weight rows while it is
+    /// in cache (`BLAS.linearShared`), so the weights stream from memory once per step instead of
+    /// once per sequence; attention runs per sequence on its own cache, and each cache's step ends,
+    /// exactly as `forward(_:phase: .decode)` does. Every sequence's logits, cache and measured
+    /// figures are bit for bit those of decoding it alone with `forward` (BatchDecodeTests).
     public func decodeBatch(_ tokens: [Int], positions: [Int], caches: [KVCache],
                             logits request: LogitsRequest = .last) -> [[Float]] {
         let n = tokens.count
@@ -21,16 +19,16 @@ extension LlamaModel {
         guard n > 0 else { return [] }
         let c = config, D = c.hiddenSize, d = c.headDim, V = c.vocabSize
         let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
-        let tile = BLAS.tileRows, rows = (n + tile - 1) / tile * tile        // padded rows
+        let rows = n
         let ws = Workspace(rows: rows, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
         defer { ws.free() }
         for (p, width) in [(ws.x, D), (ws.h, D), (ws.q, qDim), (ws.attn, qDim), (ws.k, kvDim), (ws.v, kvDim), (ws.gate, I), (ws.up, I)] {
-            p.initialize(repeating: 0, count: rows * width)                  // padding rows stay finite
+            p.initialize(repeating: 0, count: rows * width)
         }
         weights.embedding.withUnsafeBufferPointer { e in
             for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
         }
-        let pos = positions + Array(repeating: 0, count: rows - n)
+        let pos = positions
         for (l, w) in weights.layers.enumerated() {
             w.inputNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: rows, dim: D, eps: c.rmsNormEps, into: ws.h) }
             tiles(ws.h, rows, D, w.wq, w.bq, qDim, ws.q)
@@ -60,16 +58,16 @@ extension LlamaModel {
         var out = [Float](repeating: 0, count: rows * V)                    // [rows, V]
         out.withUnsafeMutableBufferPointer { o in
             (weights.lmHead ?? weights.embedding).withUnsafeBufferPointer {
-                BLAS.linearTiles(ws.h, rows: rows, inDim: D, weight: $0.baseAddress!, outDim: V, into: o.baseAddress!)
+                BLAS.linearShared(ws.h, rows: rows, inDim: D, weight: $0.baseAddress!, outDim: V, into: o.baseAddress!)
             }
         }
         return (0..<n).map { Array(out[($0 * V)..<(($0 + 1) * V)]) }
     }
 
-    /// y [rows, out] (=|+=) x [rows, in] W^T + b, in tiles.
+    /// y [rows, out] (=|+=) x [rows, in] W^T + b, each row as a single row computes it.
     private func tiles(_ x: UnsafePointer<Float>, _ rows: Int, _ inDim: Int, _ w: [Float], _ b: [Float]?,
                        _ outDim: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
-        w.withUnsafeBufferPointer { BLAS.linearTiles(x, rows: rows, inDim: inDim, weight: $0.baseAddress!, outDim: outDim, into: y, accumulate: accumulate) }
+        w.withUnsafeBufferPointer { BLAS.linearShared(x, rows: rows, inDim: inDim, weight: $0.baseAddress!, outDim: outDim, into: y, accumulate: accumulate) }
         if let b { b.withUnsafeBufferPointer { Ops.addBias($0.baseAddress!, to: y, rows: rows, cols: outDim) } }
     }
 }
