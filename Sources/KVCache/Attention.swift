@@ -25,10 +25,15 @@ public enum Attention {
     /// - out: [rows, ldo]  the head's slice of the output rows
     public static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                               scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
-        if store.compactCount > 0 {   // a later prefill over KIVI codes or merged tokens: exact fp over a restored copy
-            return causal(q: q, ldq: ldq, rows: rows, store: store.dequantizedCopy(), visible: visible, scale: scale, out: out, ldo: ldo)
+        // Compact formats (KIVI codes, merged tokens): exact Float32 over a restored copy.
+        store.rows.withFloat32(0..<(visible.last ?? 0)) { keys, values in
+            causal(q: q, ldq: ldq, rows: rows, keys: keys, values: values, d: store.headDim, visible: visible, scale: scale, out: out, ldo: ldo)
         }
-        let d = store.headDim
+    }
+
+    /// The same over key and value rows [visible.last, d].
+    static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, d: Int,
+                       visible: [Int], scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
         let bq = min(queryBlock, rows), bk = keyBlock
         let s = UnsafeMutablePointer<Float>.allocate(capacity: bq * bk)      // [bq, bk] scores / probs
         let acc = UnsafeMutablePointer<Float>.allocate(capacity: bq * d)      // [bq, d] unnormalised output
@@ -44,7 +49,7 @@ public enum Attention {
             while k0 < limit {
                 let k1 = min(k0 + bk, limit), nk = k1 - k0
                 BLAS.gemmNT(m: nq, n: nk, k: d, alpha: scale, a: q + q0 * ldq, lda: ldq,
-                            b: store.keys + k0 * d, ldb: d, c: s, ldc: bk)
+                            b: keys + k0 * d, ldb: d, c: s, ldc: bk)
                 for r in 0..<nq {
                     let row = s + r * bk
                     let seen = min(max(visible[q0 + r] - k0, 0), nk)          // columns this row sees
@@ -62,7 +67,7 @@ public enum Attention {
                     m[r] = mNew
                     if alpha != 1 { let a = acc + r * d; for t in 0..<d { a[t] *= alpha } }
                 }
-                BLAS.gemmNN(m: nq, n: d, k: nk, a: s, lda: bk, b: store.values + k0 * d, ldb: d,
+                BLAS.gemmNN(m: nq, n: d, k: nk, a: s, lda: bk, b: values + k0 * d, ldb: d,
                             beta: 1, c: acc, ldc: d)
                 k0 = k1
             }
@@ -74,42 +79,13 @@ public enum Attention {
         }
     }
 
-    /// One decode step for the g query heads of one KV head, reading each key and value once.
-    /// - q:       [g, d]   queries (post-RoPE)
-    /// - indices: the store indices to attend over (nil = all tokens), increasing
-    /// - probs:   [g, n]   receives the attention probabilities (n = number of attended tokens)
-    /// - out:     [g, d]
-    /// Returns the number of token rows read (each row = one key + one value).
-    ///
-    /// Memory-bound by design: SIMD8 fused multiply-adds score a key row for four heads at a time
-    /// (each key chunk loaded once for the four), a vectorised exp normalises, and value rows are
-    /// added in blocks of eight with the four heads' output chunks held in registers. Every row is
-    /// software-prefetched ahead of use (dense rows as one sequential run per value block; gathered
-    /// rows — selection policies — row by row, 16 rows ahead, so their cache misses overlap). Each
-    /// row's score, and the order in which rows are added to the output, do not depend on which
-    /// other rows are attended: attending every index gives exactly the dense result.
+    /// One decode step for the g query heads of one KV head over `store`'s rows, in their format
+    /// (`KVRows.decode`). Returns the number of tokens attended.
     @discardableResult
     public static func decode(q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
                               indices: UnsafeBufferPointer<Int32>?, scale: Float,
                               probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
-        if let m = store.merged, m.count > 0 {
-            return MergedAttention.decode(q: q, groups: g, store: store, merged: m, indices: indices, scale: scale,
-                                          probs: probs, out: out)
-        }
-        if let qs = store.quantized, qs.count > 0 {
-            return QuantizedAttention.decode(q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale,
-                                             probs: probs, out: out)
-        }
-        let n = indices?.count ?? store.count
-        store.lastReadBytes = (n * store.headDim * MemoryLayout<Float>.stride, n * store.headDim * MemoryLayout<Float>.stride)
-        out.initialize(repeating: 0, count: g * store.headDim)
-        guard n > 0 else { return 0 }
-        if let idx = indices, let base = idx.baseAddress {
-            run(GatheredRows(indices: base), q: q, g: g, store: store, n: n, scale: scale, probs: probs, out: out)
-        } else {
-            run(DenseRows(), q: q, g: g, store: store, n: n, scale: scale, probs: probs, out: out)
-        }
-        return n
+        store.rows.decode(q: q, groups: g, indices: indices, scale: scale, probs: probs, out: out).rows
     }
 
     /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows at a time).
@@ -120,6 +96,20 @@ public enum Attention {
     /// Dense value rows are added to the outputs in blocks of this many rows (outputs held in registers).
     static let valueBlock = 8
 
+    /// The Float32 decode kernel (`Float32Rows.decode`): one step for the g query heads of one KV head,
+    /// reading each key and value row once.
+    /// - q:     [g, d] queries (post-RoPE); keys, values: [rows, d]
+    /// - probs: [g, n] receives the attention probabilities (n = number of attended rows)
+    /// - out:   [g, d]
+    ///
+    /// Memory-bound by design: SIMD8 fused multiply-adds score a key row for four heads at a time
+    /// (each key chunk loaded once for the four), a vectorised exp normalises, and value rows are
+    /// added in blocks of eight with the four heads' output chunks held in registers. Every row is
+    /// software-prefetched ahead of use (dense rows as one sequential run per value block; gathered
+    /// rows — selection policies — row by row, 16 rows ahead, so their cache misses overlap). Each
+    /// row's score, and the order in which rows are added to the output, do not depend on which
+    /// other rows are attended: attending every index gives exactly the dense result.
+    ///
     /// Key pass: each row's scores for the g heads (scaled) into probs[h, j]. Dense rows stream row
     /// by row with each row `denseKeyAhead` rows ahead software-prefetched; gathered rows go four
     /// at a time (independent misses overlap) with the rows `prefetchDistance` ahead prefetched. Per
@@ -131,9 +121,9 @@ public enum Attention {
     /// random rows). Either way each output element receives the rows in order through the same
     /// fused multiply-adds, so the results are those of adding row by row.
     @inline(__always)
-    static func run<R: RowMap>(_ rows: R, q: UnsafePointer<Float>, g: Int, store: HeadStore, n: Int, scale: Float,
-                               probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        let d = store.headDim, keys = store.keys, values = store.values, ahead = prefetchDistance
+    static func run<R: RowMap>(_ rows: R, q: UnsafePointer<Float>, g: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                               d: Int, n: Int, scale: Float, probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+        let ahead = prefetchDistance
         if R.gathers {
             for t in 0..<min(ahead, n) { prefetchRow(keys + rows.row(t) * d, d) }
             var j = 0
@@ -182,14 +172,10 @@ public enum Attention {
             var j0 = 0
             while j0 < n {
                 let cnt = min(B, n - j0)
-                if R.gathers {
-                    for t in min(j0 + vAhead, n)..<min(j0 + vAhead + cnt, n) { prefetchRow(values + rows.row(t) * d, d) }
-                } else {
-                    // One sequential run over the block's bytes `vAhead` rows ahead (cheaper than per row).
-                    let a = values + (j0 + vAhead) * d, e = min(cnt, max(n - j0 - vAhead, 0)) * d
-                    var i = 0
-                    while i < e { kv_prefetch(a + i); i += 16 }
-                }
+                // One sequential run over the block's bytes `vAhead` rows ahead (cheaper than per row).
+                let a = values + (j0 + vAhead) * d, e = min(cnt, max(n - j0 - vAhead, 0)) * d
+                var i = 0
+                while i < e { kv_prefetch(a + i); i += 16 }
                 for r in 0..<cnt { ptrs[r] = UnsafePointer(values + rows.row(j0 + r) * d) }
                 for h in 0..<g {
                     let p = probs + h * n + j0, s = inv[h]

@@ -8,11 +8,10 @@ extension Attention {
     /// - q: [d]; out: [visible]
     public static func probabilities(q: UnsafePointer<Float>, store: HeadStore, visible: Int, scale: Float,
                                      into out: UnsafeMutablePointer<Float>) {
-        if store.compactCount > 0 {
-            return probabilities(q: q, store: store.dequantizedCopy(), visible: visible, scale: scale, into: out)
-        }
         let d = store.headDim
-        for j in 0..<visible { out[j] = Ops.dot(q, store.keys + j * d, d) * scale }
+        store.rows.withFloat32(0..<visible) { keys, _ in
+            for j in 0..<visible { out[j] = Ops.dot(q, keys + j * d, d) * scale }
+        }
         Ops.softmax(out, count: visible)
     }
 
@@ -23,10 +22,15 @@ extension Attention {
     public static func addColumnSums(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                                      scale: Float, into colSums: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
-        if store.compactCount > 0 {
-            return addColumnSums(q: q, ldq: ldq, rows: rows, store: store.dequantizedCopy(), visible: visible, scale: scale, into: colSums)
+        store.rows.withFloat32(0..<(visible.last ?? 0)) { keys, _ in
+            addColumnSums(q: q, ldq: ldq, rows: rows, keys: keys, d: store.headDim, visible: visible, scale: scale, into: colSums)
         }
-        let d = store.headDim, bq = min(queryBlock, rows), bk = keyBlock
+    }
+
+    /// The same over key rows [visible.last, d].
+    static func addColumnSums(q: UnsafePointer<Float>, ldq: Int, rows: Int, keys: UnsafePointer<Float>, d: Int, visible: [Int],
+                              scale: Float, into colSums: UnsafeMutablePointer<Float>) {
+        let bq = min(queryBlock, rows), bk = keyBlock
         let s = UnsafeMutablePointer<Float>.allocate(capacity: bq * bk)
         defer { s.deallocate() }
         var m = [Float](repeating: 0, count: bq), l = [Float](repeating: 0, count: bq)
@@ -39,7 +43,7 @@ extension Attention {
                 while k0 < limit {
                     let k1 = min(k0 + bk, limit), nk = k1 - k0
                     BLAS.gemmNT(m: nq, n: nk, k: d, alpha: scale, a: q + q0 * ldq, lda: ldq,
-                                b: store.keys + k0 * d, ldb: d, c: s, ldc: bk)
+                                b: keys + k0 * d, ldb: d, c: s, ldc: bk)
                     for r in 0..<nq {
                         let row = s + r * bk
                         let seen = min(max(visible[q0 + r] - k0, 0), nk)

@@ -45,20 +45,9 @@ public protocol CachePolicy: AnyObject {
     var name: String { get }
     /// Number of most recent query rows per layer the policy needs (SnapKV's window). Default 0.
     var queryWindow: Int { get }
-    /// An orthonormal basis P [d, d] (row-major) in which the store keeps `head`'s keys of `layer`:
-    /// the cache stores k P and multiplies queries by P before attention, so q.k is unchanged
-    /// (Loki's rotated keys). nil = the identity (the default).
-    func keyBasis(layer: Int, head: Int) -> [Float]?
-    /// How many KV heads the cache stores for a model with `modelKVHeads` (head pooling, MHA -> GQA/MQA:
-    /// each stored head holds the mean of its group's K and V). Default: all of them.
-    func storedKVHeads(modelKVHeads: Int) -> Int
-    /// How the cache stores older tokens (KIVI codes); nil = Float32 (the default).
-    var quantization: QuantizationSpec? { get }
-    /// Whether the cache merges adjacent layers' K/V (MiniCache); nil = no merging (the default).
-    var layerMerge: LayerMergeSpec? { get }
-    /// Whether stored keys are re-rotated to cache-relative positions after evictions
-    /// (StreamingLLM's position shift; see `KVCache.shiftPositions`). Default false.
-    var shiftsPositions: Bool { get }
+    /// How the cache stores this policy's tokens (codes, merged layers, pooled heads, a key basis,
+    /// shifted positions) and what the policy keeps beside the stores. Default: Float32 rows, nothing kept.
+    var layout: StorageLayout { get }
     /// Called once before use; allocate per-layer state.
     func bind(shape: CacheShape)
     /// Layer whose store `layer` reads and writes (cross-layer sharing). Default: itself.
@@ -96,11 +85,7 @@ public protocol CachePolicy: AnyObject {
 
 extension CachePolicy {
     public var queryWindow: Int { 0 }
-    public func keyBasis(layer: Int, head: Int) -> [Float]? { nil }
-    public func storedKVHeads(modelKVHeads: Int) -> Int { modelKVHeads }
-    public var quantization: QuantizationSpec? { nil }
-    public var layerMerge: LayerMergeSpec? { nil }
-    public var shiftsPositions: Bool { false }
+    public var layout: StorageLayout { StorageLayout() }
     public func bind(shape: CacheShape) {}
     public func sourceLayer(_ layer: Int) -> Int { layer }
     public func didAppend(_ step: LayerStep) {}
@@ -112,6 +97,9 @@ extension CachePolicy {
     public func didRetain(layer: Int, head: Int, kept: [Int]) {}
     public var metadataBytes: Int { 0 }
     public func reset() {}
+
+    /// The basis the layout stores `head`'s keys of `layer` in (nil = the identity).
+    public func keyBasis(layer: Int, head: Int) -> [Float]? { layout.keyBasis?(layer, head) }
 }
 
 /// What `selectRows` returns for a block of query rows of one KV head's group.

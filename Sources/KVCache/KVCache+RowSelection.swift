@@ -33,7 +33,7 @@ extension KVCache {
                         let lists = (0..<g).map { sel.lists[$0 * n + r - r0] }
                         let (_, read) = Self.attendPerQueryHead(lists, q: q, groups: g, store: st, visible: visible[r], all: all,
                                                                 scale: scale, probs: scratch[h], out: o)
-                        meterPrefill(rowsRead: read)
+                        meterPrefill(rowsRead: read.rows)
                     } else {
                         let list = sel.lists[r - r0]
                         Self.check(list, visible: visible[r], policy: policy.name)
@@ -56,11 +56,11 @@ extension KVCache {
 
     /// One query row of g heads, each attending its own list (nil = the first `visible` tokens).
     /// Writes out [g, d] and probs [g, u] over the union of the lists (u = its size; zeros where a
-    /// head did not select), which it returns (nil = every visible token) with u. The store's
-    /// `lastReadBytes` become the union's share of what the g passes read (exact for Float32 rows).
+    /// head did not select), which it returns (nil = every visible token) with what was read: u
+    /// tokens, and the union's share of the bytes the g passes read (exact for Float32 rows).
     static func attendPerQueryHead(_ lists: [[Int32]?], q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
                                    visible: Int? = nil, all: [Int32]? = nil, scale: Float,
-                                   probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> ([Int32]?, Int) {
+                                   probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> ([Int32]?, RowsRead) {
         let d = store.headDim, v = visible ?? store.count
         let all = all ?? (0..<Int32(store.count)).map { $0 }
         for l in lists { check(l, visible: v, policy: "selectRows") }
@@ -82,16 +82,17 @@ extension KVCache {
         for m in 0..<g {
             let n = lists[m]?.count ?? v
             withList(lists[m], visible: v, all: all) { idx in
-                own.withUnsafeMutableBufferPointer { ob in
-                    _ = Attention.decode(q: q + m * d, groups: 1, store: store, indices: idx, scale: scale,
-                                         probs: ob.baseAddress!, out: out + m * d)
+                let read = own.withUnsafeMutableBufferPointer { ob in
+                    store.rows.decode(q: q + m * d, groups: 1, indices: idx, scale: scale, probs: ob.baseAddress!, out: out + m * d)
                 }
+                keyBytes += read.keyBytes; valueBytes += read.valueBytes
                 for j in 0..<n { probs[m * u + Int(column[Int(idx?[j] ?? Int32(j))])] = own[j] }
             }
-            keyBytes += store.lastReadBytes.keys; valueBytes += store.lastReadBytes.values; picked += n
+            picked += n
         }
-        if picked > 0 { store.lastReadBytes = (keyBytes * u / picked, valueBytes * u / picked) }
-        return (union, u)
+        let share = picked > 0 ? RowsRead(rows: u, keyBytes: keyBytes * u / picked, valueBytes: valueBytes * u / picked)
+                               : RowsRead(rows: u, keyBytes: keyBytes, valueBytes: valueBytes)
+        return (union, share)
     }
 
     /// Runs `body` with a list's indices, or the first `visible` indices when the list is nil (nil

@@ -22,13 +22,14 @@ enum LayerMerge {
     /// question) the new tokens are marked considered and stay exact.
     static func merge(lower a: HeadStore, upper b: HeadStore, state: PairMergeState, spec: LayerMergeSpec,
                       compress: Bool) -> (lower: [Int], upper: [Int])? {
-        guard let shared = a.merged?.shared, b.merged?.shared === shared else { return nil }
+        guard let ma = a.mergedRows, let mb = b.mergedRows, ma.merged.shared === mb.merged.shared else { return nil }
+        let shared = ma.merged.shared
         let from = state.consideredThrough
         var upperIndex: [Int: Int] = [:]
         var newest = from
-        for i in b.compactCount..<b.count where b.position(i) > from { upperIndex[b.position(i)] = i; newest = max(newest, b.position(i)) }
+        for i in mb.merged.count..<b.count where b.position(i) > from { upperIndex[b.position(i)] = i; newest = max(newest, b.position(i)) }
         var pairs: [(Int, Int)] = []
-        for i in a.compactCount..<a.count where a.position(i) > from {
+        for i in ma.merged.count..<a.count where a.position(i) > from {
             newest = max(newest, a.position(i))
             if let j = upperIndex[a.position(i)] { pairs.append((i, j)) }
         }

@@ -1,4 +1,6 @@
-/// Several policies applied together, e.g. SnapKV + Quest. Folds over its children in order:
+/// Several policies applied together, e.g. SnapKV + Quest. Their storage layouts combine once,
+/// when the stack is built (`StorageLayout.combine`: one quantizer, one basis...; it throws on a
+/// conflict). The runtime hooks fold over the children in order:
 /// - `sourceLayer`: the first child that redirects the layer wins;
 /// - `select`: each child narrows the previous child's selection (selections compose);
 /// - `selectRows`: the first child that selects rows in the phase;
@@ -7,30 +9,17 @@
 ///
 /// Where it stops being sound: intersecting two evictions can keep fewer tokens than either
 /// budget (the stack's measured bytes show it; nothing is multiplied from ratios); a scorer
-/// after a selector observes only the tokens the selector let through; two children that both
-/// redirect layers conflict (the first wins).
+/// after a selector observes only the tokens the selector let through.
 public final class PolicyStack: CachePolicy {
     public let children: [CachePolicy]
-    public init(_ children: [CachePolicy]) { self.children = children }
+    public let layout: StorageLayout
+    public init(_ children: [CachePolicy]) throws {
+        self.children = children
+        layout = try StorageLayout.combine(children.map(\.layout))
+    }
 
-    public var name: String { children.map(\.name).joined(separator: "+") }
+    public var name: String { children.map(\.name).joined(separator: " + ") }
     public var queryWindow: Int { children.map(\.queryWindow).max() ?? 0 }
-    /// The first child that pools heads decides how many are stored.
-    public func storedKVHeads(modelKVHeads: Int) -> Int {
-        for c in children { let n = c.storedKVHeads(modelKVHeads: modelKVHeads); if n != modelKVHeads { return n } }
-        return modelKVHeads
-    }
-    /// The first child that quantizes decides how (two quantizers do not compose).
-    public var quantization: QuantizationSpec? { children.lazy.compactMap(\.quantization).first }
-    /// Positions shift if any child asks for it.
-    public var shiftsPositions: Bool { children.contains { $0.shiftsPositions } }
-    /// The first child that merges layers decides how.
-    public var layerMerge: LayerMergeSpec? { children.lazy.compactMap(\.layerMerge).first }
-    /// The first child's basis (two rotating children do not compose; the first wins).
-    public func keyBasis(layer: Int, head: Int) -> [Float]? {
-        for c in children { if let b = c.keyBasis(layer: layer, head: head) { return b } }
-        return nil
-    }
     public func bind(shape: CacheShape) { children.forEach { $0.bind(shape: shape) } }
     public func sourceLayer(_ layer: Int) -> Int {
         for c in children { let s = c.sourceLayer(layer); if s != layer { return s } }

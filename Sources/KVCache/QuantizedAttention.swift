@@ -20,14 +20,14 @@ import Foundation
 /// unpack into a scratch row, then the Float32 helpers). Float32 (residual) rows use the exact
 /// kernels of `Attention`.
 enum QuantizedAttention {
-    /// Same contract as `Attention.decode`; records the bytes read in `store.lastReadBytes`.
-    static func decode(q: UnsafePointer<Float>, groups g: Int, store: HeadStore, quantized qs: QuantizedStore,
+    /// `KVRows.decode` of `QuantizedRows`: codes for the quantized tokens, Float32 for the residual.
+    static func decode(q: UnsafePointer<Float>, groups g: Int, rows: QuantizedRows,
                        indices: UnsafeBufferPointer<Int32>?, scale: Float,
-                       probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
-        switch qs.spec.bits {
-        case 2: return decode(Codes2.self, q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale, probs: probs, out: out)
-        case 4: return decode(Codes4.self, q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale, probs: probs, out: out)
-        default: return decode(Codes8.self, q: q, groups: g, store: store, quantized: qs, indices: indices, scale: scale, probs: probs, out: out)
+                       probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> RowsRead {
+        switch rows.codes.spec.bits {
+        case 2: return decode(Codes2.self, q: q, groups: g, rows: rows, indices: indices, scale: scale, probs: probs, out: out)
+        case 4: return decode(Codes4.self, q: q, groups: g, rows: rows, indices: indices, scale: scale, probs: probs, out: out)
+        default: return decode(Codes8.self, q: q, groups: g, rows: rows, indices: indices, scale: scale, probs: probs, out: out)
         }
     }
 
@@ -35,13 +35,12 @@ enum QuantizedAttention {
     static let prefetchDistance = 16
 
     @inline(never)
-    static func decode<C: CodeLayout>(_ layout: C.Type, q: UnsafePointer<Float>, groups g: Int, store: HeadStore,
-                                      quantized qs: QuantizedStore, indices: UnsafeBufferPointer<Int32>?, scale: Float,
-                                      probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Int {
-        let d = store.headDim, n = indices?.count ?? store.count, qn = qs.count
+    static func decode<C: CodeLayout>(_ layout: C.Type, q: UnsafePointer<Float>, groups g: Int, rows: QuantizedRows,
+                                      indices: UnsafeBufferPointer<Int32>?, scale: Float,
+                                      probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> RowsRead {
+        let qs = rows.codes, d = rows.headDim, n = indices?.count ?? rows.count, qn = qs.count
         out.initialize(repeating: 0, count: g * d)
-        store.lastReadBytes = (0, 0)
-        guard n > 0 else { return 0 }
+        guard n > 0 else { return RowsRead(rows: 0, keyBytes: 0, valueBytes: 0) }
         let idx = indices?.baseAddress
         @inline(__always) func row(_ j: Int) -> Int { idx.map { Int($0[j]) } ?? j }
         let G = qs.spec.groupSize, vg = qs.valueGroups, pv = 2 * vg, rb = qs.rowBytes
@@ -66,7 +65,8 @@ enum QuantizedAttention {
         let keyGroupBytes = 2 * d * MemoryLayout<Float>.stride
         let valueRowBytes = rb + pv * MemoryLayout<Float>.stride
         var keyBytes = 0, valueBytes = 0
-        let fpKeys = store.keys, fpValues = store.values, keyCodes = qs.keyCodes, valueCodes = qs.valueCodes
+        // Float32 (residual) token i is residual row i - qn.
+        let fpKeys = rows.residual.keys, fpValues = rows.residual.values, keyCodes = qs.keyCodes, valueCodes = qs.valueCodes
         let ahead = prefetchDistance
         // q * scale with the codes' lane factors folded in (see `CodeLayout`), once per call; per key
         // group q~ = that * s.
@@ -120,7 +120,7 @@ enum QuantizedAttention {
                     }
                     keyBytes += rb
                 } else {
-                    Attention.scoreOne(fpKeys + i * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n)
+                    Attention.scoreOne(fpKeys + (i - qn) * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n)
                     keyBytes += fpRow
                 }
             }
@@ -180,7 +180,7 @@ enum QuantizedAttention {
                 valueBytes += nq * valueRowBytes
             }
             for r in nq..<cnt {
-                Attention.accumulateOne(fpValues + row(j0 + r) * d, probs: probs + j0 + r, stride: n, g: g, d: d, out: out)
+                Attention.accumulateOne(fpValues + (row(j0 + r) - qn) * d, probs: probs + j0 + r, stride: n, g: g, d: d, out: out)
                 valueBytes += fpRow
             }
             j0 += cnt
@@ -197,18 +197,17 @@ enum QuantizedAttention {
                 }
             }
         }
-        store.lastReadBytes = (keyBytes, valueBytes)
-        return n
+        return RowsRead(rows: n, keyBytes: keyBytes, valueBytes: valueBytes)
     }
 
     @inline(__always)
     static func prefetchKey(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<Float>, d: Int) {
-        if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + i * d, d) }
+        if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + (i - qn) * d, d) }
     }
 
     @inline(__always)
     static func prefetchValue(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<Float>, d: Int) {
-        if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + i * d, d) }
+        if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + (i - qn) * d, d) }
     }
 
     typealias V8 = SIMD8<Float>

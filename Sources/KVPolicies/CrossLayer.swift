@@ -9,34 +9,96 @@ import KVCache
 /// this is the naive baseline of the trade-off. Which layers take part is configurable: all, the
 /// upper half (from L/2), or an explicit first layer; an explicit map (layer -> source, e.g. from
 /// a KVSharer search) overrides the grouping.
-public final class CrossLayerSharing: CachePolicy {
+public final class CrossLayerSharing: CachePolicy, ConfiguredPolicy {
     public enum Layers: Hashable, Sendable {
         case all
         case upperHalf
         case from(Int)
+        /// As configs write it: all, upper_half, or the first layer.
+        var text: String {
+            switch self { case .all: return "all"; case .upperHalf: return "upper_half"; case .from(let n): return "\(n)" }
+        }
     }
-    public let shareFactor: Int
-    public let layers: Layers
+    public struct Config: PolicyConfig {
+        public var shareFactor: Int
+        public var layers: Layers
+        /// A `kvlab calibrate kvsharer` map file; it sets which layers share (shareFactor and layers unused).
+        public var map: String?
+        public init(shareFactor: Int = 2, layers: Layers = .all, map: String? = nil) {
+            self.shareFactor = shareFactor; self.layers = layers; self.map = map
+        }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "cla", family: .sharing,
+            summary: "layers in groups of share_factor read the first layer's store and store nothing (the naive, untrained baseline), or a KVSharer map ([sharing.md](sharing.md))",
+            defaults: Config(),
+            parameters: [
+                PolicyParameter(keys: ["share_factor"], type: "integer", help: "layers per group (the first stores)",
+                                read: { c, p in if let v = p["share_factor"] { c.shareFactor = try v.intValue() } },
+                                write: { c, _ in c.map == nil ? [("share_factor", text(c.shareFactor))] : [] },
+                                check: { c, policy in try Bound<Int>.atLeast(1).check("share_factor", c.shareFactor, policy: policy) }),
+                PolicyParameter(keys: ["layers"], type: "all | upper_half | first layer", help: "which layers share",
+                                read: { c, p in
+                                    guard let l = p["layers"] else { return }
+                                    if let n = try? l.intValue() {
+                                        guard n >= 0 else { throw l.fail("expected all, upper_half or a first layer >= 0, got \(n)") }
+                                        c.layers = .from(n)
+                                        return
+                                    }
+                                    switch try l.stringValue() {
+                                    case "all": c.layers = .all
+                                    case "upper_half": c.layers = .upperHalf
+                                    case let v: throw l.fail("expected all, upper_half or a first layer (an integer), got '\(v)'")
+                                    }
+                                },
+                                write: { c, _ in c.map == nil ? [("layers", c.layers.text)] : [] }),
+                PolicyParameter(keys: ["map_file"], type: "string", help: "a `kvlab calibrate kvsharer` map instead of share_factor and layers",
+                                defaultText: "none",
+                                read: { c, p in
+                                    guard let m = p["map_file"] else { return }
+                                    let given = ["share_factor", "layers"].filter { p[$0] != nil }
+                                    if !given.isEmpty { throw p.error("map_file sets which layers share; drop \(given.joined(separator: " and "))") }
+                                    c.map = try m.stringValue()   // relative to the current directory
+                                },
+                                write: { c, _ in c.map.map { [("map_file", $0)] } ?? [] }),
+            ],
+            sample: "share_factor: 2",
+            examples: { n, _ in [Config(shareFactor: n == nil ? 1 : 2)] })
+        public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, sharesLayers: true) }
+        /// The layers below the first one that reads another layer's store prefill densely.
+        public var prefillSharing: PrefillSharing { .leadingLayers }
+        public func make() throws -> CachePolicy {
+            guard let path = map else { return try CrossLayerSharing(self) }
+            return try CrossLayerSharing(self, map: KVSharerMap.loadCached(path).map)
+        }
+    }
+
+    public let config: Config
+    public var shareFactor: Int { config.shareFactor }
+    public var layers: Layers { config.layers }
     public let explicitMap: [Int: Int]?
     private var map: [Int] = []
 
-    public init(shareFactor: Int = 2, layers: Layers = .all, map: [Int: Int]? = nil) throws {
-        guard shareFactor >= 1 else {
-            throw PolicyError.invalidParameter(policy: "cla", field: "share_factor", message: "expected >= 1, got \(shareFactor)")
-        }
-        if case .from(let l) = layers, l < 0 {
-            throw PolicyError.invalidParameter(policy: "cla", field: "from_layer", message: "expected >= 0, got \(l)")
+    /// `map` (layer -> source, e.g. a KVSharer search's) overrides the config's grouping.
+    public init(_ config: Config, map: [Int: Int]? = nil) throws {
+        try config.validate()
+        if case .from(let l) = config.layers, l < 0 {
+            throw PolicyError.invalidParameter(policy: Config.descriptor.name, field: "from_layer", message: "expected >= 0, got \(l)")
         }
         if let m = map, let bad = m.first(where: { $0.value >= $0.key || $0.value < 0 }) {
-            throw PolicyError.invalidParameter(policy: "cla", field: "map",
+            throw PolicyError.invalidParameter(policy: Config.descriptor.name, field: "map",
                 message: "layer \(bad.key) may only reuse an earlier layer's cache, got \(bad.value)")
         }
-        self.shareFactor = shareFactor; self.layers = layers; self.explicitMap = map
+        self.config = config; self.explicitMap = map
+    }
+
+    public convenience init(shareFactor: Int = Config.descriptor.defaults.shareFactor, layers: Layers = Config.descriptor.defaults.layers,
+                            map: [Int: Int]? = nil) throws {
+        try self.init(Config(shareFactor: shareFactor, layers: layers), map: map)
     }
 
     public var name: String {
-        if let m = explicitMap { return "cla(map=\(m.sorted { $0.key < $1.key }.map { "\($0.key)->\($0.value)" }.joined(separator: ";")))" }
-        return "cla(share_factor=\(shareFactor),layers=\(layers))"
+        guard let m = explicitMap, config.map == nil else { return config.label() }
+        return PolicyDescriptor<Config>.label(Config.descriptor.name, [("map", m.sorted { $0.key < $1.key }.map { "\($0.key)->\($0.value)" }.joined(separator: ";"))])
     }
 
     public func bind(shape: CacheShape) {

@@ -13,28 +13,57 @@ import KVCache
 /// lm-eval path). Scoring `.observed` is kvpress's ObservedAttentionPress: prefill column sums
 /// divided by the number of queries that see each key (T - j), averaged over the group, no
 /// recent window, prefill only.
-public final class H2O: ScoredEviction {
+public final class H2O: ScoredEviction, ConfiguredPolicy {
     public enum Scoring: String, Sendable, CaseIterable { case causal, observed }
-    public let budget: Budget
-    public let recentFraction: Double
-    public let scoring: Scoring
-    public let schedule: EvictionSchedule
-    private var acc: [[[Float]]] = []          // [layer][kvHead][stored token] accumulated attention
-
-    /// Defaults follow the reference: half of the budget recent, half heavy hitters, enforced as generation grows.
-    public init(budget: Budget, recentFraction: Double = 0.5, scoring: Scoring = .causal,
-                schedule: EvictionSchedule? = nil) throws {
-        try budget.validate(policy: "h2o")
-        guard recentFraction >= 0 && recentFraction <= 1 else {
-            throw PolicyError.invalidParameter(policy: "h2o", field: "recent_fraction", message: "expected a value in [0, 1], got \(recentFraction)")
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var recentFraction: Double
+        public var scoring: Scoring
+        public var schedule: EvictionSchedule
+        /// Defaults follow the reference: half of the budget recent, half heavy hitters, enforced as
+        /// generation grows; kvpress's observed attention: no recent window, prefill only.
+        public init(budget: Budget, recentFraction: Double? = nil, scoring: Scoring = .causal, schedule: EvictionSchedule? = nil) {
+            self.budget = budget; self.scoring = scoring
+            self.recentFraction = recentFraction ?? (scoring == .observed ? 0 : 0.5)
+            self.schedule = schedule ?? (scoring == .observed ? .prefill : .always)
         }
-        self.budget = budget
-        self.scoring = scoring
-        self.recentFraction = scoring == .observed ? 0 : recentFraction
-        self.schedule = schedule ?? (scoring == .observed ? .prefill : .always)
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "h2o", family: .eviction, summary: "heavy hitters by accumulated attention plus a recent window, per KV head",
+            defaults: Config(budget: .tokens(1)),
+            parameters: [
+                .budget(\.budget),
+                .double("recent_fraction", \.recentFraction, .unit("a value in [0, 1]"),
+                        default: { $0.scoring == .observed ? 0 : 0.5 }, help: "share of the budget kept for the newest tokens (0 with scoring observed)"),
+                .choice("scoring", \.scoring, help: "causal: attention received from every query row seen (the reference); observed: kvpress's ObservedAttentionPress"),
+                .schedule(\.schedule, default: { $0.scoring == .observed ? .prefill : .always }),
+            ],
+            sample: "keep: 0.125",
+            examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20)), Config(budget: .tokens(n ?? 1 << 20), scoring: .observed)] })
+        public func make() throws -> CachePolicy { try H2O(self) }
+        /// Shares the whole dense prefill: scores and evicts at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
+        public var cost: PolicyCost { scoring == .causal ? .prefillScores : .light }
     }
 
-    public var name: String { "h2o(budget=\(budget),recent=\(recentFraction),\(scoring.rawValue),\(schedule))" }
+    public let config: Config
+    public var budget: Budget { config.budget }
+    /// The share of the budget kept for the newest tokens (0 under `.observed`).
+    public let recentFraction: Double
+    public var scoring: Scoring { config.scoring }
+    public var schedule: EvictionSchedule { config.schedule }
+    private var acc: [[[Float]]] = []          // [layer][kvHead][stored token] accumulated attention
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+        recentFraction = config.scoring == .observed ? 0 : config.recentFraction
+    }
+
+    public convenience init(budget: Budget, recentFraction: Double? = nil, scoring: Scoring = Config.descriptor.defaults.scoring,
+                            schedule: EvictionSchedule? = nil) throws {
+        try self.init(Config(budget: budget, recentFraction: recentFraction, scoring: scoring, schedule: schedule))
+    }
+
 
     public func bind(shape: CacheShape) {
         acc = Array(repeating: Array(repeating: [], count: shape.kvHeads), count: shape.layers)
@@ -59,7 +88,10 @@ public final class H2O: ScoredEviction {
         }
     }
 
+    /// A layer that reads another layer's store (cross-layer sharing) holds no scores: only the
+    /// layer that owns a store scores its tokens (the one whose retention runs).
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
+        guard acc[step.layer][head].count == step.stores[head].count else { return }
         accumulate(probs, rows: step.shape.groupSize, count: n, indices: indices, scale: 1, into: &acc[step.layer][head])
     }
 

@@ -9,20 +9,33 @@ import KVCache
 /// weight blocks (and biases) and then applying RoPE, because projection and rotation are linear
 /// and every head rotates by the same angles: this is the paper's weight conversion, applied in
 /// the cache, no checkpoint rewrite. Without uptraining the quality drops; measure it.
-public final class HeadPooling: CachePolicy {
-    public let kvHeads: Int
-
-    public init(kvHeads: Int) throws {
-        guard kvHeads >= 1 else {
-            throw PolicyError.invalidParameter(policy: "head_pooling", field: "kv_heads", message: "expected >= 1, got \(kvHeads)")
-        }
-        self.kvHeads = kvHeads
+public final class HeadPooling: CachePolicy, ConfiguredPolicy {
+    public struct Config: PolicyConfig {
+        public var kvHeads: Int
+        public init(kvHeads: Int) { self.kvHeads = kvHeads }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "head_pooling", family: .sharing, summary: "stores fewer KV heads, each the mean of its group (MHA -> GQA/MQA without uptraining)",
+            defaults: Config(kvHeads: 1),
+            parameters: [.int("kv_heads", \.kvHeads, .atLeast(1), required: true, help: "KV heads stored after pooling; must divide the model's")],
+            sample: "kv_heads: 1",
+            // More heads than any model's: every head is stored (the full cache).
+            examples: { n, _ in [Config(kvHeads: n == nil ? 1 << 20 : 1)] })
+        /// A target that does not divide the model's KV heads is rejected when the policy is made for a model.
+        public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, storedKVHeads: kvHeads) }
+        public func make() throws -> CachePolicy { try HeadPooling(self) }
+        /// Runs its own prefill: pooled K/V change prefill attention from the first layer on.
+        public var prefillSharing: PrefillSharing { .none }
     }
 
-    public var name: String { "head_pooling(kv_heads=\(kvHeads))" }
+    public let config: Config
+    public var kvHeads: Int { config.kvHeads }
 
-    public func storedKVHeads(modelKVHeads: Int) -> Int {
-        // A target that does not divide the model's KV heads is rejected by the cache; configs check it at load.
-        min(kvHeads, modelKVHeads)
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
     }
+
+    public convenience init(kvHeads: Int) throws { try self.init(Config(kvHeads: kvHeads)) }
+
+
 }

@@ -93,16 +93,13 @@ public struct KVSharerMap: Sendable, Equatable {
 
     /// Reads a file written by `save` (JSON or HDF5, by content); errors name the file and field.
     public static func load(_ path: String) throws -> KVSharerMap {
-        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: "cla", field: "map_file", message: "\(path): \(m)") }
+        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: CrossLayerSharing.Config.descriptor.name, field: "map_file", message: "\(path): \(m)") }
         guard FileManager.default.fileExists(atPath: path) else { throw bad("no such file") }
         let result: KVSharerMap
         if H5File.isHDF5(path) {
-            let f = try H5File.open(path)
+            let f = try openPolicyFile(path, format: format, what: "KVSharer map", writer: "kvlab calibrate kvsharer", bad: bad)
             defer { try? f.close() }
             let root = f.root
-            guard root.hasAttribute("format"), try root.stringAttribute("format") == format else {
-                throw bad("not a KVSharer map (attribute format != \(format)); write one with `kvlab calibrate kvsharer`")
-            }
             let (src, ss) = try root.readInt64s("sources")
             let (pairs, ps) = try root.readInt64s("ranking")
             let (dist, _) = try root.readDoubles("distances")
@@ -166,18 +163,12 @@ public struct KVSharerMap: Sendable, Equatable {
         var ranking: [Pair]
     }
 
-    private static let cacheLock = NSLock()
-    nonisolated(unsafe) private static var cached: [String: (Date, KVSharerMap)] = [:]
+    private static let files = PolicyFileCache<KVSharerMap>()
 
-    /// `load`, remembered per path and modification date (a sweep builds the policy per sample).
+    /// `load`, remembered per path and modification date (a sweep builds the policy per sample);
+    /// errors name the policy's field.
     public static func loadCached(_ path: String) throws -> KVSharerMap {
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
-        cacheLock.lock()
-        if let (date, m) = cached[path], date == modified { cacheLock.unlock(); return m }
-        cacheLock.unlock()
-        let m = try load(path)
-        cacheLock.lock(); cached[path] = (modified, m); cacheLock.unlock()
-        return m
+        try files.load(path, policy: CrossLayerSharing.Config.descriptor.name, field: "map_file", read: load)
     }
 }
 

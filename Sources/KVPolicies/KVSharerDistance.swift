@@ -38,8 +38,9 @@ public final class LayerMeanRecorder: CachePolicy {
 
     public func didAppend(_ step: LayerStep) {
         for (h, st) in step.stores.enumerated() {
-            for r in (st.count - step.rows)..<st.count {
-                add(layer: step.layer, head: h, position: st.position(r), key: st.keys + r * st.headDim, value: st.values + r * st.headDim)
+            let new = (st.count - step.rows)..<st.count, d = st.headDim
+            st.rows.withFloat32(new) { keys, values in
+                for (j, r) in new.enumerated() { add(layer: step.layer, head: h, position: st.position(r), key: keys + j * d, value: values + j * d) }
             }
         }
     }

@@ -5,16 +5,35 @@ import KVCache
 import KVTensor
 
 /// Scores each stored key by its negated L2 norm (per KV head) and keeps the top `capacity`.
-public final class Knorm: ScoredEviction {
-    public let budget: Budget
-    public let schedule: EvictionSchedule
-
-    public init(budget: Budget, schedule: EvictionSchedule = .prefill) throws {
-        try budget.validate(policy: "knorm")
-        self.budget = budget; self.schedule = schedule
+public final class Knorm: ScoredEviction, ConfiguredPolicy {
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var schedule: EvictionSchedule
+        public init(budget: Budget, schedule: EvictionSchedule = .prefill) { self.budget = budget; self.schedule = schedule }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "knorm", family: .eviction, summary: "keeps the keys with the smallest L2 norm",
+            defaults: Config(budget: .tokens(1)),
+            parameters: [.budget(\.budget), .schedule(\.schedule)],
+            sample: "keep: 0.25",
+            examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20)), Config(budget: .tokens(n ?? 1 << 20), schedule: .always)] })
+        public func make() throws -> CachePolicy { try Knorm(self) }
+        /// Shares the whole dense prefill: evicts at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
-    public var name: String { "knorm(budget=\(budget),\(schedule))" }
+    public let config: Config
+    public var budget: Budget { config.budget }
+    public var schedule: EvictionSchedule { config.schedule }
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+    }
+
+    public convenience init(budget: Budget, schedule: EvictionSchedule = Config.descriptor.defaults.schedule) throws {
+        try self.init(Config(budget: budget, schedule: schedule))
+    }
+
 
     /// Negated key norms per stored token, computed once on append: [layer][kvHead][token].
     private var negNorms: [[[Float]]] = []
@@ -27,9 +46,9 @@ public final class Knorm: ScoredEviction {
 
     public func didAppend(_ step: LayerStep) {
         for (h, st) in step.stores.enumerated() {
-            let d = st.headDim
-            for j in negNorms[step.layer][h].count..<st.count {
-                negNorms[step.layer][h].append(-Ops.dot(st.keys + j * d, st.keys + j * d, d).squareRoot())
+            let d = st.headDim, new = negNorms[step.layer][h].count..<st.count
+            st.rows.withFloat32(new) { keys, _ in
+                for j in 0..<new.count { negNorms[step.layer][h].append(-Ops.dot(keys + j * d, keys + j * d, d).squareRoot()) }
             }
         }
     }

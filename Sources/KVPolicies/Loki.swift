@@ -35,7 +35,7 @@ import KVTensor
 /// eviction, counted in `metadataBytes`): the scoring pass then really reads r/d of the keys,
 /// for r/d of the keys' memory extra. Without it nothing extra is held and the strided slice is
 /// read. Bytes read are metered the same way (r/d of the keys) either way.
-public final class Loki: CachePolicy {
+public final class Loki: CachePolicy, ConfiguredPolicy {
     public enum Rank: Hashable, Sendable, CustomStringConvertible {
         case fraction(Double)
         case dims(Int)
@@ -49,17 +49,86 @@ public final class Loki: CachePolicy {
         }
     }
 
+    public struct Config: PolicyConfig {
+        /// A `kvlab calibrate` file, relative to the current directory like model paths.
+        public var calibration: String
+        public var rank: Rank
+        public var topK: SelectionSize
+        public var gqa: SelectionGQA
+        public var phases: Phases
+        /// Defaults are the reference's protocol (docs/selection.md): gqa query_head, phases prefill+decode.
+        public init(calibration: String, rank: Rank = .fraction(0.25), topK: SelectionSize = .fraction(0.25),
+                    gqa: SelectionGQA = .queryHead, phases: Phases = .prefillAndDecode) {
+            self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.phases = phases
+        }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "loki", family: .selection, summary: "top-k tokens by low-rank scores in the keys' calibrated principal basis; the defaults are the reference's protocol ([selection.md](selection.md))",
+            defaults: Config(calibration: ""),
+            parameters: [
+                .string("calibration", \.calibration, required: true, help: "written by `kvlab calibrate`"),
+                PolicyParameter(keys: ["rank", "d_fraction", "explained_variance"], type: "dims | fraction of d | threshold",
+                                help: "at most one: rank (dimensions), d_fraction (of d), explained_variance (the reference's per-layer rank)",
+                                read: { c, p in
+                                    let given = ["rank", "d_fraction", "explained_variance"].filter { p[$0] != nil }
+                                    if given.count > 1 { throw p.error("expected at most one of rank, d_fraction, explained_variance, got \(given.joined(separator: ", "))") }
+                                    if let r = p["rank"] { c.rank = .dims(try r.intValue()) }
+                                    else if let t = p["explained_variance"] { c.rank = .explainedVariance(try t.doubleValue()) }
+                                    else if let f = p["d_fraction"] { c.rank = .fraction(try f.doubleValue()) }
+                                },
+                                write: { c, _ in
+                                    switch c.rank {
+                                    case .fraction(let f): return [("d_fraction", text(f))]
+                                    case .dims(let n): return [("rank", text(n))]
+                                    case .explainedVariance(let t): return [("explained_variance", text(t))]
+                                    }
+                                },
+                                check: { c, policy in
+                                    switch c.rank {
+                                    case .fraction(let f): try Bound<Double>("a fraction of d in (0, 1]") { $0 > 0 && $0 <= 1 }.check("rank", f, policy: policy)
+                                    case .dims(let r): try Bound<Int>.atLeast(1).check("rank", r, policy: policy)
+                                    case .explainedVariance(let t):
+                                        try Bound<Double>("an explained-variance threshold in (0, 1]") { $0 > 0 && $0 <= 1 }.check("rank", t, policy: policy)
+                                    }
+                                }),
+                .selectionSize(\.topK, required: false),
+                .gqa(\.gqa),
+                .choice("phases", \.phases, help: "prefill+decode: every query row selects (the reference); decode: prefill dense"),
+            ],
+            // hpcgroup/loki methods/pca_topk/modify_llama.py: top-k over every query row, prefill
+            // included, per query head after repeat_kv (KVLab's Loki defaults); `kvlab` is the decode-only,
+            // group-summed variant.
+            setups: [PolicySetupValues("paper", [("gqa", "query_head"), ("phases", "prefill+decode")]),
+                     PolicySetupValues("kvlab", [("gqa", "kv_group"), ("phases", "decode")])],
+            sample: "calibration: cal.h5, d_fraction: 0.25, k_fraction: 0.25",
+            examples: { n, cal in
+                guard let n else { return [Config(calibration: cal, rank: .fraction(1), topK: .fraction(1)),
+                                           Config(calibration: cal, rank: .fraction(1), topK: .fraction(1), gqa: .kvGroup, phases: .decode)] }
+                return [Config(calibration: cal, rank: .fraction(0.5), topK: .tokens(n)),
+                        Config(calibration: cal, rank: .explainedVariance(0.9), topK: .tokens(n), gqa: .kvGroup, phases: .decode)]
+            })
+        /// Keys stored in the calibration's bases (read when the cache asks: a config's layout combines without reading it).
+        public var layout: StorageLayout {
+            StorageLayout(owner: Self.descriptor.name, keyBasis: { [calibration] in try? LokiCalibration.loadCached(calibration).basis(layer: $0, head: $1) },
+                          mirrorsKeys: true, selects: true,
+                          selectsRows: gqa == .queryHead || phases == .prefillAndDecode ? "use gqa: kv_group, phases: decode" : nil)
+        }
+        public func make() throws -> CachePolicy { try Loki(self, calibration: LokiCalibration.loadCached(calibration)) }
+        /// Runs its own prefill: keys in the PCA basis change prefill attention's rounding, and the reference protocol selects keys per query row in prefill.
+        public var prefillSharing: PrefillSharing { .none }
+    }
+
+    public let config: Config
     public let calibration: LokiCalibration
-    public let rank: Rank
-    public let topK: SelectionSize
-    public let gqa: SelectionGQA
-    public let phases: Phases
+    public var rank: Rank { config.rank }
+    public var topK: SelectionSize { config.topK }
+    public var gqa: SelectionGQA { config.gqa }
+    public var phases: Phases { config.phases }
     /// Rank used in each layer (resolved from `rank` and the calibration).
     public let ranks: [Int]
     /// Whether the first r dims of the keys are also kept contiguously (see the type's comment).
     public let lowRankCopy: Bool
-    /// [layer][kvHead] contiguous low-rank key rows, bound to the store they mirror.
-    private var mirrors: [[LowRankKeys]] = []
+    /// Contiguous low-rank key rows per (layer, KV head), following the stores they mirror.
+    private var mirrors = KeyMirrors<LowRankKeys>()
 
     /// Where Loki selects: the reference's every forward, or decode steps only.
     public enum Phases: String, Hashable, Sendable, CaseIterable {
@@ -67,24 +136,16 @@ public final class Loki: CachePolicy {
         case prefillAndDecode = "prefill+decode"
     }
 
-    public init(calibration: LokiCalibration, rank: Rank = .fraction(0.25), topK: SelectionSize = .fraction(0.25),
-                gqa: SelectionGQA = .queryHead, phases: Phases = .prefillAndDecode, lowRankCopy: Bool = true) throws {
-        let name = "loki"
-        switch rank {
-        case .fraction(let f) where !(f > 0 && f <= 1):
-            throw PolicyError.invalidParameter(policy: name, field: "rank", message: "expected a fraction of d in (0, 1], got \(f)")
-        case .dims(let r) where r < 1 || r > calibration.headDim:
-            throw PolicyError.invalidParameter(policy: name, field: "rank", message: "expected 1...\(calibration.headDim) dimensions, got \(r)")
-        case .explainedVariance(let t) where !(t > 0 && t <= 1):
-            throw PolicyError.invalidParameter(policy: name, field: "rank", message: "expected an explained-variance threshold in (0, 1], got \(t)")
-        default: break
+    /// `config` with its calibration already read (`config.calibration` names it in labels).
+    public init(_ config: Config, calibration: LokiCalibration, lowRankCopy: Bool = true) throws {
+        try config.validate()
+        if case .dims(let r) = config.rank, r > calibration.headDim {
+            throw PolicyError.invalidParameter(policy: Config.descriptor.name, field: "rank", message: "expected 1...\(calibration.headDim) dimensions, got \(r)")
         }
-        try topK.validate(policy: name, field: "top_k")
-        self.calibration = calibration; self.rank = rank; self.topK = topK; self.gqa = gqa; self.phases = phases
-        self.lowRankCopy = lowRankCopy
+        self.config = config; self.calibration = calibration; self.lowRankCopy = lowRankCopy
         let d = calibration.headDim
         ranks = (0..<calibration.layers).map { l in
-            switch rank {
+            switch config.rank {
             case .fraction(let f): return min(d, max(1, Int((f * Double(d)).rounded())))
             case .dims(let r): return r
             case .explainedVariance(let t): return t >= 1 ? d : calibration.referenceRank(t, layer: l)
@@ -92,64 +153,59 @@ public final class Loki: CachePolicy {
         }
     }
 
-    public var name: String { "loki(rank=\(rank),k=\(topK),\(gqa.rawValue),\(phases.rawValue))" }
+    public convenience init(calibration: LokiCalibration, rank: Rank = Config.descriptor.defaults.rank,
+                            topK: SelectionSize = Config.descriptor.defaults.topK, gqa: SelectionGQA = Config.descriptor.defaults.gqa,
+                            phases: Phases = Config.descriptor.defaults.phases, lowRankCopy: Bool = true) throws {
+        try self.init(Config(calibration: "(in memory)", rank: rank, topK: topK, gqa: gqa, phases: phases),
+                      calibration: calibration, lowRankCopy: lowRankCopy)
+    }
+
+
+    public var layout: StorageLayout {
+        var l = config.layout
+        l.keyBasis = { [calibration] in calibration.basis(layer: $0, head: $1) }
+        return l
+    }
 
     public func bind(shape: CacheShape) {
         precondition(calibration.matches(shape),
             "loki: the calibration is for \(calibration.layers) layers x \(calibration.kvHeads) KV heads x d \(calibration.headDim), " +
             "the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim): calibrate this model with `kvlab calibrate`")
-        mirrors = lowRankCopy ? ranks.map { r in (0..<shape.kvHeads).map { _ in LowRankKeys(rank: r) } } : []
+        if lowRankCopy { mirrors = KeyMirrors(layers: ranks.count, kvHeads: shape.kvHeads) { LowRankKeys(rank: ranks[$0]) } }
     }
 
-    public func reset() { for l in mirrors { for m in l { m.clear() } } }
+    public func reset() { mirrors.reset() }
 
     public func didAppend(_ step: LayerStep) {
-        guard lowRankCopy else { return }
-        for (h, st) in step.stores.enumerated() { let m = mirrors[step.layer][h]; m.attach(st); m.sync() }
+        if lowRankCopy { mirrors.didAppend(step) }
     }
 
     public func didRetain(layer: Int, head: Int, kept: [Int]) {
-        if lowRankCopy { mirrors[layer][head].remap(kept: kept) }
+        if lowRankCopy { mirrors.didRetain(layer: layer, head: head, kept: kept) }
     }
 
-    /// The mirror of the store `head` of this step reads (it follows the store object under sharing).
+    /// The low-rank rows of the store `head` of this step reads, when they hold at least r dims.
     private func mirror(_ step: LayerStep, head: Int, rank r: Int) -> LowRankKeys? {
         guard lowRankCopy else { return nil }
-        let st = step.stores[head]
-        let own = mirrors[step.layer][head]
-        var m = own.store === st ? own : nil
-        if m == nil { for l in mirrors.indices where mirrors[l][head].store === st { m = mirrors[l][head]; break } }
-        if m == nil { own.attach(st); m = own }
-        guard let found = m, found.rank >= r else { return nil }
-        found.sync()
-        return found
+        let m = mirrors.mirror(step, head: head)
+        return m.rank >= r ? m : nil
     }
-
-    public func keyBasis(layer: Int, head: Int) -> [Float]? { calibration.basis(layer: layer, head: head) }
 
     /// The bases held, plus the contiguous low-rank key rows when `lowRankCopy`.
     public var metadataBytes: Int {
-        calibration.bases.count * MemoryLayout<Float>.stride + mirrors.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } }
+        calibration.bases.count * MemoryLayout<Float>.stride + mirrors.bytes
     }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
-        guard step.phase == .decode else { return candidates }
-        let st = step.stores[head], d = st.headDim, g = step.shape.groupSize
-        let n = candidates?.count ?? st.count
-        let k = topK.count(of: n)
-        guard k < n else { return candidates }
-        let r = ranks[min(step.layer, ranks.count - 1)]
-        let q = step.queries + head * g * d
-        let scores: [Float]
-        if let m = mirror(step, head: head, rank: r) {
-            scores = Loki.scores(queries: q, groups: g, dim: d, rows: m.rows, ld: m.rank, count: st.count, rank: r,
-                                 indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
-        } else {
-            scores = Loki.scores(queries: q, groups: g, store: st, rank: r, indices: candidates,
-                                 perQueryHead: gqa == .queryHead, scale: 1)
+        SelectionKernels.decodeTopK(step, head: head, candidates: candidates, size: topK, gqa: gqa) { q, st, n in
+            let r = ranks[min(step.layer, ranks.count - 1)], g = step.shape.groupSize, d = st.headDim
+            step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
+            if let m = mirror(step, head: head, rank: r) {
+                return Loki.scores(queries: q, groups: g, dim: d, rows: m.rows.base, ld: m.rank, count: st.count, rank: r,
+                                   indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
+            }
+            return Loki.scores(queries: q, groups: g, store: st, rank: r, indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
         }
-        step.meter.keyBytes += n * r * MemoryLayout<Float>.stride
-        return SelectionKernels.select(scores: scores, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
     }
 
     public func selectsRows(_ phase: Phase) -> Bool {
@@ -164,21 +220,21 @@ public final class Loki: CachePolicy {
         guard rows.contains(where: { visible[$0] > k }) else { return nil }
         let r = ranks[min(step.layer, ranks.count - 1)]
         let perHead = gqa == .queryHead, m = perHead ? g : 1, n = rows.count
-        // Key rows to score: the contiguous low-rank copy, or the store's rows (a restored copy of KIVI codes).
-        let low = mirror(step, head: head, rank: r)
-        let restored = low == nil && st.compactCount > 0 ? st.dequantizedCopy() : nil
-        let keyRows = low.map { UnsafePointer($0.rows) } ?? UnsafePointer((restored ?? st).keys), ld = low?.rank ?? d
         var lists = [[Int32]?](repeating: nil, count: m * n)
-        for i in rows where visible[i] > k {
-            let q = step.queries + i * hq * d + head * g * d        // [g, d] the group's query heads of row i
-            let scores = Loki.scores(queries: q, groups: g, dim: d, rows: keyRows, ld: ld, count: visible[i], rank: r,
-                                     indices: nil, perQueryHead: perHead, scale: 1)   // [m, visible[i]]
-            step.meter.keyBytes += visible[i] * r * MemoryLayout<Float>.stride
-            scores.withUnsafeBufferPointer { sb in
-                for h in 0..<m { lists[h * n + i - rows.lowerBound] = SelectionKernels.topK(sb.baseAddress! + h * visible[i], count: visible[i], k: k) }
+        // Key rows to score [T, ld]: the contiguous low-rank copy, or the store's rows as Float32.
+        func score(_ keyRows: UnsafePointer<Float>, ld: Int) {
+            for i in rows where visible[i] > k {
+                let q = step.queries + i * hq * d + head * g * d        // [g, d] the group's query heads of row i
+                let scores = Loki.scores(queries: q, groups: g, dim: d, rows: keyRows, ld: ld, count: visible[i], rank: r,
+                                         indices: nil, perQueryHead: perHead, scale: 1)   // [m, visible[i]]
+                step.meter.keyBytes += visible[i] * r * MemoryLayout<Float>.stride
+                scores.withUnsafeBufferPointer { sb in
+                    for h in 0..<m { lists[h * n + i - rows.lowerBound] = SelectionKernels.topK(sb.baseAddress! + h * visible[i], count: visible[i], k: k) }
+                }
             }
         }
-        withExtendedLifetime(restored) {}
+        if let low = mirror(step, head: head, rank: r) { score(low.rows.base, ld: low.rank) }
+        else { st.rows.withFloat32(0..<st.count) { keys, _ in score(keys, ld: d) } }
         return RowSelection(perQueryHead: perHead, lists: lists)
     }
 
@@ -187,13 +243,10 @@ public final class Loki: CachePolicy {
     /// [g, n] per query head, or [n] summed over the group.
     public static func scores(queries q: UnsafePointer<Float>, groups g: Int, store: HeadStore, rank r: Int,
                               indices: [Int32]?, perQueryHead: Bool, scale: Float) -> [Float] {
-        if store.compactCount > 0 {   // KIVI store: score the dequantized keys
-            let k = store.dequantizedCopy()
-            return scores(queries: q, groups: g, dim: k.headDim, rows: k.keys, ld: k.headDim, count: k.count, rank: r,
-                          indices: indices, perQueryHead: perQueryHead, scale: scale)
+        store.rows.withFloat32(0..<store.count) { keys, _ in   // compact formats: their restored keys
+            scores(queries: q, groups: g, dim: store.headDim, rows: keys, ld: store.headDim, count: store.count, rank: r,
+                   indices: indices, perQueryHead: perQueryHead, scale: scale)
         }
-        return scores(queries: q, groups: g, dim: store.headDim, rows: store.keys, ld: store.headDim, count: store.count, rank: r,
-                      indices: indices, perQueryHead: perQueryHead, scale: scale)
     }
 
     /// The same from key rows `ld` floats apart (the store's, or a contiguous low-rank copy).
@@ -224,64 +277,54 @@ public final class Loki: CachePolicy {
 
 /// The first `rank` dims of every key of one store, contiguous ([count, rank]), kept in step with
 /// the store: appended rows folded in by `sync`, moved rows by `remap`.
-final class LowRankKeys {
+final class LowRankKeys: KeyMirror {
     let rank: Int
-    private(set) weak var store: HeadStore?
-    private(set) var rows: UnsafeMutablePointer<Float>
-    private var capacity: Int
-    private(set) var covered = 0
+    weak var store: HeadStore?
+    var covered = 0
+    let rows: MirrorRows                 // [tokens, rank]
 
     init(rank: Int) {
         self.rank = rank
-        capacity = 64
-        rows = .allocate(capacity: capacity * rank)
+        rows = MirrorRows(width: rank, capacity: 64)
     }
-    deinit { rows.deallocate() }
 
     var bytes: Int { covered * rank * MemoryLayout<Float>.stride }
 
-    func attach(_ s: HeadStore) { if store !== s { store = s; covered = 0 } }
-    func clear() { covered = 0 }
-
-    private func reserve(_ n: Int) {
-        guard n > capacity else { return }
-        let newCap = max(n, capacity * 2)
-        let r = UnsafeMutablePointer<Float>.allocate(capacity: newCap * rank)
-        r.update(from: rows, count: covered * rank)
-        rows.deallocate()
-        rows = r; capacity = newCap
-    }
-
-    func sync() {
-        guard let st = store else { return }
-        if covered > st.count { covered = 0 }
-        guard covered < st.count else { return }
-        reserve(st.count)
-        let d = st.headDim
-        for j in covered..<st.count { (rows + j * rank).update(from: st.keys + j * d, count: rank) }
-        covered = st.count
+    func fold(_ keys: UnsafePointer<Float>, tokens: Range<Int>, store: HeadStore) {
+        rows.reserve(tokens.upperBound, keeping: tokens.lowerBound)
+        for (r, j) in tokens.enumerated() { rows[j].update(from: keys + r * store.headDim, count: rank) }
     }
 
     /// Row i now holds the token that was at kept[i].
     func remap(kept: [Int]) {
         guard let st = store else { covered = 0; return }
-        let old = covered, d = st.headDim
+        let old = covered
+        rows.reserve(kept.count, keeping: old)
+        // Tokens not folded in yet are read from the store.
+        func fresh(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+            st.rows.withFloat32(i..<(i + 1)) { keys, _ in out.update(from: keys, count: rank) }
+        }
         var increasing = true
         for i in 1..<max(kept.count, 1) where kept[i] <= kept[i - 1] { increasing = false; break }
         if increasing {
             for (i, k) in kept.enumerated() where k != i || k >= old {
-                if k < old { (rows + i * rank).update(from: rows + k * rank, count: rank) }
-                else { (rows + i * rank).update(from: st.keys + i * d, count: rank) }
+                if k < old { rows[i].update(from: rows[k], count: rank) } else { fresh(i, into: rows[i]) }
             }
         } else {
-            let fresh = UnsafeMutablePointer<Float>.allocate(capacity: max(capacity, kept.count) * rank)
+            let copy = MirrorRows(width: rank, capacity: max(rows.capacity, kept.count))
             for (i, k) in kept.enumerated() {
-                if k < old { (fresh + i * rank).update(from: rows + k * rank, count: rank) }
-                else { (fresh + i * rank).update(from: st.keys + i * d, count: rank) }
+                if k < old { copy[i].update(from: rows[k], count: rank) } else { fresh(i, into: copy[i]) }
             }
-            rows.deallocate()
-            rows = fresh; capacity = max(capacity, kept.count)
+            rows.replace(with: copy)
         }
         covered = kept.count
+    }
+}
+
+extension PolicySpec {
+    /// Loki's spec (`PolicySpec(Loki.Config(...))`), for existing callers.
+    public static func loki(calibration: String, rank: Loki.Rank, topK: SelectionSize, gqa: SelectionGQA,
+                            phases: Loki.Phases = .prefillAndDecode) -> PolicySpec {
+        PolicySpec(Loki.Config(calibration: calibration, rank: rank, topK: topK, gqa: gqa, phases: phases))
     }
 }

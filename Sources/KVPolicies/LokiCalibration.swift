@@ -97,7 +97,7 @@ public struct LokiCalibration: Sendable, Equatable {
 
     /// PCA of the keys an accumulator saw: eigenvectors of the centred covariance via LAPACK.
     public static func fit(_ acc: KeyCovarianceRecorder, attributes: [String: String] = [:]) throws -> LokiCalibration {
-        guard let shape = acc.shape else { throw PolicyError.invalidParameter(policy: "loki", field: "calibration", message: "the recorder saw no model") }
+        guard let shape = acc.shape else { throw PolicyError.invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration", message: "the recorder saw no model") }
         let L = shape.layers, H = shape.kvHeads, d = shape.headDim
         var bases = [Float](repeating: 0, count: L * H * d * d)
         var means = [Float](repeating: 0, count: L * H * d)
@@ -109,7 +109,7 @@ public struct LokiCalibration: Sendable, Equatable {
                 let s = acc.stats[l][h]
                 minCount = min(minCount, s.count)
                 guard s.count >= 2 else {
-                    throw PolicyError.invalidParameter(policy: "loki", field: "calibration",
+                    throw PolicyError.invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration",
                         message: "layer \(l) head \(h): \(s.count) keys, need at least 2 to fit a PCA")
                 }
                 let n = Double(s.count)
@@ -164,13 +164,10 @@ public struct LokiCalibration: Sendable, Equatable {
 
     /// Reads a file written by `save` (errors name the file and what is wrong).
     public static func load(_ path: String) throws -> LokiCalibration {
-        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: "loki", field: "calibration", message: "\(path): \(m)") }
-        let f = try H5File.open(path)
+        func bad(_ m: String) -> PolicyError { .invalidParameter(policy: Loki.Config.descriptor.name, field: "calibration", message: "\(path): \(m)") }
+        let f = try openPolicyFile(path, format: format, what: "Loki calibration file", writer: "kvlab calibrate", bad: bad)
         defer { try? f.close() }
         let root = f.root
-        guard root.hasAttribute("format"), try root.stringAttribute("format") == format else {
-            throw bad("not a Loki calibration file (attribute format != \(format)); write one with `kvlab calibrate`")
-        }
         let (b, bs) = try root.readFloats("bases")
         guard bs.count == 4, bs[2] == bs[3] else { throw bad("bases: expected shape [L, Hkv, d, d], got \(bs)") }
         let L = bs[0], H = bs[1], d = bs[2]
@@ -199,18 +196,12 @@ public struct LokiCalibration: Sendable, Equatable {
         return cal
     }
 
-    private static let cacheLock = NSLock()
-    nonisolated(unsafe) private static var cached: [String: (Date, LokiCalibration)] = [:]
+    private static let files = PolicyFileCache<LokiCalibration>()
 
-    /// `load`, remembered per path and modification date (a sweep builds Loki once per sample).
+    /// `load`, remembered per path and modification date (a sweep builds the policy per sample);
+    /// errors name the policy's field.
     public static func loadCached(_ path: String) throws -> LokiCalibration {
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date.distantPast
-        cacheLock.lock()
-        if let (date, cal) = cached[path], date == modified { cacheLock.unlock(); return cal }
-        cacheLock.unlock()
-        let cal = try load(path)
-        cacheLock.lock(); cached[path] = (modified, cal); cacheLock.unlock()
-        return cal
+        try files.load(path, policy: Loki.Config.descriptor.name, field: "calibration", read: load)
     }
 }
 
@@ -242,13 +233,14 @@ public final class KeyCovarianceRecorder: CachePolicy {
         for (h, st) in step.stores.enumerated() {
             let d = st.headDim
             var s = stats[step.layer][h]
+            let new = st.rows.withFloat32((st.count - rows)..<st.count) { keys, _ in Array(UnsafeBufferPointer(start: keys, count: rows * d)) }
             if s.count == 0 {
-                s.shift = Array(UnsafeBufferPointer(start: st.keys + (st.count - rows) * d, count: d))
+                s.shift = Array(new[0..<d])
                 s.sum = [Double](repeating: 0, count: d)
                 s.outer = [Double](repeating: 0, count: d * d)
             }
             var x = [Float](repeating: 0, count: rows * d)
-            for r in 0..<rows { for i in 0..<d { x[r * d + i] = st.keys[(st.count - rows + r) * d + i] - s.shift[i] } }
+            for r in 0..<rows { for i in 0..<d { x[r * d + i] = new[r * d + i] - s.shift[i] } }
             var xtx = [Float](repeating: 0, count: d * d)
             x.withUnsafeBufferPointer { xb in
                 xtx.withUnsafeMutableBufferPointer { cb in

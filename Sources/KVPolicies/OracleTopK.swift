@@ -9,26 +9,49 @@ import KVTensor
 /// saves no traffic: it shows how close Quest and Loki get to ideal selection at the same k.
 /// GQA: `.kvGroup` (default) ranks by the logits summed over the group's query heads, i.e.
 /// (sum_h q_h).k, one choice per KV head; `.queryHead` chooses per query head, reads the union.
-public final class OracleTopK: CachePolicy {
-    public let topK: SelectionSize
-    public let gqa: SelectionGQA
-
-    public init(topK: SelectionSize, gqa: SelectionGQA = .kvGroup) throws {
-        try topK.validate(policy: "oracle_topk", field: "top_k")
-        self.topK = topK; self.gqa = gqa
+public final class OracleTopK: CachePolicy, ConfiguredPolicy {
+    public struct Config: PolicyConfig {
+        public var topK: SelectionSize
+        public var gqa: SelectionGQA
+        public init(topK: SelectionSize, gqa: SelectionGQA = .kvGroup) { self.topK = topK; self.gqa = gqa }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "oracle_topk", family: .selection, summary: "exact scores over every token, attend the top k: the upper bound of selection ([selection.md](selection.md))",
+            defaults: Config(topK: .tokens(1)),
+            parameters: [.selectionSize(\.topK, required: true), .gqa(\.gqa)],
+            // The exact top-k baseline of the selection papers (hpcgroup/loki methods/baselines/topk/
+            // modify_llama.py:108-122; Quest's oracle): per query head. The Loki baseline also masks the
+            // prefill rows; KVLab's oracle selects during decoding only (docs/config.md).
+            setups: [PolicySetupValues("paper", [("gqa", "query_head")]), PolicySetupValues("kvlab", [("gqa", "kv_group")])],
+            sample: "top_k: 48",
+            examples: { n, _ in
+                let k = n.map(SelectionSize.tokens) ?? .fraction(1)
+                return [Config(topK: k), Config(topK: k, gqa: .queryHead)]
+            })
+        public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, selects: true) }
+        public func make() throws -> CachePolicy { try OracleTopK(self) }
+        /// Shares the whole dense prefill: selects in decode only; prefill attention stays dense.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
-    public var name: String { "oracle_topk(k=\(topK),\(gqa.rawValue))" }
+    public let config: Config
+    public var topK: SelectionSize { config.topK }
+    public var gqa: SelectionGQA { config.gqa }
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+    }
+
+    public convenience init(topK: SelectionSize, gqa: SelectionGQA = Config.descriptor.defaults.gqa) throws {
+        try self.init(Config(topK: topK, gqa: gqa))
+    }
+
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
-        guard step.phase == .decode else { return candidates }
-        let st = step.stores[head], d = st.headDim, g = step.shape.groupSize
-        let n = candidates?.count ?? st.count
-        let k = topK.count(of: n)
-        guard k < n else { return candidates }
-        let scores = Loki.scores(queries: step.queries + head * g * d, groups: g, store: st, rank: d,
-                                 indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
-        step.meter.keyBytes += n * d * MemoryLayout<Float>.stride
-        return SelectionKernels.select(scores: scores, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
+        SelectionKernels.decodeTopK(step, head: head, candidates: candidates, size: topK, gqa: gqa) { q, st, n in
+            step.meter.keyBytes += n * st.headDim * MemoryLayout<Float>.stride
+            return Loki.scores(queries: q, groups: step.shape.groupSize, store: st, rank: st.headDim,
+                               indices: candidates, perQueryHead: gqa == .queryHead, scale: 1)
+        }
     }
 }

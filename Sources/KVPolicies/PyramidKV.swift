@@ -19,24 +19,62 @@ import KVCache
 ///   T >= max >= min >= w — so at small budgets it is SnapKV.
 public final class PyramidKV: SnapKV {
     public enum Variant: String, Sendable, CaseIterable { case authors, kvpress }
-    public let beta: Double
-    public let variant: Variant
-    private var layers = 1
-
-    public init(budget: Budget, window: Int = 64, kernel: Int = 5, pooling: Pooling = .avg, beta: Double = 20,
-                variant: Variant = .authors) throws {
-        if beta < 1 { throw PolicyError.invalidParameter(policy: "pyramidkv", field: "beta", message: "expected >= 1, got \(beta)") }
-        if variant == .authors, case .tokens(let n) = budget, n <= window {
-            throw PolicyError.invalidParameter(policy: "pyramidkv", field: "window",
-                message: "expected a window below the budget (\(n)): the reference keeps budget - window prefix tokens per layer on average, got \(window)")
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var window: Int
+        public var kernel: Int
+        public var pooling: Pooling
+        public var beta: Double
+        public var variant: Variant
+        public init(budget: Budget, window: Int = 64, kernel: Int = 5, pooling: Pooling = .avg, beta: Double = 20,
+                    variant: Variant = .authors) {
+            self.budget = budget; self.window = window; self.kernel = kernel; self.pooling = pooling
+            self.beta = beta; self.variant = variant
         }
-        self.beta = beta
-        self.variant = variant
-        try super.init(budget: budget, window: window, kernel: kernel, pooling: pooling)
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "pyramidkv", family: .eviction, summary: "SnapKV's scores with per-layer budgets shrinking from the bottom layer to the top ([kvpress-semantics.md](kvpress-semantics.md#7-pyramidkv-the-authors-schedule-default-and-kvpresss-variant-kvpress))",
+            defaults: Config(budget: .tokens(1)),
+            parameters: SnapKV.Config.sharedParameters(\.budget, \.window, \.kernel, \.pooling) + [
+                .double("beta", \.beta, Bound(">= 1") { $0 >= 1 }, help: "the pyramid's steepness: the top layer keeps budget / beta"),
+                .choice("variant", \.variant, help: "authors: KVCache-Factory's schedule, the window on top of each layer's budget; kvpress: uniform below beta x window tokens"),
+            ],
+            sample: "keep: 0.25, window: 16",
+            check: { c in
+                try SnapKV.Config.checkWindow("pyramidkv", budget: c.budget, window: c.window)
+                if c.variant == .authors, case .tokens(let n) = c.budget, n <= c.window {
+                    throw PolicyError.invalidParameter(policy: "pyramidkv", field: "window",
+                        message: "expected a window below the budget (\(n)): the reference keeps budget - window prefix tokens per layer on average, got \(c.window)")
+                }
+            },
+            examples: { n, _ in
+                let b = Budget.tokens(n ?? 1 << 20), w = min(8, (n ?? 9) - 1)
+                return [Config(budget: b, window: w), Config(budget: b, window: w, variant: .kvpress)]
+            })
+        public func make() throws -> CachePolicy { try PyramidKV(self) }
+        /// Shares the whole dense prefill: evicts at the prefill's step end, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
+        public var forcedTokens: [ForcedTokens] { [ForcedTokens("window", count: window, budget: budget)] }
+        public var cost: PolicyCost { .window }
     }
 
-    override var policyName: String { "pyramidkv" }
-    public override var name: String { super.name.replacingOccurrences(of: ")", with: ",beta=\(beta),\(variant.rawValue))") }
+    public let config: Config
+    public var beta: Double { config.beta }
+    public var variant: Variant { config.variant }
+    private var layers = 1
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+        try super.init(SnapKV.Config(budget: config.budget, window: config.window, kernel: config.kernel, pooling: config.pooling))
+    }
+
+    public convenience init(budget: Budget, window: Int = Config.descriptor.defaults.window, kernel: Int = Config.descriptor.defaults.kernel,
+                            pooling: Pooling = Config.descriptor.defaults.pooling, beta: Double = Config.descriptor.defaults.beta,
+                            variant: Variant = Config.descriptor.defaults.variant) throws {
+        try self.init(Config(budget: budget, window: window, kernel: kernel, pooling: pooling, beta: beta, variant: variant))
+    }
+
+    public override var name: String { config.label() }
     public override func bind(shape: CacheShape) { layers = shape.layers }
 
     /// Tokens layer `layer` keeps out of a prompt of `q` tokens (window included).
@@ -81,5 +119,13 @@ public final class PyramidKV: SnapKV {
         }
         let steps = layers > 1 ? (maxNum - minNum) / Double(layers - 1) : 0
         return Int((maxNum - Double(layer) * steps).rounded(.toNearestOrEven))
+    }
+}
+
+extension PolicySpec {
+    /// PyramidKV's spec (`PolicySpec(PyramidKV.Config(...))`), for existing callers.
+    public static func pyramidKV(budget: Budget, window: Int, kernel: Int, pooling: SnapKV.Pooling, beta: Double,
+                                 variant: PyramidKV.Variant = .authors) -> PolicySpec {
+        PolicySpec(PyramidKV.Config(budget: budget, window: window, kernel: kernel, pooling: pooling, beta: beta, variant: variant))
     }
 }

@@ -19,69 +19,81 @@ import KVTensor
 /// Bound = q+ . M + q- . m with q+ = max(q, 0), q- = min(q, 0) (M >= m), so a page is scored with
 /// one dot product over its [M | m] row of 2d floats; summed over a group it is one dot with the
 /// summed [q+ | q-]. Per step the page rows are the only full-length read: 2/S of the keys.
-public final class Quest: CachePolicy {
-    /// Fault injection for the regression tests: forget Quest's always-read last page.
-    nonisolated(unsafe) static var dropLastPageForTesting = false
-    public let tokenBudget: Int
-    public let pageSize: Int
-    public let denseLayers: Int
-    public let gqa: SelectionGQA
-
-    public init(tokenBudget: Int, pageSize: Int = 16, denseLayers: Int = 2, gqa: SelectionGQA = .kvGroup) throws {
-        let name = "quest"
-        if pageSize < 1 { throw PolicyError.invalidParameter(policy: name, field: "page_size", message: "expected >= 1, got \(pageSize)") }
-        if tokenBudget < pageSize {
-            throw PolicyError.invalidParameter(policy: name, field: "budget",
-                message: "expected at least one page (page_size \(pageSize) tokens), got \(tokenBudget)")
+public final class Quest: CachePolicy, ConfiguredPolicy {
+    public struct Config: PolicyConfig {
+        public var budget: Int
+        public var pageSize: Int
+        public var denseLayers: Int
+        public var gqa: SelectionGQA
+        public init(budget: Int, pageSize: Int = 16, denseLayers: Int = 2, gqa: SelectionGQA = .kvGroup) {
+            self.budget = budget; self.pageSize = pageSize; self.denseLayers = denseLayers; self.gqa = gqa
         }
-        if denseLayers < 0 { throw PolicyError.invalidParameter(policy: name, field: "dense_layers", message: "expected >= 0, got \(denseLayers)") }
-        self.tokenBudget = tokenBudget; self.pageSize = pageSize; self.denseLayers = denseLayers; self.gqa = gqa
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "quest", family: .selection, summary: "query-aware page selection from per-page key bounds; reads only the chosen pages ([selection.md](selection.md))",
+            defaults: Config(budget: 1),
+            parameters: [
+                .int("budget", \.budget, required: true, isBudget: true, help: "tokens read per decode step"),
+                .int("page_size", \.pageSize, .atLeast(1), help: "tokens per page"),
+                .int("dense_layers", \.denseLayers, .atLeast(0), help: "first layers attended densely"),
+                .gqa(\.gqa),
+            ],
+            // mit-han-lab/Quest evaluation/quest_attention.py: pages (chunk_size) of 16, layers 0 and 1
+            // dense (`self.layer_id < 2`), selection after repeat_kv, i.e. per query head; the question
+            // (the prompt's last 400 characters, evaluation/passkey/passkey.py) is fed token by token
+            // through the sparse decode path (`suffix: decode`, the passkey default).
+            setups: [PolicySetupValues("paper", [("page_size", "16"), ("dense_layers", "2"), ("gqa", "query_head")]),
+                     PolicySetupValues("kvlab", [("page_size", "16"), ("dense_layers", "2"), ("gqa", "kv_group")])],
+            sample: "budget: 48, dense_layers: 0",
+            check: { c in
+                if c.budget < c.pageSize {
+                    throw PolicyError.invalidParameter(policy: "quest", field: "budget",
+                        message: "expected at least one page (page_size \(c.pageSize) tokens), got \(c.budget)")
+                }
+            },
+            examples: { n, _ in
+                let b = max(n ?? 1 << 20, 8)
+                return [Config(budget: b, pageSize: 8, denseLayers: 0), Config(budget: b, pageSize: 8, denseLayers: 0, gqa: .queryHead)]
+            })
+        public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, mirrorsKeys: true, selects: true) }
+        public func make() throws -> CachePolicy { try Quest(self) }
+        /// Shares the whole dense prefill: selects in decode only (page bounds kept at didAppend); prefill attention stays dense.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
-    public var name: String { "quest(budget=\(tokenBudget),page=\(pageSize),dense_layers=\(denseLayers),\(gqa.rawValue))" }
+    public let config: Config
+    public var tokenBudget: Int { config.budget }
+    public var pageSize: Int { config.pageSize }
+    public var denseLayers: Int { config.denseLayers }
+    public var gqa: SelectionGQA { config.gqa }
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+    }
+
+    public convenience init(tokenBudget: Int, pageSize: Int = Config.descriptor.defaults.pageSize,
+                            denseLayers: Int = Config.descriptor.defaults.denseLayers, gqa: SelectionGQA = Config.descriptor.defaults.gqa) throws {
+        try self.init(Config(budget: tokenBudget, pageSize: pageSize, denseLayers: denseLayers, gqa: gqa))
+    }
+
     /// Whole pages read per step (the last page included).
     public var pageBudget: Int { tokenBudget / pageSize }
 
-    private var shape: CacheShape?
-    /// summaries[layer][kvHead], bound to the store they summarise on first use.
-    private var summaries: [[QuestPages]] = []
+    /// Page summaries per (layer, KV head), following the stores they summarise.
+    private var summaries = KeyMirrors<QuestPages>()
 
     public func bind(shape: CacheShape) {
-        self.shape = shape
-        summaries = (0..<shape.layers).map { _ in (0..<shape.kvHeads).map { _ in QuestPages(headDim: shape.headDim, pageSize: pageSize) } }
+        summaries = KeyMirrors(layers: shape.layers, kvHeads: shape.kvHeads) { _ in QuestPages(headDim: shape.headDim, pageSize: pageSize) }
     }
 
-    public func reset() { for l in summaries { for s in l { s.clear() } } }
-
-    public var metadataBytes: Int { summaries.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } } }
-
-    public func didAppend(_ step: LayerStep) {
-        for (h, st) in step.stores.enumerated() {
-            let s = summaries[step.layer][h]
-            s.attach(st)
-            s.sync()
-        }
-    }
-
-    public func didRetain(layer: Int, head: Int, kept: [Int]) {
-        summaries[layer][head].remap(kept: kept)
-    }
-
-    /// The page summaries of the store `head` of this step reads (the store's own layer may differ
-    /// from `step.layer` under cross-layer sharing: summaries follow the store object).
-    func pages(_ step: LayerStep, head: Int) -> QuestPages {
-        let st = step.stores[head]
-        let own = summaries[step.layer][head]
-        if own.store === st { return own }
-        for l in summaries.indices where summaries[l][head].store === st { return summaries[l][head] }
-        own.attach(st)
-        return own
-    }
+    public func reset() { summaries.reset() }
+    public var metadataBytes: Int { summaries.bytes }
+    public func didAppend(_ step: LayerStep) { summaries.didAppend(step) }
+    public func didRetain(layer: Int, head: Int, kept: [Int]) { summaries.didRetain(layer: layer, head: head, kept: kept) }
 
     public func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
         guard step.layer >= denseLayers, step.phase == .decode else { return candidates }
-        let summary = pages(step, head: head)
-        summary.sync()
+        let summary = summaries.mirror(step, head: head)     // under sharing, the summaries of the store read
         let st = step.stores[head], d = st.headDim, g = step.shape.groupSize, S = pageSize, P = pageBudget
         let q = step.queries + head * g * d                     // [g, d] this group's query rows
         let heads = gqa == .kvGroup ? 1 : g
@@ -97,7 +109,7 @@ public final class Quest: CachePolicy {
             let scored = pageList.filter { Int($0) != lastPage }
             let chosen = choose(summary: summary, pages: scored, w: w, heads: heads, keep: P - 1, meter: step.meter)
             var keep = Set(chosen.map { Int($0) })
-            if !Self.dropLastPageForTesting { keep.insert(lastPage) }
+            keep.insert(lastPage)
             return cand.filter { keep.contains(Int($0) / S) }
         }
 
@@ -108,7 +120,7 @@ public final class Quest: CachePolicy {
         var out = [Int32]()
         out.reserveCapacity((chosen.count + 1) * S)
         for p in chosen { let lo = Int(p) * S; for i in lo..<(lo + S) { out.append(Int32(i)) } }
-        if !Self.dropLastPageForTesting { for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) } }
+        for i in ((nPages - 1) * S)..<T { out.append(Int32(i)) }
         return out
     }
 
@@ -123,11 +135,11 @@ public final class Quest: CachePolicy {
             w.withUnsafeBufferPointer { wb in
                 if let pages {
                     pages.withUnsafeBufferPointer { pb in
-                        SelectionKernels.rowDots(matrix: summary.rows, ld: d2, cols: d2, rows: n, indices: pb.baseAddress,
+                        SelectionKernels.rowDots(matrix: summary.rows.base, ld: d2, cols: d2, rows: n, indices: pb.baseAddress,
                                                  vectors: wb.baseAddress!, m: heads, out: sb.baseAddress!)
                     }
                 } else {
-                    SelectionKernels.rowDots(matrix: summary.rows, ld: d2, cols: d2, rows: n, indices: nil,
+                    SelectionKernels.rowDots(matrix: summary.rows.base, ld: d2, cols: d2, rows: n, indices: nil,
                                              vectors: wb.baseAddress!, m: heads, out: sb.baseAddress!)
                 }
             }
@@ -143,9 +155,9 @@ public final class Quest: CachePolicy {
     /// The page rows [pages, 2d] (max | min of each page's keys) currently held for (layer, KV head),
     /// brought up to date with the store first. For tests and tools.
     public func pageSummaries(layer: Int, head: Int) -> [Float] {
-        let s = summaries[layer][head]
+        let s = summaries[layer, head]
         s.sync()
-        return Array(UnsafeBufferPointer(start: s.rows, count: s.pageCount * 2 * s.headDim))
+        return Array(UnsafeBufferPointer(start: s.rows.base, count: s.pageCount * 2 * s.headDim))
     }
 
     /// [q+ | q-] rows, [heads, 2d]: one per query head, or their sum over the group.
@@ -173,7 +185,7 @@ public final class Quest: CachePolicy {
         var out = [Float](repeating: 0, count: heads * pages.pageCount)
         out.withUnsafeMutableBufferPointer { ob in
             w.withUnsafeBufferPointer { wb in
-                SelectionKernels.rowDots(matrix: pages.rows, ld: 2 * d, cols: 2 * d, rows: pages.pageCount, indices: nil,
+                SelectionKernels.rowDots(matrix: pages.rows.base, ld: 2 * d, cols: 2 * d, rows: pages.pageCount, indices: nil,
                                          vectors: wb.baseAddress!, m: heads, out: ob.baseAddress!)
             }
         }
@@ -181,55 +193,33 @@ public final class Quest: CachePolicy {
     }
 }
 
-/// Per-page key bounds of one store: row p = [max over the page's keys (d) | min (d)].
-final class QuestPages {
+/// Per-page key bounds of one store: entry p = [max over the page's keys (d) | min (d)].
+final class QuestPages: KeyMirror {
     let headDim: Int
     let pageSize: Int
-    private(set) weak var store: HeadStore?
-    private(set) var rows: UnsafeMutablePointer<Float>
-    private var capacity: Int            // pages
-    private(set) var covered = 0         // store tokens folded in
+    weak var store: HeadStore?
+    var covered = 0                      // store tokens folded in
+    let rows: MirrorRows                 // [pages, 2d]
 
     init(headDim: Int, pageSize: Int) {
         self.headDim = headDim; self.pageSize = pageSize
-        capacity = 16
-        rows = .allocate(capacity: capacity * 2 * headDim)
+        rows = MirrorRows(width: 2 * headDim, capacity: 16)
     }
-    deinit { rows.deallocate() }
 
     var pageCount: Int { (covered + pageSize - 1) / pageSize }
     var bytes: Int { pageCount * 2 * headDim * MemoryLayout<Float>.stride }
 
-    func attach(_ s: HeadStore) {
-        if store !== s { store = s; covered = 0 }
-    }
-    func clear() { covered = 0 }
-
-    private func reserve(pages n: Int) {
-        guard n > capacity else { return }
-        let newCap = max(n, capacity * 2)
-        let r = UnsafeMutablePointer<Float>.allocate(capacity: newCap * 2 * headDim)
-        r.update(from: rows, count: capacity * 2 * headDim)
-        rows.deallocate()
-        rows = r; capacity = newCap
-    }
-
-    /// Folds in the tokens appended since the last sync (or rebuilds if the store shrank unseen).
-    func sync() {
-        guard let st = store else { return }
-        if covered > st.count { covered = 0 }
-        guard covered < st.count else { return }
+    func fold(_ keys: UnsafePointer<Float>, tokens: Range<Int>, store: HeadStore) {
         let d = headDim
-        reserve(pages: (st.count + pageSize - 1) / pageSize)
-        for j in covered..<st.count {
-            let p = j / pageSize, mx = rows + p * 2 * d, mn = mx + d, k = st.keys + j * d
+        rows.reserve((tokens.upperBound + pageSize - 1) / pageSize, keeping: (tokens.lowerBound + pageSize - 1) / pageSize)
+        for (r, j) in tokens.enumerated() {
+            let mx = rows[j / pageSize], mn = mx + d, k = keys + r * d
             if j % pageSize == 0 {
                 mx.update(from: k, count: d); mn.update(from: k, count: d)
             } else {
                 for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
             }
         }
-        covered = st.count
     }
 
     /// The store now holds at index i the token that was at kept[i]: rebuild the pages whose
@@ -243,23 +233,19 @@ final class QuestPages {
         for i in 0..<n where kept[i] != i || kept[i] >= old { dirty.insert(i / pageSize) }
         if old != n { dirty.insert((n - 1) / pageSize) }
         precondition(st.count == n, "Quest: store size differs from the retention")
-        reserve(pages: (n + pageSize - 1) / pageSize)
-        for p in dirty { rebuild(page: p, store: st) }
+        rows.reserve((n + pageSize - 1) / pageSize, keeping: pageCount)
+        for p in dirty {
+            let lo = p * pageSize, hi = min(lo + pageSize, n)
+            guard lo < hi else { continue }
+            st.rows.withFloat32(lo..<hi) { keys, _ in fold(keys, tokens: lo..<hi, store: st) }
+        }
         covered = n
     }
+}
 
-    private func rebuild(page p: Int, store st: HeadStore) {
-        let d = headDim, lo = p * pageSize, hi = min(lo + pageSize, st.count)
-        guard lo < hi else { return }
-        let mx = rows + p * 2 * d, mn = mx + d
-        // KIVI stores: rows held as codes are read dequantized.
-        let buf = UnsafeMutablePointer<Float>.allocate(capacity: d)
-        defer { buf.deallocate() }
-        func key(_ j: Int) -> UnsafePointer<Float> { j < st.compactCount ? { st.key(j, into: buf); return UnsafePointer(buf) }() : UnsafePointer(st.keys + j * d) }
-        mx.update(from: key(lo), count: d); mn.update(from: key(lo), count: d)
-        for j in (lo + 1)..<hi {
-            let k = key(j)
-            for i in 0..<d { let v = k[i]; if v > mx[i] { mx[i] = v }; if v < mn[i] { mn[i] = v } }
-        }
+extension PolicySpec {
+    /// Quest's spec (`PolicySpec(Quest.Config(...))`), for existing callers.
+    public static func quest(budget: Int, pageSize: Int, denseLayers: Int, gqa: SelectionGQA) -> PolicySpec {
+        PolicySpec(Quest.Config(budget: budget, pageSize: pageSize, denseLayers: denseLayers, gqa: gqa))
     }
 }

@@ -5,7 +5,8 @@ import KVCache
 
 /// The template every scored eviction policy shares (kvpress's ScorerPress): score each stored
 /// token of a KV head, keep the `capacity` best (ties to the older token), physically remove the
-/// rest. A policy supplies `scores`; `protectedTail` tokens (a window) are always kept.
+/// rest. A policy supplies `scores`; tokens it must keep (SnapKV's window, StreamingLLM's sinks)
+/// score above every other.
 public protocol ScoredEviction: CachePolicy {
     var budget: Budget { get }
     var schedule: EvictionSchedule { get }

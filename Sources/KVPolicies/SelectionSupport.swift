@@ -163,6 +163,20 @@ public enum SelectionKernels {
         return UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3)
     }
 
+    /// Decode-time top-k selection of KV head `head` (Loki, oracle top-k): the best `size` of the
+    /// candidates (nil = every stored token) by `scores(q, store, n)`, q [g, d] the group's queries,
+    /// [g, n] per query head or [n] summed over the group; unchanged outside decode or when k covers them.
+    static func decodeTopK(_ step: LayerStep, head: Int, candidates: [Int32]?, size: SelectionSize, gqa: SelectionGQA,
+                           scores: (_ q: UnsafePointer<Float>, _ store: HeadStore, _ n: Int) -> [Float]) -> [Int32]? {
+        guard step.phase == .decode else { return candidates }
+        let st = step.stores[head], g = step.shape.groupSize
+        let n = candidates?.count ?? st.count
+        let k = size.count(of: n)
+        guard k < n else { return candidates }
+        let s = scores(step.queries + head * g * st.headDim, st, n)
+        return select(scores: s, count: n, heads: gqa == .queryHead ? g : 1, k: k, candidates: candidates)
+    }
+
     /// The selection from scores over n tokens: the top k of each of `heads` score rows ([heads, n]:
     /// one per query head, or one summed over the group), unioned, mapped back to the candidate
     /// store indices (nil = the tokens 0..<n).

@@ -11,32 +11,68 @@ import KVCache
 /// Decode tokens are appended and never evicted.
 public class SnapKV: ScoredEviction {
     public enum Pooling: String, Sendable, CaseIterable { case avg, max }
-    public let budget: Budget
-    public let window: Int
-    public let kernel: Int
-    public let pooling: Pooling
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var window: Int
+        public var kernel: Int
+        public var pooling: Pooling
+        /// kvpress defaults: window 64, kernel 5, average pooling.
+        public init(budget: Budget, window: Int = 64, kernel: Int = 5, pooling: Pooling = .avg) {
+            self.budget = budget; self.window = window; self.kernel = kernel; self.pooling = pooling
+        }
+        /// The parameters SnapKV and PyramidKV share, in this order.
+        static func sharedParameters<C>(_ budget: WritableKeyPath<C, Budget>, _ window: WritableKeyPath<C, Int>,
+                                  _ kernel: WritableKeyPath<C, Int>, _ pooling: WritableKeyPath<C, Pooling>) -> [PolicyParameter<C>] {
+            [.budget(budget),
+             .int("window", window, .atLeast(1), help: "observation window: the prompt's last queries, which score the tokens and are always kept"),
+             .int("kernel", kernel, Bound("an odd size >= 1") { $0 >= 1 && $0 % 2 == 1 }, help: "1-D pooling of the scores (odd)"),
+             .choice("pooling", pooling, help: "pooling of the scores")]
+        }
+        /// A token budget at least the window (the window is kept whole).
+        static func checkWindow(_ policy: String, budget: Budget, window: Int) throws {
+            if case .tokens(let n) = budget, window > n {
+                throw PolicyError.invalidParameter(policy: policy, field: "window", message: "expected at most the budget (\(n)), got \(window)")
+            }
+        }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "snapkv", family: .eviction, summary: "an observation window of the prompt's last queries votes once, at the end of prefill",
+            defaults: Config(budget: .tokens(1)),
+            parameters: sharedParameters(\.budget, \.window, \.kernel, \.pooling),
+            sample: "keep: 0.25, window: 16",
+            check: { try checkWindow("snapkv", budget: $0.budget, window: $0.window) },
+            examples: { n, _ in
+                let b = Budget.tokens(n ?? 1 << 20), w = min(8, n ?? 8)
+                return [Config(budget: b, window: w), Config(budget: b, window: w, kernel: 3, pooling: .max)]
+            })
+        public func make() throws -> CachePolicy { try SnapKV(self) }
+        /// Shares the whole dense prefill: evicts at the prefill's step end, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
+        public var forcedTokens: [ForcedTokens] { [ForcedTokens("window", count: window, budget: budget)] }
+        public var cost: PolicyCost { .window }
+    }
+
+    public let snap: Config
+    public var budget: Budget { snap.budget }
+    public var window: Int { snap.window }
+    public var kernel: Int { snap.kernel }
+    public var pooling: Pooling { snap.pooling }
     public var schedule: EvictionSchedule { .prefill }
     public var queryWindow: Int { window }
-    var policyName: String { "snapkv" }
 
-    /// kvpress defaults: window 64, kernel 5, average pooling.
-    public init(budget: Budget, window: Int = 64, kernel: Int = 5, pooling: Pooling = .avg) throws {
-        let name = "snapkv"
-        try budget.validate(policy: name)
-        if window < 1 { throw PolicyError.invalidParameter(policy: name, field: "window", message: "expected >= 1, got \(window)") }
-        if kernel < 1 || kernel % 2 == 0 {
-            throw PolicyError.invalidParameter(policy: name, field: "kernel", message: "expected an odd size >= 1, got \(kernel)")
-        }
-        if case .tokens(let n) = budget, window > n {
-            throw PolicyError.invalidParameter(policy: name, field: "window", message: "expected at most the budget (\(n)), got \(window)")
-        }
-        self.budget = budget; self.window = window; self.kernel = kernel; self.pooling = pooling
+    public init(_ config: Config) throws {
+        try config.validate()
+        snap = config
+    }
+
+    public convenience init(budget: Budget, window: Int = Config.descriptor.defaults.window, kernel: Int = Config.descriptor.defaults.kernel,
+                            pooling: Pooling = Config.descriptor.defaults.pooling) throws {
+        try self.init(Config(budget: budget, window: window, kernel: kernel, pooling: pooling))
     }
 
     public func bind(shape: CacheShape) {}
     public func capacity(layer: Int, length: Int) -> Int { budget.capacity(for: length) }
 
-    public var name: String { "\(policyName)(budget=\(budget),window=\(window),kernel=\(kernel),\(pooling.rawValue))" }
+    public var name: String { snap.label() }
 
     public func retain(_ step: LayerStep, head: Int) -> [Int]? {
         // A prompt no longer than the window cannot be scored (kvpress asserts); keep it whole.

@@ -7,18 +7,40 @@ import KVCache
 /// and keeps the same top tokens for every head; the newest token is always kept (kvpress pads
 /// it with max + 1). At prefill the newest query is the prompt's last token; during decoding it
 /// is the generated token (probabilities observed from the attention kernel). No forced sinks.
-public final class TOVA: ScoredEviction {
-    public let budget: Budget
-    public let schedule: EvictionSchedule
-    private var layerScores: [[Float]] = []     // per layer: mean probability per stored token [T]
-    private var prefillMemo: (layer: Int, seen: Int, scores: [Float])?
-
-    public init(budget: Budget, schedule: EvictionSchedule = .always) throws {
-        try budget.validate(policy: "tova")
-        self.budget = budget; self.schedule = schedule
+public final class TOVA: ScoredEviction, ConfiguredPolicy {
+    public struct Config: PolicyConfig {
+        public var budget: Budget
+        public var schedule: EvictionSchedule
+        public init(budget: Budget, schedule: EvictionSchedule = .always) { self.budget = budget; self.schedule = schedule }
+        public static let descriptor = PolicyDescriptor<Config>(
+            name: "tova", family: .eviction, summary: "the newest query's attention averaged over all heads; the same tokens for every head",
+            defaults: Config(budget: .tokens(1)),
+            parameters: [.budget(\.budget), .schedule(\.schedule)],
+            sample: "keep: 0.125",
+            examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20))] })
+        public func make() throws -> CachePolicy { try TOVA(self) }
+        /// Shares the whole dense prefill: evicts at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
-    public var name: String { "tova(budget=\(budget),\(schedule))" }
+    public let config: Config
+    public var budget: Budget { config.budget }
+    public var schedule: EvictionSchedule { config.schedule }
+    /// Per layer, during decoding: the newest query's mean probability per original position [positions
+    /// seen]. By position, not store index: under a stack with a per-head eviction (H2O...) the heads
+    /// of a layer may hold different tokens.
+    private var layerScores: [[Float]] = []
+    private var prefillMemo: (layer: Int, seen: Int, scores: [Float])?
+
+    public init(_ config: Config) throws {
+        try config.validate()
+        self.config = config
+    }
+
+    public convenience init(budget: Budget, schedule: EvictionSchedule = Config.descriptor.defaults.schedule) throws {
+        try self.init(Config(budget: budget, schedule: schedule))
+    }
+
 
     public func bind(shape: CacheShape) {
         layerScores = Array(repeating: [], count: shape.layers)
@@ -27,16 +49,21 @@ public final class TOVA: ScoredEviction {
     public func reset() { prefillMemo = nil; layerScores = layerScores.map { _ in [] } }
 
     public func observe(_ step: LayerStep, head: Int, indices: [Int32]?, probs: UnsafePointer<Float>, count n: Int) {
-        let l = step.layer
-        if head == 0 { layerScores[l] = Array(repeating: 0, count: step.stores[head].count) }
-        accumulate(probs, rows: step.shape.groupSize, count: n, indices: indices, scale: 1 / Float(step.shape.queryHeads),
-                   into: &layerScores[l])
+        let l = step.layer, st = step.stores[head], g = step.shape.groupSize, scale = 1 / Float(step.shape.queryHeads)
+        if head == 0 { layerScores[l] = Array(repeating: 0, count: max(step.tokensSeen, (step.positions.max() ?? -1) + 1)) }
+        layerScores[l].withUnsafeMutableBufferPointer { t in
+            for m in 0..<g {
+                let row = probs + m * n
+                for j in 0..<n { t[st.position(indices.map { Int($0[j]) } ?? j)] += row[j] * scale }
+            }
+        }
     }
 
     public func scores(_ step: LayerStep, head: Int) -> [Float] {
         var s: [Float]
         if step.phase == .decode {
-            s = layerScores[step.layer]
+            let t = layerScores[step.layer], st = step.stores[head]
+            s = (0..<st.count).map { t[st.position($0)] }
         } else if let m = prefillMemo, m.layer == step.layer, m.seen == step.tokensSeen {
             s = m.scores
         } else {
@@ -47,7 +74,8 @@ public final class TOVA: ScoredEviction {
         return s
     }
 
-    /// The last prompt token's attention over every stored token, averaged over all query heads.
+    /// The last prompt token's attention over every stored token, averaged over all query heads
+    /// (at the end of a prefill every head of the layer holds the same tokens).
     private func prefillScores(_ step: LayerStep) -> [Float] {
         let d = step.shape.headDim, hq = step.shape.queryHeads, g = step.shape.groupSize
         let n = step.stores[0].count

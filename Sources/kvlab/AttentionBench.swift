@@ -55,10 +55,11 @@ struct AttentionBench: ParsableCommand {
         var results: [(Int, [String: Double], Double)] = []
         var bestLines: [String] = []
         for T in ctxs {
+            let quest = Quest.Config.descriptor.name, loki = Loki.Config.descriptor.name
             let policies: [(String, () throws -> CachePolicy)] = [
                 ("full", { FullCachePolicy() }),
-                ("quest", { try Quest(tokenBudget: questBudget, pageSize: pageSize, denseLayers: questDenseLayers) }),
-                ("loki", { try Loki(calibration: .identity(layers: layers, kvHeads: kvHeads, headDim: headDim),
+                (quest, { try Quest(tokenBudget: questBudget, pageSize: pageSize, denseLayers: questDenseLayers) }),
+                (loki, { try Loki(calibration: .identity(layers: layers, kvHeads: kvHeads, headDim: headDim),
                                     rank: .fraction(lokiRank), topK: .fraction(lokiK), gqa: .kvGroup, phases: .decode) }),
                 ("oracle", { try OracleTopK(topK: .tokens(oracleK)) }),
             ].filter { only == nil || $0.0 == "full" || $0.0 == only }
@@ -83,7 +84,7 @@ struct AttentionBench: ParsableCommand {
             var row = String(format: "%7d  %8.3f", T, med[0])
             var bestRow = String(format: "  best   %8.3f", best[0])
             var speedups: [String: Double] = [:]
-            for name in ["quest", "loki", "oracle"] {
+            for name in [quest, loki, "oracle"] {
                 if let i = policies.firstIndex(where: { $0.0 == name }) {
                     row += String(format: "  %8.3f (%5.2fx)", med[i], med[0] / med[i])
                     bestRow += String(format: "  %8.3f (%5.2fx)", best[i], best[0] / best[i])
@@ -104,8 +105,8 @@ struct AttentionBench: ParsableCommand {
         for l in bestLines { print(l) }
         print("")
         for (T, sp, _) in results {
-            if T == 32768, let q = sp["quest"] { print(String(format: "target quest >= 5x at 32K: %.2fx %@", q, q >= 5 ? "ok" : "MISSED")) }
-            if T == 16384, let l = sp["loki"] { print(String(format: "target loki >= 1.8x at 16K: %.2fx %@", l, l >= 1.8 ? "ok" : "MISSED")) }
+            if T == 32768, let q = sp[Quest.Config.descriptor.name] { print(String(format: "target quest >= 5x at 32K: %.2fx %@", q, q >= 5 ? "ok" : "MISSED")) }
+            if T == 16384, let l = sp[Loki.Config.descriptor.name] { print(String(format: "target loki >= 1.8x at 16K: %.2fx %@", l, l >= 1.8 ? "ok" : "MISSED")) }
         }
         if let worst = results.filter({ $0.0 >= 16384 }).map({ $0.2 }).min() {
             print(String(format: "target full attention >= 70%% of bandwidth (contexts >= 16K, medians): %.0f%% %@", worst * 100, worst >= 0.7 ? "ok" : "MISSED"))

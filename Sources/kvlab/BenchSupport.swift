@@ -64,7 +64,7 @@ func prefilledCaches(_ policies: [CachePolicy], shape: CacheShape, context T: In
                 for h in 0..<shape.kvHeads {
                     let st = c.stores[l][h]
                     for t in 0..<T { st.append(key: base + t * width + h * d, value: base + T * width + t * width + h * d, position: t) }
-                    st.quantizeResidual()
+                    st.rows.endStep()
                 }
             }
         }

@@ -8,7 +8,7 @@ import KVTokenizer
 /// `kvlab calibrate [loki]`: Loki's offline PCA of the post-RoPE keys, saved to HDF5.
 struct LokiCalibrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "loki",
+        commandName: Loki.Config.descriptor.name,
         abstract: "Fit Loki's per-layer, per-KV-head PCA of the post-RoPE keys and save it to HDF5.",
         discussion: """
         Runs the model densely over calibration text (default debian:licenses, encoded with the model's \
@@ -19,27 +19,17 @@ struct LokiCalibrateCommand: ParsableCommand {
         that explains 90% of the variance (mean over heads). Use the file with `policy: loki, calibration: FILE`.
         """)
 
-    @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
-    var model: String
-    @Option(help: "Output HDF5 file.")
-    var out: String
     @OptionGroup var input: CalibrationOptions
     @Option(name: .customLong("max-tokens"), help: "Use at most this many tokens of the text or ids file.")
     var maxTokens: Int = 4096
     @Option(name: .customLong("sequence-length"), help: "Tokens per calibration sequence (each a fresh prefill from position 0).")
     var sequenceLength: Int = 2048
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int?
 
-    func validate() throws {
-        try input.validate(minRandom: 2)
-        guard maxTokens >= 2 else { throw ValidationError("--max-tokens: expected >= 2, got \(maxTokens)") }
-        guard sequenceLength >= 1 else { throw ValidationError("--sequence-length: expected >= 1, got \(sequenceLength)") }
-    }
+    func validate() throws { try input.validate(minTokens: 2, maxTokens: maxTokens, sequenceLength: sequenceLength) }
 
     func run() throws {
-        let lm = try loadModel(model, threads: threads)
-        let calibration = try input.resolve(model: model, maxTokens: maxTokens)
+        let (lm, calibration) = try input.load(maxTokens: maxTokens)
+        let model = input.model, out = input.out
         let t0 = Date()
         let cal = try LokiCalibrator.calibrate(model: lm, source: calibration.source, sequenceLength: sequenceLength, modelLabel: model,
                                                provenance: calibration.provenance)
@@ -56,8 +46,15 @@ struct LokiCalibrateCommand: ParsableCommand {
     }
 }
 
-/// The calibration input options both `kvlab calibrate` subcommands share (CalibrationTokens.swift).
+/// The options both `kvlab calibrate` subcommands share: the model, the output and the calibration
+/// input (CalibrationTokens.swift).
 struct CalibrationOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
+    var model: String
+    @Option(help: "Output file: HDF5 (loki), or .json / .h5 (kvsharer).")
+    var out: String
+    @Option(help: "BLAS threads (default: all cores).")
+    var threads: Int?
     @Option(name: [.customLong("text"), .customLong("text-file")],
             help: "Calibration text: debian:licenses (default), debian:kjv or a UTF-8 file, encoded with the model's tokenizer.")
     var text: String?
@@ -70,14 +67,19 @@ struct CalibrationOptions: ParsableArguments {
     @Option(help: "Seed of --random-tokens.")
     var seed: UInt64 = 0
 
-    func validate(minRandom: Int) throws {
+    /// At most one input; at least `minTokens` of them; a positive sequence length.
+    func validate(minTokens: Int, maxTokens: Int, sequenceLength: Int) throws {
         let given = [text.map { _ in "--text" }, idsFile.map { _ in "--ids-file" }, randomTokens.map { _ in "--random-tokens" }].compactMap { $0 }
         if given.count > 1 { throw ValidationError("give at most one of --text, --ids-file, --random-tokens (got \(given.joined(separator: ", ")))") }
-        if let n = randomTokens, n < minRandom { throw ValidationError("--random-tokens: expected >= \(minRandom), got \(n)") }
+        if let n = randomTokens, n < minTokens { throw ValidationError("--random-tokens: expected >= \(minTokens), got \(n)") }
+        guard maxTokens >= minTokens else { throw ValidationError("--max-tokens: expected >= \(minTokens), got \(maxTokens)") }
+        guard sequenceLength >= 1 else { throw ValidationError("--sequence-length: expected >= 1, got \(sequenceLength)") }
     }
 
-    func resolve(model: String, maxTokens: Int) throws -> CalibrationInput {
-        try calibrationInput(model: model, text: text ?? "debian:licenses", tokenizer: tokenizer, idsFile: idsFile,
-                             randomTokens: randomTokens, seed: seed, maxTokens: maxTokens)
+    /// The model and the calibration tokens (at most `maxTokens`).
+    func load(maxTokens: Int) throws -> (LlamaModel, CalibrationInput) {
+        let lm = try loadModel(model, threads: threads)
+        return (lm, try calibrationInput(model: model, text: text ?? "debian:licenses", tokenizer: tokenizer, idsFile: idsFile,
+                                         randomTokens: randomTokens, seed: seed, maxTokens: maxTokens))
     }
 }

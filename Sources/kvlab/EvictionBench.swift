@@ -35,9 +35,9 @@ struct EvictionBench: ParsableCommand {
     func policies(_ budget: Int) throws -> [(String, CachePolicy)] {
         let b = Budget.tokens(budget)
         return [
-            ("streaming_llm", try StreamingLLM(budget: b)),
-            ("h2o", try H2O(budget: b)),
-            ("tova", try TOVA(budget: b)),
+            (StreamingLLM.Config.descriptor.name, try StreamingLLM(budget: b)),
+            (H2O.Config.descriptor.name, try H2O(budget: b)),
+            (TOVA.Config.descriptor.name, try TOVA(budget: b)),
             ("knorm (always)", try Knorm(budget: b, schedule: .always)),
             ("snapkv (prefill)", try SnapKV(budget: b)),
             ("pyramidkv (prefill)", try PyramidKV(budget: b)),

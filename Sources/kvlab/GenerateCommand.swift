@@ -121,7 +121,7 @@ struct GenerateCommand: ParsableCommand {
                 let ds = try f.root.write("logits", floats: r.promptLogits, shape: [ids.count, lm.config.vocabSize])
                 try ds.setAttribute("model", model)
                 try f.root.write("prompt_ids", int64s: ids.map(Int64.init), shape: [ids.count])
-                try f.root.setAttribute("kvlab_version", KVLabVersion.string)
+                try f.root.setAttribute("kvlab_version", KVLabInfo.version)
             }
             note("wrote \(path)")
         }

@@ -7,7 +7,7 @@ import KVTensor
 /// Decode attention over a KIVI-quantized cache (2 and 4 bits) next to the Float32 cache, in one run.
 struct KIVIBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "kivi",
+        commandName: KIVI.Config.descriptor.name,
         abstract: "One decode attention step per layer: Float32 cache vs KIVI 4-bit vs KIVI 2-bit (median of repeats, interleaved).",
         discussion: """
         Caches are filled with the same seeded random keys/values (no model: attention only) and the \

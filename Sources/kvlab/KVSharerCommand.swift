@@ -30,10 +30,6 @@ struct KVSharerCalibrateCommand: ParsableCommand {
         prints them. Use the file with `policy: cla, map_file: FILE`.
         """)
 
-    @Option(help: ArgumentHelp(ModelSourceHelp.argumentHelp))
-    var model: String
-    @Option(help: "Output map file (.json, or .h5 for HDF5).")
-    var out: String
     @OptionGroup var input: CalibrationOptions
     @Option(name: .customLong("max-tokens"), help: "Use at most this many tokens of the text or ids file.")
     var maxTokens: Int = 1024
@@ -43,20 +39,16 @@ struct KVSharerCalibrateCommand: ParsableCommand {
     var threshold: Double = 0.5
     @Option(name: .customLong("max-shared"), help: "Stop once this many layers share (default: a quarter of the layers).")
     var maxShared: Int?
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int?
 
     func validate() throws {
-        try input.validate(minRandom: 1)
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens: expected >= 1, got \(maxTokens)") }
-        guard sequenceLength >= 1 else { throw ValidationError("--sequence-length: expected >= 1, got \(sequenceLength)") }
+        try input.validate(minTokens: 1, maxTokens: maxTokens, sequenceLength: sequenceLength)
         guard threshold.isFinite && threshold <= 1 else { throw ValidationError("--threshold: expected a cosine similarity <= 1, got \(threshold)") }
         if let m = maxShared, m < 0 { throw ValidationError("--max-shared: expected >= 0, got \(m)") }
     }
 
     func run() throws {
-        let lm = try loadModel(model, threads: threads)
-        let calibration = try input.resolve(model: model, maxTokens: maxTokens)
+        let (lm, calibration) = try input.load(maxTokens: maxTokens)
+        let model = input.model, out = input.out
         let t0 = Date()
         let result = try KVSharerCalibrator.calibrate(model: lm, source: calibration.source, sequenceLength: sequenceLength,
                                                       threshold: threshold, maxShared: maxShared ?? lm.config.layers / 4,

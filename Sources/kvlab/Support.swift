@@ -1,9 +1,8 @@
 import ArgumentParser
 import Foundation
+import KVExperiments
 import KVModel
 import KVTensor
-
-enum KVLabVersion { static let string = "0.1.0" }
 
 enum ModelSourceHelp {
     static var presets: String { ModelSource.presets.keys.sorted().joined(separator: ", ") }

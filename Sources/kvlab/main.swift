@@ -1,4 +1,5 @@
 import ArgumentParser
+import KVExperiments
 
 /// `kvlab`: the KVLab command line.
 struct KVLabCommand: ParsableCommand {
@@ -9,8 +10,8 @@ struct KVLabCommand: ParsableCommand {
         Models are Hugging Face checkpoint folders (config.json + safetensors), GGUF files (.gguf) or seeded synthetic \
         shapes written as synthetic:PRESET[,key=value...] (presets: \(ModelSourceHelp.presets)).
         """,
-        version: KVLabVersion.string,
-        subcommands: [RunCommand.self, ValidateCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, SlurmCommand.self, StatusCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
+        version: KVLabInfo.version,
+        subcommands: [RunCommand.self, ValidateCommand.self, PoliciesCommand.self, ReportCommand.self, CompareCommand.self, MergeCommand.self, SlurmCommand.self, StatusCommand.self, InspectCommand.self, GenerateCommand.self, TokenizeCommand.self, BenchCommand.self, CalibrateCommand.self, ProbeCommand.self])
 }
 
 KVLabCommand.main()

@@ -58,7 +58,7 @@ final class HeadPoolingTests: XCTestCase {
     }
 
     func testPoolingStacksWithEviction() throws {
-        let stack = PolicyStack([try HeadPooling(kvHeads: 2), try SnapKV(budget: .tokens(16), window: 8)])
+        let stack = try! PolicyStack([try HeadPooling(kvHeads: 2), try SnapKV(budget: .tokens(16), window: 8)])
         let r = logits(Self.model, stack)
         for layer in r.cache.stores {
             XCTAssertEqual(layer.count, 2)

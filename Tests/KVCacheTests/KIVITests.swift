@@ -55,7 +55,7 @@ final class KIVITests: XCTestCase {
         let full = run(FullCachePolicy()).logits
         XCTAssertEqual(run(try KIVI(bits: 16, groupSize: 8, residual: 16)).logits, full)
         XCTAssertEqual(run(try KIVI(bits: 32)).logits, full)
-        XCTAssertEqual(run(PolicyStack([try SnapKV(budget: .tokens(400), window: 8), try KIVI(bits: 16)])).logits, full)
+        XCTAssertEqual(run(try! PolicyStack([try SnapKV(budget: .tokens(400), window: 8), try KIVI(bits: 16)])).logits, full)
     }
 
     func testEightBitsIsCloseAndTwoBitsChangesSomething() throws {
@@ -132,8 +132,7 @@ final class KIVITests: XCTestCase {
     /// 512 (fp16): 1/8 of the Float32 cache, 1/4 of fp16 (2/16 of fp16 for the codes + overhead).
     func testBytesStoredExactForTwoBits() {
         let d = 128, t = 1000
-        let s = HeadStore(headDim: d)
-        s.enableQuantization(QuantizationSpec(bits: 2, groupSize: 32, residual: 128))
+        let s = HeadStore(headDim: d, rows: QuantizedRows(spec: QuantizationSpec(bits: 2, groupSize: 32, residual: 128), headDim: d))
         var rng = SeededRandom(seed: 3)
         for p in 0..<t {
             let k = (0..<d).map { _ in rng.nextNormal() }, v = (0..<d).map { _ in rng.nextNormal() }
@@ -152,8 +151,7 @@ final class KIVITests: XCTestCase {
         XCTAssertEqual(perQuantized / Double(d * 2 * 2), 1.0 / 4)     // vs fp16
         XCTAssertEqual(s.metadataBytes, t * 4 + 27 * 4)
         // 4 bits: 64 + 64 code bytes instead.
-        let s4 = HeadStore(headDim: d)
-        s4.enableQuantization(QuantizationSpec(bits: 4, groupSize: 32, residual: 128))
+        let s4 = HeadStore(headDim: d, rows: QuantizedRows(spec: QuantizationSpec(bits: 4, groupSize: 32, residual: 128), headDim: d))
         for p in 0..<t { let k = [Float](repeating: Float(p), count: d); s4.append(key: k, value: k, position: p) }
         s4.quantizeResidual()
         XCTAssertEqual(s4.payloadBytes, fp + 864 * 128 + valueParams + keyParams)
@@ -172,13 +170,13 @@ final class KIVITests: XCTestCase {
     func testStacksWithEvictionAndSelection() throws {
         let full = run(FullCachePolicy()).logits
         let stacks: [CachePolicy] = [
-            PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
-            PolicyStack([try KIVI(bits: 4, groupSize: 8, residual: 16), try SnapKV(budget: .tokens(64), window: 8)]),
-            PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
-            PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
-            PolicyStack([try StreamingLLM(budget: .tokens(70), sinks: 4), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
-            PolicyStack([try OracleTopK(topK: .tokens(40)), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
-            PolicyStack([try TOVA(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try KIVI(bits: 4, groupSize: 8, residual: 16), try SnapKV(budget: .tokens(64), window: 8)]),
+            try! PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try StreamingLLM(budget: .tokens(70), sinks: 4), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try OracleTopK(topK: .tokens(40)), try KIVI(bits: 4, groupSize: 8, residual: 16)]),
+            try! PolicyStack([try TOVA(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)]),
         ]
         for p in stacks {
             var steps = 0
@@ -190,11 +188,11 @@ final class KIVITests: XCTestCase {
             } }
         }
         // H2O evicts during decoding: the store stays at its budget with groups freed as they empty.
-        let h2o = run(PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
+        let h2o = run(try! PolicyStack([try H2O(budget: .tokens(80)), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
         for layer in h2o.stores { for s in layer { XCTAssertLessThanOrEqual(s.count, 80) } }
         // Selection reads fewer bytes than the same KIVI cache without it.
         let k = run(try KIVI(bits: 2, groupSize: 8, residual: 16)).cache
-        let kq = run(PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
+        let kq = run(try! PolicyStack([try Quest(tokenBudget: 48, pageSize: 8, denseLayers: 0), try KIVI(bits: 2, groupSize: 8, residual: 16)])).cache
         XCTAssertLessThan(kq.stats.decodeBytesRead, k.stats.decodeBytesRead)
         XCTAssertEqual(kq.stats.bytesStored, k.stats.bytesStored)
     }
@@ -219,7 +217,7 @@ final class KIVITests: XCTestCase {
                     v[c] = q.valueParams[i * 2 * vg + c / g] + q.valueParams[i * 2 * vg + vg + c / g] * vc
                 }
             } else {
-                for c in 0..<d { k[c] = s.keys[i * d + c]; v[c] = s.values[i * d + c] }
+                s.key(i, into: &k); s.value(i, into: &v)
             }
             ref.append(key: k, value: v, position: s.position(i))
         }
@@ -229,8 +227,7 @@ final class KIVITests: XCTestCase {
     func testDequantizingKernelMatchesExplicitDequantization() {
         var rng = SeededRandom(seed: 5)
         for (bits, d, g, heads) in [(2, 64, 32, 4), (4, 128, 32, 2), (8, 16, 8, 3), (2, 20, 8, 5)] {
-            let s = HeadStore(headDim: d)
-            s.enableQuantization(QuantizationSpec(bits: bits, groupSize: g, residual: 2 * g))
+            let s = HeadStore(headDim: d, rows: QuantizedRows(spec: QuantizationSpec(bits: bits, groupSize: g, residual: 2 * g), headDim: d))
             for p in 0..<(11 * g + 5) {
                 let k = (0..<d).map { _ in rng.nextNormal() }, v = (0..<d).map { _ in rng.nextNormal() }
                 s.append(key: k, value: v, position: p)
@@ -245,14 +242,13 @@ final class KIVITests: XCTestCase {
                 let n = indices?.count ?? s.count
                 var p1 = [Float](repeating: 0, count: heads * n), p2 = p1
                 var o1 = [Float](repeating: 0, count: heads * d), o2 = o1
-                let run = { (st: HeadStore, probs: inout [Float], out: inout [Float]) in
+                let run = { (st: HeadStore, probs: inout [Float], out: inout [Float]) -> RowsRead in
                     if let idx = indices {
-                        _ = idx.withUnsafeBufferPointer { Attention.decode(q: qv, groups: heads, store: st, indices: $0, scale: scale, probs: &probs, out: &out) }
-                    } else {
-                        _ = Attention.decode(q: qv, groups: heads, store: st, indices: nil, scale: scale, probs: &probs, out: &out)
+                        return idx.withUnsafeBufferPointer { st.rows.decode(q: qv, groups: heads, indices: $0, scale: scale, probs: &probs, out: &out) }
                     }
+                    return st.rows.decode(q: qv, groups: heads, indices: nil, scale: scale, probs: &probs, out: &out)
                 }
-                _ = run(s, &p1, &o1); _ = run(ref, &p2, &o2)
+                let read = run(s, &p1, &o1); _ = run(ref, &p2, &o2)
                 let pe = zip(p1, p2).map { abs($0 - $1) }.max()!, oe = zip(o1, o2).map { abs($0 - $1) }.max()!
                 XCTAssertLessThanOrEqual(pe, 1e-4, "b=\(bits) d=\(d): probabilities differ by \(pe)")
                 XCTAssertLessThanOrEqual(oe, 1e-4, "b=\(bits) d=\(d): outputs differ by \(oe)")
@@ -261,8 +257,8 @@ final class KIVITests: XCTestCase {
                 let rows = indices.map { $0.map(Int.init) } ?? Array(0..<s.count)
                 let qRows = rows.filter { $0 < q.count }
                 let groupsTouched = Set(qRows.map { q.group(of: $0) }).count
-                XCTAssertEqual(s.lastReadBytes.keys, qRows.count * q.rowBytes + groupsTouched * 2 * d * 4 + (rows.count - qRows.count) * d * 4)
-                XCTAssertEqual(s.lastReadBytes.values, qRows.count * (q.rowBytes + 2 * q.valueGroups * 4) + (rows.count - qRows.count) * d * 4)
+                XCTAssertEqual(read.keyBytes, qRows.count * q.rowBytes + groupsTouched * 2 * d * 4 + (rows.count - qRows.count) * d * 4)
+                XCTAssertEqual(read.valueBytes, qRows.count * (q.rowBytes + 2 * q.valueGroups * 4) + (rows.count - qRows.count) * d * 4)
             }
         }
     }
@@ -301,7 +297,7 @@ final class KIVITests: XCTestCase {
     // MARK: spec and parser
 
     func testSpecAndValidation() throws {
-        let spec = PolicySpec.kivi(bits: 2, groupSize: 32, residual: 128)
+        let spec = PolicySpec(KIVI.Config(bits: 2, groupSize: 32, residual: 128))
         XCTAssertEqual(spec.kind, "kivi")
         XCTAssertEqual(spec.family, "quantization")
         XCTAssertEqual(spec.parameters.map(\.0), ["bits", "group_size", "residual"])
@@ -313,7 +309,7 @@ final class KIVITests: XCTestCase {
                 XCTAssertEqual(f, field)
             }
         }
-        XCTAssertNil(try KIVI(bits: 16).quantization)
-        XCTAssertEqual(PolicyStack([FullCachePolicy(), try KIVI(bits: 4)]).quantization?.bits, 4)
+        XCTAssertNil(try KIVI(bits: 16).layout.quantization)
+        XCTAssertEqual(try PolicyStack([FullCachePolicy(), try KIVI(bits: 4)]).layout.quantization?.bits, 4)
     }
 }

@@ -160,12 +160,12 @@ final class MiniCacheTests: XCTestCase {
             var p1 = [Float](repeating: 0, count: g * n), p2 = p1
             var o1 = [Float](repeating: 0, count: g * d), o2 = o1
             let idx = indices.map { i in i.withUnsafeBufferPointer { $0 } }
-            _ = MergedAttention.decode(q: q, groups: g, store: st, merged: st.merged!, indices: idx, scale: 0.25, probs: &p1, out: &o1)
+            let read = st.rows.decode(q: q, groups: g, indices: idx, scale: 0.25, probs: &p1, out: &o1)
             _ = Attention.decode(q: q, groups: g, store: copy, indices: idx, scale: 0.25, probs: &p2, out: &o2)
             for i in 0..<(g * n) { XCTAssertEqual(p1[i], p2[i], accuracy: 1e-5) }
             for i in 0..<(g * d) { XCTAssertEqual(o1[i], o2[i], accuracy: 1e-5) }
             let m = (indices ?? (0..<st.count).map(Int32.init)).filter { Int($0) < st.compactCount }.count
-            XCTAssertEqual(st.lastReadBytes.values, m * (d + 1) * 4 + (n - m) * d * 4, "a merged value row reads d + 1 floats")
+            XCTAssertEqual(read.valueBytes, m * (d + 1) * 4 + (n - m) * d * 4, "a merged value row reads d + 1 floats")
         }
     }
 
@@ -174,7 +174,7 @@ final class MiniCacheTests: XCTestCase {
     func testStackWithStreamingLLM() throws {
         let budget = 48
         let (sl, sc) = run(try StreamingLLM(budget: .tokens(budget), sinks: 4))
-        let (logits, mc) = run(PolicyStack([try StreamingLLM(budget: .tokens(budget), sinks: 4), try MiniCache(retainFraction: 0.05)]))
+        let (logits, mc) = run(try! PolicyStack([try StreamingLLM(budget: .tokens(budget), sinks: 4), try MiniCache(retainFraction: 0.05)]))
         XCTAssertTrue(logits.allSatisfy(\.isFinite))
         let T = Self.prompt.count + Self.decodeTokens.count
         let expectedPositions = Set(Array(0..<4) + Array((T - (budget - 4))..<T))
@@ -195,7 +195,7 @@ final class MiniCacheTests: XCTestCase {
         XCTAssertGreaterThan(mc.stores[2][0].merged!.count, budget / 2, "the window's tokens are merged")
         // With retention 1 the stack is StreamingLLM alone (up to summation order: a store that may
         // hold merged tokens evicts by in-order compaction instead of moving the last slot).
-        let (same, _) = run(PolicyStack([try StreamingLLM(budget: .tokens(budget), sinks: 4), try MiniCache(retainFraction: 1)]))
+        let (same, _) = run(try! PolicyStack([try StreamingLLM(budget: .tokens(budget), sinks: 4), try MiniCache(retainFraction: 1)]))
         let err = zip(same, sl).map { abs($0 - $1) }.max()!, scale = sl.map { abs($0) }.max()!
         XCTAssertLessThanOrEqual(err / scale, 1e-5, "retention 1 changed StreamingLLM's logits by \(err)")
     }
@@ -203,7 +203,7 @@ final class MiniCacheTests: XCTestCase {
     /// Evictions that differ between the two layers of a pair (H2O scores per layer) keep a shared
     /// row while either layer refers to it; H2O's per-token scores follow the merge's reordering.
     func testStackWithPerLayerEviction() throws {
-        let (logits, mc) = run(PolicyStack([try H2O(budget: .tokens(40)), try MiniCache(retainFraction: 0.05)]))
+        let (logits, mc) = run(try! PolicyStack([try H2O(budget: .tokens(40)), try MiniCache(retainFraction: 0.05)]))
         XCTAssertTrue(logits.allSatisfy(\.isFinite))
         for h in 0..<mc.shape.kvHeads {
             let a = mc.stores[2][h], b = mc.stores[3][h]
@@ -244,7 +244,7 @@ final class MiniCacheTests: XCTestCase {
 
     /// SnapKV evicts at the prefill's end, then the survivors are merged; bytes follow the store.
     func testStackWithSnapKV() throws {
-        let (logits, mc) = run(PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try MiniCache(retainFraction: 0.05)]))
+        let (logits, mc) = run(try! PolicyStack([try SnapKV(budget: .tokens(64), window: 8), try MiniCache(retainFraction: 0.05)]))
         XCTAssertTrue(logits.allSatisfy(\.isFinite))
         for h in 0..<mc.shape.kvHeads {
             let a = mc.stores[2][h], b = mc.stores[3][h]
@@ -261,15 +261,15 @@ final class MiniCacheTests: XCTestCase {
         XCTAssertThrowsError(try MiniCache(t: 1.5))
         XCTAssertThrowsError(try MiniCache(retainFraction: -0.1))
         XCTAssertThrowsError(try MiniCache(startLayer: -1))
-        XCTAssertThrowsError(try PolicySpec.stack([.miniCache(startLayer: nil, t: 0.6, retainFraction: 0.05),
-                                                   .kivi(bits: 2, groupSize: 32, residual: 128)]).make())
-        XCTAssertThrowsError(try PolicySpec.stack([.cla(shareFactor: 2, layers: .all, map: nil),
-                                                   .miniCache(startLayer: nil, t: 0.6, retainFraction: 0.05)]).make())
-        XCTAssertNoThrow(try PolicySpec.stack([.streamingLLM(budget: .tokens(64), sinks: 4, schedule: .always),
-                                               .miniCache(startLayer: 1, t: 0.6, retainFraction: 0.05)]).make())
+        XCTAssertThrowsError(try PolicySpec.stack([PolicySpec(MiniCache.Config(startLayer: nil, t: 0.6, retainFraction: 0.05)),
+                                                   PolicySpec(KIVI.Config(bits: 2, groupSize: 32, residual: 128))]).make())
+        XCTAssertThrowsError(try PolicySpec.stack([PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .all, map: nil)),
+                                                   PolicySpec(MiniCache.Config(startLayer: nil, t: 0.6, retainFraction: 0.05))]).make())
+        XCTAssertNoThrow(try PolicySpec.stack([PolicySpec(StreamingLLM.Config(budget: .tokens(64), sinks: 4, schedule: .always)),
+                                               PolicySpec(MiniCache.Config(startLayer: 1, t: 0.6, retainFraction: 0.05))]).make())
         XCTAssertEqual(LayerMergeSpec().pairs(layers: 8).map { [$0.0, $0.1] }, [[4, 5], [6, 7]])
         XCTAssertEqual(LayerMergeSpec(startLayer: 1).pairs(layers: 6).map { [$0.0, $0.1] }, [[1, 2], [3, 4]])
         XCTAssertTrue(PolicySpec.names.contains("minicache"))
-        XCTAssertEqual(PolicySpec.miniCache(startLayer: nil, t: 0.6, retainFraction: 0.05).family, "sharing")
+        XCTAssertEqual(PolicySpec(MiniCache.Config(startLayer: nil, t: 0.6, retainFraction: 0.05)).family, "sharing")
     }
 }

@@ -77,13 +77,13 @@ final class PositionShiftTests: XCTestCase {
     }
 
     func testConfigAndStacks() throws {
-        XCTAssertEqual(PolicySpec.streamingLLM(budget: .tokens(64), sinks: 4, schedule: .always).parameters.map(\.0),
+        XCTAssertEqual(PolicySpec(StreamingLLM.Config(budget: .tokens(64), sinks: 4, schedule: .always)).parameters.map(\.0),
                        ["budget", "sinks", "schedule"], "the default keeps its run key")
-        let on = PolicySpec.streamingLLM(budget: .tokens(64), sinks: 4, schedule: .always, positionShift: true)
+        let on = PolicySpec(StreamingLLM.Config(budget: .tokens(64), sinks: 4, schedule: .always, positionShift: true))
         XCTAssertTrue(on.parameters.contains { $0 == ("position_shift", "true") })
-        XCTAssertTrue(try on.make().shiftsPositions)
+        XCTAssertTrue(try on.make().layout.positionShift)
         XCTAssertThrowsError(try PolicySpec.stack([on, .quest(budget: 64, pageSize: 16, denseLayers: 0, gqa: .kvGroup)]).make())
-        XCTAssertThrowsError(try PolicySpec.stack([on, .kivi(bits: 2, groupSize: 32, residual: 128)]).make())
-        XCTAssertNoThrow(try PolicySpec.stack([on, .h2o(budget: .tokens(64), recentFraction: 0.5, scoring: .causal, schedule: .always)]).make())
+        XCTAssertThrowsError(try PolicySpec.stack([on, PolicySpec(KIVI.Config(bits: 2, groupSize: 32, residual: 128))]).make())
+        XCTAssertNoThrow(try PolicySpec.stack([on, PolicySpec(H2O.Config(budget: .tokens(64), recentFraction: 0.5, scoring: .causal, schedule: .always))]).make())
     }
 }

@@ -3,6 +3,7 @@ import XCTest
 import KVCache
 import KVModel
 import KVPolicies
+import KVTestSupport
 import KVTensor
 
 extension SelectionTests {
@@ -10,9 +11,9 @@ extension SelectionTests {
         // H2O evicts one token per decode step by moving the last token into the hole; SnapKV
         // compacts once at the end of prefill; StreamingLLM + restore order.
         let stacks: [() throws -> (PolicyStack, Quest)] = [
-            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (PolicyStack([try H2O(budget: .tokens(48)), q]), q) },
-            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (PolicyStack([try SnapKV(budget: .tokens(40), window: 8), q]), q) },
-            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (PolicyStack([try StreamingLLM(budget: .tokens(40)), q]), q) },
+            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (try! PolicyStack([try H2O(budget: .tokens(48)), q]), q) },
+            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (try! PolicyStack([try SnapKV(budget: .tokens(40), window: 8), q]), q) },
+            { let q = try Quest(tokenBudget: 16, pageSize: 4, denseLayers: 0); return (try! PolicyStack([try StreamingLLM(budget: .tokens(40)), q]), q) },
         ]
         for make in stacks {
             let (stack, quest) = try make()
@@ -46,7 +47,7 @@ extension SelectionTests {
             for gqa in SelectionGQA.allCases {
                 let copy = try Loki(calibration: cal, rank: .dims(5), topK: .tokens(12), gqa: gqa)
                 let strided = try Loki(calibration: cal, rank: .dims(5), topK: .tokens(12), gqa: gqa, lowRankCopy: false)
-                let a = run(PolicyStack([try ev(), copy])), b = run(PolicyStack([try ev(), strided]))
+                let a = run(try! PolicyStack([try ev(), copy])), b = run(try! PolicyStack([try ev(), strided]))
                 XCTAssertEqual(a.0, b.0, "\(a.1.policy.name)")
                 XCTAssertEqual(a.1.stats.decodeBytesRead, b.1.stats.decodeBytesRead)
                 XCTAssertGreaterThan(copy.metadataBytes, strided.metadataBytes)
@@ -61,7 +62,7 @@ extension SelectionTests {
         for sel in [try Quest(tokenBudget: 16, pageSize: 8, denseLayers: 0) as CachePolicy,
                     try Loki(calibration: cal, rank: .fraction(0.25), topK: .fraction(0.25)),
                     try Loki(calibration: cal, rank: .explainedVariance(0.9), topK: .tokens(12))] {
-            let (logits, stacked) = run(PolicyStack([try snap(), sel]))
+            let (logits, stacked) = run(try! PolicyStack([try snap(), sel]))
             XCTAssertFalse(logits.contains { !$0.isFinite }, sel.name)
             XCTAssertEqual(stacked.stats.bytesStored, alone.stats.bytesStored, "snapkv + \(sel.name) stores differently")
             XCTAssertEqual(stacked.stats.peakBytesStored, alone.stats.peakBytesStored, sel.name)
@@ -151,9 +152,9 @@ extension SelectionTests {
         let q = PolicySpec.quest(budget: 256, pageSize: 16, denseLayers: 2, gqa: .kvGroup)
         XCTAssertEqual(q.label, "quest(budget=256,page_size=16,dense_layers=2,gqa=kv_group)")
         XCTAssertEqual(q.family, "selection")
-        XCTAssertEqual(q.budget, .tokens(256))
+        XCTAssertEqual(q.budgetForm?.kind, "budget"); XCTAssertEqual(q.budgetForm?.value, 256)
         XCTAssertTrue(try q.make() is Quest)
-        let o = PolicySpec.oracleTopK(topK: .fraction(0.25), gqa: .queryHead)
+        let o = PolicySpec(OracleTopK.Config(topK: .fraction(0.25), gqa: .queryHead))
         XCTAssertEqual(o.label, "oracle_topk(k_fraction=0.25,gqa=query_head)")
         XCTAssertTrue(try o.make() is OracleTopK)
         XCTAssertTrue(PolicySpec.names.contains("quest") && PolicySpec.names.contains("loki") && PolicySpec.names.contains("oracle_topk"))

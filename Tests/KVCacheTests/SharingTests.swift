@@ -77,7 +77,7 @@ final class SharingTests: XCTestCase {
     func testStacksWithQuestAndSnapKV() throws {
         let (_, fc) = run(FullCachePolicy())
         // CLA + Quest: selection reads fewer tokens; storage is CLA's (Quest keeps everything).
-        let quest = PolicyStack([try CrossLayerSharing(shareFactor: 2), try Quest(tokenBudget: 16, pageSize: 8, denseLayers: 0)])
+        let quest = try! PolicyStack([try CrossLayerSharing(shareFactor: 2), try Quest(tokenBudget: 16, pageSize: 8, denseLayers: 0)])
         let (ql, qc) = run(quest)
         XCTAssertTrue(ql.allSatisfy(\.isFinite))
         XCTAssertEqual(qc.stats.bytesStored, heldBytes(qc))
@@ -86,7 +86,7 @@ final class SharingTests: XCTestCase {
         XCTAssertLessThan(qc.stats.decodeBytesRead, fc.stats.decodeBytesRead)
 
         // CLA + SnapKV: the owning layers are compressed to the budget, the shared ones hold nothing.
-        let snap = PolicyStack([try CrossLayerSharing(shareFactor: 2), try SnapKV(budget: .tokens(32), window: 8)])
+        let snap = try! PolicyStack([try CrossLayerSharing(shareFactor: 2), try SnapKV(budget: .tokens(32), window: 8)])
         let (sl, sc) = run(snap)
         XCTAssertTrue(sl.allSatisfy(\.isFinite))
         XCTAssertEqual(sc.stats.bytesStored, heldBytes(sc))
@@ -152,7 +152,7 @@ final class SharingTests: XCTestCase {
             let back = try KVSharerMap.load(path)
             XCTAssertEqual(back, withAttrs, name)
             // The policy built from the file shares what the map says.
-            let policy = try PolicySpec.cla(shareFactor: 2, layers: .all, map: path).make()
+            let policy = try PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .all, map: path)).make()
             let (_, cache) = run(policy)
             for l in 0..<4 {
                 XCTAssertEqual(policy.sourceLayer(l), found.map[l] ?? l)
@@ -162,18 +162,18 @@ final class SharingTests: XCTestCase {
         // A file that is not a map is refused, naming the field.
         let bogus = dir.appendingPathComponent("bogus.json").path
         try Data("{\"format\": \"other\"}".utf8).write(to: URL(fileURLWithPath: bogus))
-        XCTAssertThrowsError(try PolicySpec.cla(shareFactor: 2, layers: .all, map: bogus).make()) { e in
+        XCTAssertThrowsError(try PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .all, map: bogus)).make()) { e in
             XCTAssertTrue("\(e)".contains("map_file"), "\(e)")
         }
     }
 
     func testSpecNamesAndFamily() throws {
-        let s = PolicySpec.cla(shareFactor: 2, layers: .upperHalf, map: nil)
+        let s = PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .upperHalf, map: nil))
         XCTAssertEqual(s.kind, "cla")
         XCTAssertEqual(s.family, "sharing")
         XCTAssertEqual(s.label, "cla(share_factor=2,layers=upper_half)")
         XCTAssertTrue(PolicySpec.names.contains("cla"))
-        XCTAssertNil(s.budget)
-        XCTAssertThrowsError(try PolicySpec.cla(shareFactor: 0, layers: .all, map: nil).make())
+        XCTAssertNil(s.budgetForm)
+        XCTAssertThrowsError(try PolicySpec(CrossLayerSharing.Config(shareFactor: 0, layers: .all, map: nil)).make())
     }
 }

@@ -1,4 +1,5 @@
 import XCTest
+import KVPolicies
 @testable import KVExperiments
 
 /// Bad configs get an error naming the file, the line and the field, and what was expected.
@@ -92,12 +93,56 @@ final class ConfigErrorTests: XCTestCase {
         XCTAssertEqual(c.tasks.map(\.context), [64, 128])
         XCTAssertEqual(c.policies.count, 1 + 3 + 4 + 2)
         XCTAssertEqual(c.grid.count, 2 * 10)
-        if case let .snapKV(b, w, _, _) = c.policies[2] { XCTAssertEqual(b, .tokens(48)); XCTAssertEqual(w, 16) } else { XCTFail() }
-        if case let .streamingLLM(b, sinks, _, _) = c.policies[4] { XCTAssertEqual(b, .keep(0.25)); XCTAssertEqual(sinks, 2) } else { XCTFail() }
+        let snap = try XCTUnwrap(c.policies[2].config(as: SnapKV.Config.self))
+        XCTAssertEqual(snap.budget, .tokens(48)); XCTAssertEqual(snap.window, 16)
+        let stream = try XCTUnwrap(c.policies[4].config(as: StreamingLLM.Config.self))
+        XCTAssertEqual(stream.budget, .keep(0.25)); XCTAssertEqual(stream.sinks, 2)
         XCTAssertEqual(Set(c.grid.map(\.key)).count, c.grid.count, "grid keys are unique")
         // The grid hash ignores formatting and output, and changes with the grid.
         let reformatted = yaml.replacingOccurrences(of: "context: [64, 128]", with: "context:\n      - 64\n      - 128")
         XCTAssertEqual(try ExperimentConfig.parse(reformatted + "\noutput: elsewhere.h5\n", file: "b.yaml").gridHash, c.gridHash)
         XCTAssertNotEqual(try ExperimentConfig.parse(yaml.replacingOccurrences(of: "sinks: [2, 4]", with: "sinks: [2, 8]"), file: "c.yaml").gridHash, c.gridHash)
+    }
+}
+
+/// The typed run key writes the very text results files and baselines hold, and reads back.
+final class RunKeyTests: XCTestCase {
+    func testTextIsTheStoredKeyAndDecodes() throws {
+        let yaml = """
+        models:
+          - {id: tiny, synthetic: tiny}
+        tasks:
+          - {task: needle, context: 256, samples: 2, depth: 0.5, text_file: debian:licenses}
+          - {task: fidelity, context: 128}
+        policies:
+          - {policy: snapkv, keep: 0.25, window: 16}
+        """
+        let c = try ExperimentConfig.parse(yaml, file: "k.yaml")
+        XCTAssertEqual(c.grid[0].key, "{\"model\": \"tiny|synthetic:tiny\", \"task\": {\"kind\": \"needle\", \"context\": 256, \"samples\": 2, " +
+            "\"seed\": 0, \"depth\": 0.5, \"text_file\": \"debian:licenses\", \"eval_tokens\": 32, \"suffix\": \"prefill\"}, " +
+            "\"policy\": \"snapkv(compression_ratio=0.75,window=16,kernel=5,pooling=avg)\"}")
+        for p in c.grid {
+            XCTAssertEqual(try JSONDecoder().decode(RunKey.self, from: Data(p.key.utf8)), p.runKey)
+            XCTAssertEqual(p.runKey.reference.policy, nil)
+        }
+        XCTAssertNotEqual(c.grid[0].runKey.reference, c.grid[1].runKey.reference, "one reference per (model, task)")
+    }
+
+    /// Generation settings join the key only when set (keys of older configs stay byte-identical) and read back.
+    func testGenerationSettingsJoinTheKeyWhenSet() throws {
+        let yaml = """
+        models:
+          - {id: tiny, synthetic: tiny}
+        tasks:
+          - {task: passkey, context: 256, max_new_tokens: 8, stop: ["\\n", "."], chat_template: true}
+          - {task: passkey, context: 256}
+        policies:
+          - {policy: full}
+        """
+        let c = try ExperimentConfig.parse(yaml, file: "k.yaml")
+        XCTAssertTrue(c.grid[0].key.contains("\"suffix\": \"decode\", \"max_new_tokens\": 8, \"stop\": [\"\\n\",\".\"], \"chat_template\": true}"), c.grid[0].key)
+        XCTAssertTrue(c.grid[1].key.contains("\"suffix\": \"decode\"}, \"policy\""), c.grid[1].key)
+        for p in c.grid { XCTAssertEqual(try JSONDecoder().decode(RunKey.self, from: Data(p.key.utf8)), p.runKey) }
+        XCTAssertNotEqual(c.grid[0].runKey.reference, c.grid[1].runKey.reference)
     }
 }

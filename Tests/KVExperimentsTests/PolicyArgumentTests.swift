@@ -106,3 +106,21 @@ final class PolicyArgumentTests: XCTestCase {
         XCTAssertEqual(style, .standard)
     }
 }
+
+/// Every registered policy's sample entry is a valid config entry and the same `--policy` string.
+final class RegistrySampleTests: XCTestCase {
+    func testEverySampleParsesAsConfigAndAsArgument() throws {
+        let cal = FileManager.default.temporaryDirectory.appendingPathComponent("sample-\(UUID().uuidString).h5").path
+        defer { try? FileManager.default.removeItem(atPath: cal) }
+        try LokiCalibration.identity(layers: 2, kvHeads: 2, headDim: 16).save(to: cal)
+        for d in PolicyRegistry.all {
+            let sample = d.sample.replacingOccurrences(of: "cal.h5", with: cal)
+            let entry = sample.isEmpty ? "{policy: \(d.name)}" : "{policy: \(d.name), \(sample)}"
+            let text = "models:\n  - synthetic: tiny\ntasks:\n  - {task: fidelity, context: 64}\npolicies:\n  - \(entry)\n"
+            let fromConfig = try ExperimentConfig.parse(text, file: "s.yaml").policies
+            XCTAssertEqual(fromConfig.map(\.kind), [d.name])
+            let argument = d.name + (sample.isEmpty ? "" : ":" + sample.replacingOccurrences(of: ": ", with: "=").replacingOccurrences(of: ", ", with: ","))
+            XCTAssertEqual([try PolicyArgument.parse(argument)], fromConfig, argument)
+        }
+    }
+}

@@ -1,7 +1,8 @@
 import Foundation
 import XCTest
+import KVCache
 @testable import KVExperiments
-@testable import KVPolicies
+import KVPolicies
 
 /// Reruns experiments/regression.yaml and compares it with results/baselines/regression.h5
 /// through the same code path as `kvlab compare`; an injected fault must be caught.
@@ -16,13 +17,14 @@ final class RegressionBaselineTests: XCTestCase {
         FileManager.default.changeCurrentDirectoryPath(Self.root.path)
     }
     override func tearDownWithError() throws {
-        Quest.dropLastPageForTesting = false
         try? FileManager.default.removeItem(at: dir)
     }
 
-    func sweep(onlyPolicy kind: String? = nil, sharedPrefill: Bool = true, jobs: Int = 1, name: String = "new.h5") throws -> ResultsFile {
+    func sweep(onlyPolicy kind: String? = nil, replacing: (PolicySpec) -> PolicySpec = { $0 }, sharedPrefill: Bool = true,
+               jobs: Int = 1, name: String = "new.h5") throws -> ResultsFile {
         var config = try ExperimentConfig.load("experiments/regression.yaml")
         if let kind { config.policies = config.policies.filter { $0.kind == kind } }
+        config.policies = config.policies.map(replacing)
         var o = RunOptions()
         o.output = dir.appendingPathComponent(name).path
         o.progress = false
@@ -50,8 +52,7 @@ final class RegressionBaselineTests: XCTestCase {
     }
 
     func testInjectedQuestFaultIsCaught() throws {
-        Quest.dropLastPageForTesting = true
-        let new = try sweep(onlyPolicy: "quest")
+        let new = try sweep(onlyPolicy: "quest") { spec in spec.config(as: Quest.Config.self).map { PolicySpec(QuestWithoutLastPage(quest: $0)) } ?? spec }
         var base = try baseline()
         base.runs = base.runs.filter { $0.policyKind == "quest" }
         let report = ResultsCompare.compare(new: new, baseline: base)
@@ -85,5 +86,35 @@ final class RegressionBaselineTests: XCTestCase {
         XCTAssertTrue(ResultsCompare.compare(new: new, baseline: base, options: loose).passed)
         base.runs = []
         XCTAssertTrue(ResultsCompare.compare(new: new, baseline: base).passed)
+    }
+}
+
+/// Quest that forgets its always-read last page: a fault the regression comparison must catch. It
+/// has Quest's name and parameters, so its runs have Quest's keys.
+struct QuestWithoutLastPage: PolicyConfig {
+    var quest: Quest.Config
+    static let descriptor = PolicyDescriptor<QuestWithoutLastPage>(
+        name: Quest.Config.descriptor.name, family: .selection, summary: "Quest without its last page (a test fault)",
+        defaults: QuestWithoutLastPage(quest: Quest.Config.descriptor.defaults),
+        parameters: [PolicyParameter(keys: [], type: "", help: "Quest's", read: { _, _ in },
+                                     write: { c, canonical in c.quest.parameters(canonical: canonical) })],
+        sample: "", examples: { _, _ in [] })
+    func make() throws -> CachePolicy { DropLastPage(try Quest(quest)) }
+
+    final class DropLastPage: CachePolicy {
+        let inner: Quest
+        init(_ inner: Quest) { self.inner = inner }
+        var name: String { inner.name }
+        var layout: StorageLayout { inner.layout }
+        var metadataBytes: Int { inner.metadataBytes }
+        func bind(shape: CacheShape) { inner.bind(shape: shape) }
+        func reset() { inner.reset() }
+        func didAppend(_ step: LayerStep) { inner.didAppend(step) }
+        func didRetain(layer: Int, head: Int, kept: [Int]) { inner.didRetain(layer: layer, head: head, kept: kept) }
+        func select(_ step: LayerStep, head: Int, candidates: [Int32]?) -> [Int32]? {
+            guard let chosen = inner.select(step, head: head, candidates: candidates) else { return nil }
+            let S = inner.pageSize, lastPage = (step.stores[head].count - 1) / S
+            return chosen.filter { Int($0) / S != lastPage }
+        }
     }
 }

@@ -98,21 +98,17 @@ final class RunFiguresTests: XCTestCase {
               - {policy: oracle_topk, top_k: 32, setup: [paper, kvlab]}
             """, file: "s.yaml")
         XCTAssertEqual(c.policies.map { PolicySetup.name(of: $0) }, ["paper", "kvlab", "custom", "custom", "paper", "kvlab"])
-        if case let .quest(_, page, dense, gqa) = c.policies[0] {
-            XCTAssertEqual(page, 16); XCTAssertEqual(dense, 2); XCTAssertEqual(gqa, .queryHead)
-        } else { XCTFail() }
+        let quest = try XCTUnwrap(c.policies[0].config(as: Quest.Config.self))
+        XCTAssertEqual(quest.pageSize, 16); XCTAssertEqual(quest.denseLayers, 2); XCTAssertEqual(quest.gqa, .queryHead)
         // Loki's setups: paper = the reference protocol (query_head, prefill+decode), kvlab = group-summed, decode only.
         let cal = FileManager.default.temporaryDirectory.appendingPathComponent("setup-\(UUID().uuidString).h5").path
         defer { try? FileManager.default.removeItem(atPath: cal) }
         try LokiCalibration.identity(layers: 2, kvHeads: 2, headDim: 16).save(to: cal)
         let l = try ExperimentConfig.parse(base + "policies:\n  - {policy: loki, calibration: \(cal), setup: [paper, kvlab]}\n", file: "l.yaml")
         XCTAssertEqual(l.policies.map { PolicySetup.name(of: $0) }, ["paper", "kvlab"])
-        if case let .loki(_, _, _, gqa, phases) = l.policies[0] {
-            XCTAssertEqual(gqa, .queryHead); XCTAssertEqual(phases, .prefillAndDecode)
-        } else { XCTFail() }
-        if case let .loki(_, _, _, gqa, phases) = l.policies[1] {
-            XCTAssertEqual(gqa, .kvGroup); XCTAssertEqual(phases, .decode)
-        } else { XCTFail() }
+        let paper = try XCTUnwrap(l.policies[0].config(as: Loki.Config.self)), kvlab = try XCTUnwrap(l.policies[1].config(as: Loki.Config.self))
+        XCTAssertEqual(paper.gqa, .queryHead); XCTAssertEqual(paper.phases, .prefillAndDecode)
+        XCTAssertEqual(kvlab.gqa, .kvGroup); XCTAssertEqual(kvlab.phases, .decode)
         XCTAssertThrowsError(try ExperimentConfig.parse(base + "policies:\n  - {policy: snapkv, keep: 0.5, setup: paper}\n", file: "x.yaml"))
         XCTAssertThrowsError(try ExperimentConfig.parse(base + "policies:\n  - {policy: quest, budget: 32, setup: best}\n", file: "x.yaml")) {
             XCTAssertTrue($0.localizedDescription.contains("expected one of kvlab, paper"), $0.localizedDescription)
@@ -127,8 +123,8 @@ final class RunFiguresTests: XCTestCase {
               - {policy: streaming_llm, budget: 16, sinks: 8, schedule: always, decode_budget: context}
               - {policy: h2o, keep: 0.125}
             """, file: "w.yaml")
-        guard case let .streamingLLM(_, _, schedule, _) = c.policies[2] else { return XCTFail() }
-        XCTAssertEqual(schedule, EvictionSchedule(.always, decodeBudget: .context))
+        let stream = try XCTUnwrap(c.policies[2].config(as: StreamingLLM.Config.self))
+        XCTAssertEqual(stream.schedule, EvictionSchedule(.always, decodeBudget: .context))
         XCTAssertTrue(c.policies[2].label.contains("schedule=always,decode_budget=context"), c.policies[2].label)
         let w = c.warnings
         XCTAssertEqual(w.count, 2, "\(w)")

@@ -13,10 +13,10 @@ final class SharingConfigTests: XCTestCase {
     }
 
     func testValidCLAEntries() throws {
-        XCTAssertEqual(try policies("  - policy: cla\n"), [.cla(shareFactor: 2, layers: .all, map: nil)])
+        XCTAssertEqual(try policies("  - policy: cla\n"), [PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .all, map: nil))])
         XCTAssertEqual(try policies("  - policy: cla\n    share_factor: 3\n    layers: upper_half\n"),
-                       [.cla(shareFactor: 3, layers: .upperHalf, map: nil)])
-        XCTAssertEqual(try policies("  - policy: cla\n    layers: 12\n"), [.cla(shareFactor: 2, layers: .from(12), map: nil)])
+                       [PolicySpec(CrossLayerSharing.Config(shareFactor: 3, layers: .upperHalf, map: nil))])
+        XCTAssertEqual(try policies("  - policy: cla\n    layers: 12\n"), [PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .from(12), map: nil))])
         XCTAssertEqual(try policies("  - policy: cla\n    layers: all\n    share_factor: [1, 2]\n").count, 2)
         let stacked = try policies("  - stack:\n      - policy: cla\n      - policy: snapkv\n        budget: 64\n")
         XCTAssertEqual(stacked.first?.kind, "cla+snapkv")
@@ -29,7 +29,7 @@ final class SharingConfigTests: XCTestCase {
         try KVSharerMap(layers: 2, map: [1: 0], threshold: 0.5, maxShared: 1, similarity: 0.9,
                         ranking: [.init(layer: 1, source: 0, distance: 1, similarity: 0.9, accepted: true)], tokens: 10).save(to: path)
         let p = try policies("  - policy: cla\n    map_file: \(path)\n")
-        XCTAssertEqual(p, [.cla(shareFactor: 2, layers: .all, map: path)])
+        XCTAssertEqual(p, [PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .all, map: path))])
         XCTAssertEqual(p[0].parameters.map(\.0), ["map_file"])
         let policy = try p[0].make()
         policy.bind(shape: CacheShape(layers: 2, queryHeads: 4, kvHeads: 2, headDim: 16))

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KVTestSupport
 @testable import KVGGUF
 
 /// Every supported ggml type decoded as gguf-py's numpy dequantization decodes it (the port of

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KVTestSupport
 @testable import KVGGUF
 
 final class GGUFFileTests: XCTestCase {

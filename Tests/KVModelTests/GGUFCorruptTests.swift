@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KVTestSupport
 import KVGGUF
 import KVModel
 
@@ -18,8 +19,8 @@ final class GGUFCorruptTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
     /// Writes a changed copy of the llama fixture and expects loading it to fail with every fragment.
-    func expect(_ fragments: [String], line: UInt = #line, _ change: (inout GGUFTestWriter) -> Void) throws {
-        var w = try GGUFTestWriter(reading: source)
+    func expect(_ fragments: [String], line: UInt = #line, _ change: (inout GGUFWriter) -> Void) throws {
+        var w = try GGUFWriter(reading: source)
         change(&w)
         let path = dir.appendingPathComponent("bad\(line).gguf").path
         try w.write(to: path)
@@ -32,7 +33,7 @@ final class GGUFCorruptTests: XCTestCase {
     }
 
     func testTheUnchangedCopyLoads() throws {
-        let w = try GGUFTestWriter(reading: source)
+        let w = try GGUFWriter(reading: source)
         let path = dir.appendingPathComponent("good.gguf").path
         try w.write(to: path)
         let m = try ModelSource.parse(path).load()
@@ -106,7 +107,7 @@ final class GGUFCorruptTests: XCTestCase {
 
     /// Linear RoPE scaling is read as llama.cpp reads it (positions divided by the factor).
     func testLinearRoPEScalingIsRead() throws {
-        var w = try GGUFTestWriter(reading: source)
+        var w = try GGUFWriter(reading: source)
         w["llama.rope.scaling.type"] = .string("linear")
         w["llama.rope.scaling.factor"] = .float(4)
         let path = dir.appendingPathComponent("linear.gguf").path

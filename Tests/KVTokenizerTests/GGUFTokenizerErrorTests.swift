@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KVTestSupport
 import KVGGUF
 import KVTokenizer
 
@@ -9,8 +10,8 @@ final class GGUFTokenizerErrorTests: XCTestCase {
     static func strings(_ s: [String]) -> GGUFValue { .array(s.map { .string($0) }) }
 
     /// A minimal byte-level tokenizer: a, b, ab, Ġ (space), Ġa; merges "a b", "Ġ a".
-    static func byteLevel() -> GGUFMetadataWriter {
-        GGUFMetadataWriter(metadata: [
+    static func byteLevel() -> GGUFWriter {
+        GGUFWriter(metadata: [
             ("general.architecture", .string("llama")),
             ("tokenizer.ggml.model", .string("gpt2")),
             ("tokenizer.ggml.tokens", strings(["a", "b", "ab", "Ġ", "Ġa", "<eos>"])),
@@ -20,8 +21,8 @@ final class GGUFTokenizerErrorTests: XCTestCase {
         ])
     }
 
-    func expectError(_ w: GGUFMetadataWriter, _ name: String, _ fragments: [String], line: UInt = #line) throws {
-        let path = try w.write(name)
+    func expectError(_ w: GGUFWriter, _ name: String, _ fragments: [String], line: UInt = #line) throws {
+        let path = try w.writeTemporary(name)
         defer { try? FileManager.default.removeItem(atPath: path) }
         XCTAssertThrowsError(try Tokenizer(gguf: path), line: line) { e in
             let m = (e as? LocalizedError)?.errorDescription ?? "\(e)"
@@ -29,14 +30,14 @@ final class GGUFTokenizerErrorTests: XCTestCase {
         }
     }
 
-    func replacing(_ key: String, with value: GGUFValue?) -> GGUFMetadataWriter {
+    func replacing(_ key: String, with value: GGUFValue?) -> GGUFWriter {
         var w = Self.byteLevel()
         w.metadata = w.metadata.compactMap { $0.0 == key ? value.map { v in (key, v) } : $0 }
         return w
     }
 
     func testHandBuiltByteLevel() throws {
-        let path = try Self.byteLevel().write("handbuilt")
+        let path = try Self.byteLevel().writeTemporary("handbuilt")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let tok = try Tokenizer(gguf: path)
         // "ab a b": GPT-2 regex words "ab", " a", " b"; "a b" merges to ab, "Ġ a" to Ġa; " b" stays Ġ b.

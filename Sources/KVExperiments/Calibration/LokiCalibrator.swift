@@ -32,10 +32,10 @@ public enum LokiCalibrator {
         precondition(sequenceLength > 0, "sequence length must be positive")
         let (ids, label) = tokens(source, vocab: model.config.vocabSize)
         guard ids.count >= 2 else {
-            throw PolicyError.invalidParameter(policy: "loki", field: "tokens", message: "need at least 2 calibration tokens, got \(ids.count)")
+            throw PolicyError.invalidParameter(policy: Loki.Config.descriptor.name, field: "tokens", message: "need at least 2 calibration tokens, got \(ids.count)")
         }
         if let bad = ids.first(where: { $0 < 0 || $0 >= model.config.vocabSize }) {
-            throw PolicyError.invalidParameter(policy: "loki", field: "tokens",
+            throw PolicyError.invalidParameter(policy: Loki.Config.descriptor.name, field: "tokens",
                                                message: "token \(bad) is outside the vocabulary (size \(model.config.vocabSize))")
         }
         let recorder = KeyCovarianceRecorder()

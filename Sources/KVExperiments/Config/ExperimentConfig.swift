@@ -125,25 +125,10 @@ public struct GridPoint: Sendable {
     public var task: TaskSpec
     public var policy: PolicySpec
 
-    /// Canonical identity (JSON) of what the run computes. The policy is its canonical label
-    /// (fractional budgets as compression_ratio), so the key does not depend on whether the config
-    /// wrote `keep: 0.125` or `compression_ratio: 0.875`.
-    public var key: String {
-        let t = task
-        let depth = t.depth.map { "\($0)" } ?? "null"
-        let text = t.textFile.map { "\"\($0)\"" } ?? "null"
-        return "{\"model\": \"\(model.id)|\(model.spec)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
-            "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(text), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"\(generationKey)}, \"policy\": \"\(policy.canonicalLabel)\"}"
-    }
-
-    /// The generation settings that differ from the defaults, as JSON members (empty for a task
-    /// that sets none, so keys of configs written before them stay byte-identical).
-    var generationKey: String {
-        var parts: [String] = []
-        if let n = task.maxNewTokens { parts.append("\"max_new_tokens\": \(n)") }
-        if !task.stop.isEmpty { parts.append("\"stop\": " + ResultsIO.encodeNames(task.stop)) }
-        if task.chatTemplate { parts.append("\"chat_template\": true") }
-        return parts.map { ", " + $0 }.joined()
-    }
+    /// What the run computes. The policy is its canonical label (fractional budgets as
+    /// compression_ratio), so the key does not depend on whether the config wrote `keep: 0.125` or
+    /// `compression_ratio: 0.875`.
+    public var runKey: RunKey { RunKey(model: model, task: task, policy: policy.canonicalLabel) }
+    /// The run key as results files hold it (JSON text).
+    public var key: String { runKey.text }
 }

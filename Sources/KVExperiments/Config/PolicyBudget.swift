@@ -1,34 +1,5 @@
 import KVPolicies
 
-extension PolicySpec {
-    /// The budget as the config wrote it: its key (`budget`, `keep`, `compression_ratio`, `top_k`,
-    /// `k_fraction`) and value; a stack's is its first child's that has one; nil without a budget
-    /// (full, KIVI, sharing). Recorded per run as `budget_kind` / `budget_value`.
-    var budgetForm: (kind: String, value: Double)? {
-        switch self {
-        case .full, .headPooling, .cla, .kivi, .miniCache: return nil
-        case let .streamingLLM(b, _, _, _), let .h2o(b, _, _, _), let .snapKV(b, _, _, _), let .pyramidKV(b, _, _, _, _, _),
-             let .tova(b, _), let .knorm(b, _):
-            return (b.userForm.key, b.userForm.value)
-        case .quest(let b, _, _, _): return ("budget", Double(b))
-        case .loki(_, _, let k, _, _), .oracleTopK(let k, _):
-            switch k { case .tokens(let n): return ("top_k", Double(n)); case .fraction(let f): return ("k_fraction", f) }
-        case .stack(let c): return c.lazy.compactMap(\.budgetForm).first
-        }
-    }
-
-    /// Tokens that a policy always keeps whatever the scores say: SnapKV's and PyramidKV's
-    /// observation window, StreamingLLM's sinks (name, count).
-    var forcedTokens: [(what: String, count: Int, budget: Budget)] {
-        switch self {
-        case let .snapKV(b, w, _, _), let .pyramidKV(b, w, _, _, _, _): return [("window", w, b)]
-        case let .streamingLLM(b, sinks, _, _): return [("sinks", sinks, b)]
-        case .stack(let c): return c.flatMap(\.forcedTokens)
-        default: return []
-        }
-    }
-}
-
 extension ExperimentConfig {
     /// Budgets that a window or sink count dominates: the forced tokens take half of the budget or
     /// more at some task context (the budget resolved against the task's context, an upper bound
@@ -38,7 +9,8 @@ extension ExperimentConfig {
         var out: [String] = []
         let contexts = Array(Set(tasks.map(\.context))).sorted()
         for p in policies {
-            for (what, count, budget) in p.forcedTokens {
+            for forced in p.forcedTokens {
+                let (what, count, budget) = (forced.what, forced.count, forced.budget)
                 let hits = contexts.compactMap { c -> (Int, Int)? in
                     let cap = budget.capacity(for: c)
                     return count * 2 >= cap ? (c, cap) : nil

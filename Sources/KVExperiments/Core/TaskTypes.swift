@@ -70,7 +70,7 @@ public struct TaskSample: Sendable {
 }
 
 /// A task's parameters: what a config sweeps for it.
-public struct TaskSpec: Hashable, Sendable {
+public struct TaskSpec: Hashable, Sendable, Codable {
     public var kind: TaskKind
     /// Target context length in tokens (the prompt, question included).
     public var context: Int
@@ -89,6 +89,35 @@ public struct TaskSpec: Hashable, Sendable {
     public var stop: [String]
     /// Wrap the prompt in the model's chat template (instruct models); false = the raw prompt.
     public var chatTemplate: Bool
+
+    /// As run keys write them (`RunKey`).
+    enum CodingKeys: String, CodingKey {
+        case kind, context, samples, seed, depth, textFile = "text_file", evalTokens = "eval_tokens", suffixMode = "suffix"
+        case maxNewTokens = "max_new_tokens", stop, chatTemplate = "chat_template"
+    }
+
+    /// The generation settings are written only when they differ from the defaults (`RunKey.text`).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(kind: try c.decode(TaskKind.self, forKey: .kind), context: try c.decode(Int.self, forKey: .context),
+                  samples: try c.decode(Int.self, forKey: .samples), seed: try c.decode(UInt64.self, forKey: .seed),
+                  depth: try c.decodeIfPresent(Double.self, forKey: .depth), textFile: try c.decodeIfPresent(String.self, forKey: .textFile),
+                  evalTokens: try c.decode(Int.self, forKey: .evalTokens), suffixMode: try c.decode(SuffixMode.self, forKey: .suffixMode),
+                  maxNewTokens: try c.decodeIfPresent(Int.self, forKey: .maxNewTokens),
+                  stop: try c.decodeIfPresent([String].self, forKey: .stop) ?? [],
+                  chatTemplate: try c.decodeIfPresent(Bool.self, forKey: .chatTemplate) ?? false)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind, forKey: .kind); try c.encode(context, forKey: .context)
+        try c.encode(samples, forKey: .samples); try c.encode(seed, forKey: .seed)
+        try c.encode(depth, forKey: .depth); try c.encode(textFile, forKey: .textFile)
+        try c.encode(evalTokens, forKey: .evalTokens); try c.encode(suffixMode, forKey: .suffixMode)
+        try c.encodeIfPresent(maxNewTokens, forKey: .maxNewTokens)
+        if !stop.isEmpty { try c.encode(stop, forKey: .stop) }
+        if chatTemplate { try c.encode(chatTemplate, forKey: .chatTemplate) }
+    }
 
     public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
                 textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil,

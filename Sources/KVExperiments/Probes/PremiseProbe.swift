@@ -41,7 +41,7 @@ public enum PremiseProbe {
         }
         let keysRec = KeyCovarianceRecorder()
         let premise = PremiseRecorder(window: window, fractions: fractions)
-        let cache = model.makeCache(policy: PolicyStack([keysRec, premise]), initialCapacity: sequenceLength)
+        let cache = model.makeCache(policy: try PolicyStack([keysRec, premise]), initialCapacity: sequenceLength)
         for s in 0..<n {
             cache.reset()
             _ = model.forward(Array(ids[s * sequenceLength..<(s + 1) * sequenceLength]), startPosition: 0, cache: cache,

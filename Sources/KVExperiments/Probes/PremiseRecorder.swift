@@ -63,7 +63,7 @@ final class PremiseRecorder: CachePolicy {
 
     /// A store's rows [T, d] copied in position order (a full cache's stores are in order).
     static func rows(_ s: HeadStore, of field: KeyPath<HeadStore, UnsafeMutablePointer<Float>>) -> [Float] {
-        precondition(s.isOrdered && s.compactCount == 0, "premise probes read a full Float32 cache")
+        precondition(s.isOrdered && s.rows is Float32Rows, "premise probes read a full Float32 cache")
         return Array(UnsafeBufferPointer(start: s[keyPath: field], count: s.count * s.headDim))
     }
 

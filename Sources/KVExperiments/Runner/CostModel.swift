@@ -73,16 +73,17 @@ public enum CostModel {
     /// accumulates the whole prefill attention matrix (its extra time is 3-5x the prefill attention
     /// FLOPs). A stack adds its children's extra costs.
     public static func policyClass(_ p: PolicySpec) -> PolicyClass {
-        switch p {
-        case .full: return PolicyClass(name: "reuse", run: 0.05, attention: 0)
-        case .snapKV, .pyramidKV: return PolicyClass(name: "window", run: 1.2, attention: 0)
-        case .h2o(_, _, .causal, _): return PolicyClass(name: "prefill-scores", run: 1, attention: 4)
-        case .streamingLLM, .knorm, .headPooling, .cla, .quest, .h2o, .tova, .oracleTopK, .loki, .kivi, .miniCache:
-            return PolicyClass(name: "light", run: 1, attention: 0)
-        case .stack(let children):
+        if let children = p.children {
             let classes = children.map(policyClass)
             return PolicyClass(name: "stack", run: 1 + classes.map { max($0.run - 1, 0) }.reduce(0, +),
                                attention: classes.map(\.attention).reduce(0, +))
+        }
+        let cost = p.config?.cost ?? .light
+        switch cost {
+        case .reuse: return PolicyClass(name: "reuse", run: 0.05, attention: 0)
+        case .window: return PolicyClass(name: "window", run: 1.2, attention: 0)
+        case .prefillScores: return PolicyClass(name: cost.rawValue, run: 1, attention: 4)
+        case .light: return PolicyClass(name: "light", run: 1, attention: 0)
         }
     }
 

@@ -18,12 +18,7 @@ public struct PromptRun {
     public static func run(model: LlamaModel, prompt: [Int], policy: PolicySpec, maxNewTokens: Int,
                            sampling: Sampling = .greedy, stopAt eos: Set<Int> = [],
                            allPromptLogits: Bool = false) throws -> PromptRun {
-        let live = try policy.make()
-        let stored = live.storedKVHeads(modelKVHeads: model.config.kvHeads)
-        guard stored >= 1, model.config.kvHeads % stored == 0 else {
-            throw PolicyError.invalidParameter(policy: policy.kind, field: "kv_heads",
-                message: "expected a divisor of the model's \(model.config.kvHeads) KV heads, got \(stored)")
-        }
+        let live = try policy.make(modelKVHeads: model.config.kvHeads)
         let cache = model.makeCache(policy: live, initialCapacity: prompt.count + maxNewTokens + 1)
         var retained: [[[Int]]] = []
         let result = model.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling, cache: cache,

@@ -51,7 +51,7 @@ public struct ShardPlan: Equatable, Sendable {
         let c = Costs(config, grid: grid)
         let order = grid.indices.sorted { c.point[$0] != c.point[$1] ? c.point[$0] > c.point[$1] : $0 < $1 }
         var load = [Double](repeating: 0, count: shards)
-        var groups = [Set<String>](repeating: [], count: shards)
+        var groups = [Set<RunKey>](repeating: [], count: shards)
         var shardOf = [Int](repeating: 0, count: grid.count)
         for (k, i) in order.enumerated() {
             let g = c.group[i]
@@ -83,8 +83,8 @@ public struct ShardPlan: Equatable, Sendable {
     /// Per-point and per-group estimates of a grid.
     private struct Costs {
         var point: [Double] = []
-        var group: [String] = []
-        var reference: [String: Double] = [:]
+        var group: [RunKey] = []
+        var reference: [RunKey: Double] = [:]
 
         init(_ config: ExperimentConfig, grid: [GridPoint]) {
             var shapes: [String: CostModel.Shape] = [:]
@@ -100,7 +100,7 @@ public struct ShardPlan: Equatable, Sendable {
 
         func shardCosts(_ shardOf: [Int], shards: Int) -> [Double] {
             var total = [Double](repeating: 0, count: shards)
-            var seen = [Set<String>](repeating: [], count: shards)
+            var seen = [Set<RunKey>](repeating: [], count: shards)
             for (i, s) in shardOf.enumerated() where s < shards {
                 total[s] += point[i]
                 if seen[s].insert(group[i]).inserted { total[s] += reference[group[i]]! }
@@ -110,9 +110,7 @@ public struct ShardPlan: Equatable, Sendable {
     }
 
     /// The (model, task) a point's full-cache reference belongs to (as SweepRunner groups them).
-    static func groupKey(_ p: GridPoint) -> String {
-        p.model.id + "|" + p.key.components(separatedBy: "\"policy\"")[0]
-    }
+    static func groupKey(_ p: GridPoint) -> RunKey { p.runKey.reference }
 }
 
 // MARK: - Plan files

@@ -165,9 +165,9 @@ public final class SweepRunner {
     /// then task, then policy), they share their samples and the full-cache reference.
     static func groups(_ points: [GridPoint]) -> [[GridPoint]] {
         var out: [[GridPoint]] = []
-        var lastKey: String?
+        var lastKey: RunKey?
         for p in points {
-            let key = p.model.id + "|" + p.key.components(separatedBy: "\"policy\"")[0]
+            let key = p.runKey.reference
             if key == lastKey { out[out.count - 1].append(p) } else { out.append([p]); lastKey = key }
         }
         return out

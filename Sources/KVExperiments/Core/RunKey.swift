@@ -1,0 +1,42 @@
+import Foundation
+
+/// What a grid point computes, typed: the model, the task and the policy (its canonical label,
+/// fractional budgets as compression_ratio). Results files and baselines hold it as the JSON text
+/// `text`, by which resume skips finished runs and compare and merge match runs.
+public struct RunKey: Codable, Hashable, Sendable {
+    /// "id|spec": the model's id and where it comes from.
+    public var model: String
+    public var task: TaskSpec
+    /// nil: the (model, task) pair's full-cache reference, which every policy of the pair shares.
+    public var policy: String?
+
+    public init(model: ModelEntry, task: TaskSpec, policy: String?) {
+        self.model = "\(model.id)|\(model.spec)"
+        self.task = task
+        self.policy = policy
+    }
+
+    /// The key of the pair's shared full-cache reference (same model and task, no policy).
+    public var reference: RunKey { var k = self; k.policy = nil; return k }
+
+    /// The JSON text results files hold: byte for byte what KVLab has always written (keys of existing
+    /// results files and baselines stay valid), readable back with `JSONDecoder`.
+    public var text: String {
+        let t = task
+        let depth = t.depth.map { "\($0)" } ?? "null"
+        let file = t.textFile.map { "\"\($0)\"" } ?? "null"
+        return "{\"model\": \"\(model)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
+            "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(file), " +
+            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"\(generation)}, \"policy\": \"\(policy ?? "")\"}"
+    }
+
+    /// The task's generation settings that differ from the defaults, as JSON members (empty for a
+    /// task that sets none, so keys of configs written before them stay byte-identical).
+    var generation: String {
+        var parts: [String] = []
+        if let n = task.maxNewTokens { parts.append("\"max_new_tokens\": \(n)") }
+        if !task.stop.isEmpty { parts.append("\"stop\": " + ResultsIO.encodeNames(task.stop)) }
+        if task.chatTemplate { parts.append("\"chat_template\": true") }
+        return parts.map { ", " + $0 }.joined()
+    }
+}
