@@ -104,6 +104,7 @@ extension KVCache {
     /// recorded inputs of later layers would not be the ones the policy's own prefill produces.
     public var replayablePrefillProblem: String? {
         if shape.kvHeads != modelShape.kvHeads { return "\(policy.name) pools KV heads" }
+        if layout.kvHeadProjection != nil { return "\(policy.name) stores projected KV heads" }
         for l in 0..<shape.layers {
             if policy.sourceLayer(l) != l { return "\(policy.name): layer \(l) reads layer \(policy.sourceLayer(l))'s store" }
             for h in 0..<shape.kvHeads where policy.keyBasis(layer: l, head: h) != nil {
@@ -118,7 +119,7 @@ extension KVCache {
     /// layer that reads another layer's store or keeps keys in another basis (all layers when none
     /// does; 0 when the policy pools KV heads or selects keys per query row in prefill).
     public var denseLayerPrefix: Int {
-        if shape.kvHeads != modelShape.kvHeads || policy.selectsRows(.prefill) { return 0 }
+        if shape.kvHeads != modelShape.kvHeads || layout.kvHeadProjection != nil || policy.selectsRows(.prefill) { return 0 }
         for l in 0..<shape.layers {
             if policy.sourceLayer(l) != l || (0..<shape.kvHeads).contains(where: { policy.keyBasis(layer: l, head: $0) != nil }) { return l }
         }

@@ -121,7 +121,10 @@ public final class KVCache {
                                      pendingRows: phase == .decode ? 0 : pendingRows, prefillEnd: prefillEnd, meter: meter)
                 if owns { policy.didAppend(step) }
                 attend(step, owns: owns, output: output)
-                if !replaying { probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output) }
+                if !replaying {
+                    steps.output(layer: layer, rows: rows, output)
+                    probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
+                }
                 if owns && isStepEnd { finish(step, next: (positions.max() ?? -1) + 1) }
             }
         }

@@ -17,10 +17,12 @@ public enum PolicyRegistry {
         Loki.Config.descriptor,
         OracleTopK.Config.descriptor,
         HeadPooling.Config.descriptor,
+        SVDHeads.Config.descriptor,
         CrossLayerSharing.Config.descriptor,
         KIVI.Config.descriptor,
         MiniCache.Config.descriptor,
         RandomEviction.Config.descriptor,
+        DuoAttention.Config.descriptor,
     ]
 
     /// The registered descriptor named `name` (as configs write it).

@@ -51,8 +51,7 @@ final class GenerationControlTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("does not print the user message"), "\(e)")
         }
         let c = try ExperimentConfig.parse(config(output: "x.h5", taskExtra: "    chat_template: true\n"), file: "g.yaml")
-        let runner = SweepRunner(config: c, options: RunOptions())
-        XCTAssertThrowsError(try runner.taskOptions(c.tasks[0], style: .standard, codec: ByteCodec(chatTemplate: nil))) { e in
+        XCTAssertThrowsError(try SweepRunner.taskOptions(c.tasks[0], style: .standard, codec: ByteCodec(chatTemplate: nil))) { e in
             XCTAssertTrue("\(e)".contains("ships no chat template"), "\(e)")
         }
     }

@@ -89,6 +89,8 @@ public struct TaskSpec: Hashable, Sendable, Codable {
     public var stop: [String]
     /// Wrap the prompt in the model's chat template (instruct models); false = the raw prompt.
     public var chatTemplate: Bool
+    /// Query heads switched off in the runs of this task (not in its full-cache reference); nil = none.
+    public var ablation: HeadAblation?
 
     /// As run keys write them (`RunKey`).
     enum CodingKeys: String, CodingKey {
@@ -121,11 +123,12 @@ public struct TaskSpec: Hashable, Sendable, Codable {
 
     public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
                 textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil,
-                maxNewTokens: Int? = nil, stop: [String] = [], chatTemplate: Bool = false) {
+                maxNewTokens: Int? = nil, stop: [String] = [], chatTemplate: Bool = false, ablation: HeadAblation? = nil) {
         self.kind = kind; self.context = context; self.samples = samples; self.seed = seed
         self.depth = depth; self.textFile = textFile; self.evalTokens = evalTokens
         self.suffixMode = suffixMode ?? (kind == .passkey ? .decode : .prefill)
         self.maxNewTokens = maxNewTokens; self.stop = stop; self.chatTemplate = chatTemplate
+        self.ablation = ablation
     }
 }
 

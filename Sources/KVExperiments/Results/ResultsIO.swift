@@ -340,11 +340,14 @@ enum ResultsIO {
     }
 
     /// Opens an existing results file read-only, turning "not HDF5 / damaged" into `ResultsError.unreadable`.
-    static func openResultsFile(_ path: String) throws -> H5File {
+    /// `requireStamp`: the file is resumed, merged or compared, so it must carry KVLab's integrity
+    /// stamp (H5File.open); a file only read (report, status) may come from another program.
+    static func openResultsFile(_ path: String, requireStamp: Bool = false) throws -> H5File {
         do {
-            return try H5File.open(path)
+            return try H5File.open(path, requireStamp: requireStamp)
         } catch let error as H5Error {
             if case .fileNotFound = error { throw ResultsError.failed(file: path, reason: "no such file") }
+            if case .unstamped = error { throw ResultsError.unstamped(file: path) }
             throw ResultsError.unreadable(file: path, reason: error.localizedDescription)
         }
     }

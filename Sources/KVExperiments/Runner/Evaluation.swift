@@ -85,7 +85,10 @@ struct StopRule {
 /// own forward, or a replayed dense prefill), then a driver feeds one token at a time (`nextToken`,
 /// then `accept` with its logits): the question's tokens through the decode path, then the greedy
 /// answer until EOS, a stop string or `maxNewTokens`. The same steps for the full-cache reference
-/// and for every policy; `SweepRunner.decodeLockstep` decodes many runs together.
+/// and for every policy; `SweepRunner.decodeLockstep` decodes many runs together. A run with a
+/// `headMask` (head ablation, HeadAblation.swift) applies it in its own forwards and decode rows;
+/// the model's `headMask` is not used. NaN or infinity in the model's numbers ends the run with
+/// `failure` (the run is recorded as failed, never scored).
 final class SequenceRun {
     let model: LlamaModel
     private(set) var cache: KVCache?
@@ -98,11 +101,17 @@ final class SequenceRun {
     private var suffixFed = 0
     private var promptIn = false
     private(set) var finished = false
+    /// Why the run stopped early (a `NonFiniteError`); nil for a run that finished.
+    private(set) var failure: Error?
+    /// Query heads this run switches off (nil: the intact model, as the reference always runs).
+    let headMask: HeadMask?
     /// Wall seconds this run took: its prefill (or replay) and its share of the lockstep decode steps.
     private(set) var seconds = 0.0
 
-    init(model: LlamaModel, cache: KVCache, sample: TaskSample, task: TaskSpec, probe: RecordingProbe?, stop: StopRule) {
+    init(model: LlamaModel, cache: KVCache, sample: TaskSample, task: TaskSpec, probe: RecordingProbe?, stop: StopRule,
+         headMask: HeadMask? = nil) {
         self.model = model; self.cache = cache; self.sample = sample; self.task = task; self.stop = stop
+        self.headMask = headMask
         out.probe = probe
         cache.probe = probe
     }
@@ -111,27 +120,30 @@ final class SequenceRun {
     private var feedsSuffix: Bool { task.kind.isTeacherForced || task.suffixMode == .decode }
 
     /// Runs the prompt's prefilled part: the context (with the question when it is compressed with
-    /// it, then the question uncompressed for `suffix: prefill`).
-    func prefill(_ source: PrefillSource) {
+    /// it, then the question uncompressed for `suffix: prefill`). Throws `NonFiniteError`.
+    func prefill(_ source: PrefillSource) throws {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let ctx = sample.context, suffix = sample.suffix
         if !task.kind.isTeacherForced && task.suffixMode == .compressed {
-            prefill(ctx + suffix, compress: true, source: source)
+            try prefill(ctx + suffix, compress: true, source: source)
         } else {
-            prefill(ctx, compress: true, source: source)
-            if !task.kind.isTeacherForced && task.suffixMode == .prefill { prefill(suffix, compress: false, source: .own) }
+            try prefill(ctx, compress: true, source: source)
+            if !task.kind.isTeacherForced && task.suffixMode == .prefill { try prefill(suffix, compress: false, source: .own) }
         }
         if task.kind.isTeacherForced { out.rows[position - 1] = last }
         seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
 
-    private func prefill(_ tokens: [Int], compress: Bool, source: PrefillSource) {
+    private func prefill(_ tokens: [Int], compress: Bool, source: PrefillSource) throws {
         guard !tokens.isEmpty, let cache else { return }
         cache.compressionEnabled = compress
         defer { cache.compressionEnabled = true }
         out.prefillTokens += tokens.count
         let start = position
         position += tokens.count
+        func forward() throws -> [Float] {
+            try model.forwardChecked(tokens, startPosition: start, cache: cache, phase: .prefill, headMask: headMask)
+        }
         switch source {
         case .replay(let shared):
             precondition(start == 0 && shared.recording.tokens == tokens.count,
@@ -142,19 +154,28 @@ final class SequenceRun {
         case .resume(let shared, let layer):
             precondition(start == 0, "a resumed prefill starts the sequence")
             cache.resume = PrefillResume(recording: shared.recording, layer: layer)
-            out.prefillSeconds += clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
-            cache.resume = nil
+            defer { cache.resume = nil }
+            out.prefillSeconds += try clock { last = try forward() }
             out.resumedAt = layer
         case .record(let hiddenLayers):
             let recorder = PrefillRecorder(startTokens: cache.stats.tokensSeen, hiddenLayers: hiddenLayers)
             cache.recorder = recorder
-            let t = clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
-            cache.recorder = nil
+            defer { cache.recorder = nil }
+            let t = try clock { last = try forward() }
             out.prefillSeconds += t
             out.shared = SharedPrefill(recording: recorder.finish(), logits: last, seconds: t)
         case .own:
-            out.prefillSeconds += clock { last = model.forward(tokens, startPosition: start, cache: cache, phase: .prefill) }
+            out.prefillSeconds += try clock { last = try forward() }
         }
+    }
+
+    /// Ends the run early on `error` (non-finite numbers in its forward): it has no outcome, and
+    /// its cache is released.
+    func fail(_ error: Error) {
+        failure = error
+        finished = true
+        cache?.probe = nil
+        cache = nil
     }
 
     /// The token to decode next, or nil once the run is over (then its outcome is final). Past the
@@ -233,8 +254,8 @@ enum SampleEvaluator {
 }
 
 /// Wall-clock seconds of a closure.
-func clock(_ body: () -> Void) -> Double {
+func clock(_ body: () throws -> Void) rethrows -> Double {
     let t0 = DispatchTime.now().uptimeNanoseconds
-    body()
+    try body()
     return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
 }

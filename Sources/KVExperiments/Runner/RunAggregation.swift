@@ -23,9 +23,11 @@ struct SampleResult {
     var seconds = 0.0
     /// How the policy's prefill ran: "shared" (replayed), "shared_prefix" (lower layers replayed), "own".
     var prefillMode = "own"
+    /// The query heads the run switched off (head ablation); nil = none.
+    var headMask: HeadMask?
 
     init(point: GridPoint, sample s: TaskSample, out: SampleOutcome, reference ref: SampleOutcome,
-         model c: ModelConfig, keepRetained: Bool, seconds: Double) {
+         model c: ModelConfig, keepRetained: Bool, seconds: Double, headMask: HeadMask? = nil) {
         let kind = point.task.kind
         func add(_ k: String, _ v: Double) { values.append((k, v)) }
         score = TaskScoring.sample(kind, sample: s, text: out.text, rows: out.rows, referenceRows: ref.rows)
@@ -64,6 +66,7 @@ struct SampleResult {
         (ownBytes, referenceOwnBytes) = (out.ownBytes, ref.ownBytes)
         retained = keepRetained ? out.retained : nil
         self.seconds = seconds
+        self.headMask = headMask
         prefillMode = out.replaySeconds != nil ? "shared" : (out.resumedAt != nil ? "shared_prefix" : "own")
     }
 }
@@ -120,6 +123,12 @@ extension SweepRunner {
         let aggregation = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         scalars.append(.init("run_wall_s", results.reduce(0) { $0 + $1.seconds } + aggregation))
         var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: storedHeads)]
+        if let mask = results.first?.headMask {   // head ablation: which query heads were switched off
+            var ablated = [Float](repeating: 0, count: c.layers * c.heads)
+            for (l, h) in mask.pairs { ablated[l * c.heads + h] = 1 }
+            grids.append(.init("ablated_heads", ablated, layers: c.layers, heads: c.heads))
+            scalars.append(.init("ablated_heads", Double(mask.count)))
+        }
         if kind == .fidelity {
             grids.append(.init("attention_recall", recall, layers: c.layers, heads: c.heads))
             grids.append(.init("attn_output_rel_error", outErr, layers: c.layers, heads: c.heads))

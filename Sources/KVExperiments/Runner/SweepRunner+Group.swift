@@ -3,6 +3,7 @@ import KVCache
 import KVModel
 import KVPolicies
 import KVTensor
+import KVTokenizer
 
 extension SweepRunner {
     /// Samples evaluated concurrently.
@@ -24,16 +25,27 @@ extension SweepRunner {
     func evaluateGroup(_ points: [GridPoint], model m: LlamaModel, samples: [TaskSample], stop: StopRule,
                        progress: (String) -> Void) -> [Result<[SampleResult], Error>] {
         let task = points[0].task
-        // A policy that cannot be built (bad parameters, a calibration file that does not load, head
-        // pooling that does not divide this model's KV heads) fails its point, not the group.
+        // Checked before any work: a policy that cannot be built for this model (bad parameters, a
+        // calibration or score file that does not load or does not fit the model's shape, head
+        // pooling that does not divide its KV heads) or a head ablation that does not fit fails its
+        // point, not the group.
         var failures = [Error?](repeating: nil, count: points.count)
+        var masks = [HeadMask?](repeating: nil, count: points.count)
         for (i, p) in points.enumerated() {
-            do { _ = try p.policy.make(modelKVHeads: m.config.kvHeads) } catch { failures[i] = error }
+            do {
+                _ = try p.policy.make(model: m.cacheShape)
+                masks[i] = try p.task.ablation?.resolve(layers: m.config.layers, queryHeads: m.config.heads)
+            } catch { failures[i] = error }
         }
+        // A point whose numbers are the reference's: the full cache on the intact model. A task with
+        // a head ablation runs the full policy too (the reference stays the intact model).
+        let isReference = points.indices.map { points[$0].policy == .full && masks[$0] == nil }
         // Per point, how its prefill is taken from the reference's: whole, from a layer on, or not.
+        // A head mask that applies in prefill (`ablate_phase: all`) changes it: that run prefills on its
+        // own; a decode-only mask leaves the prefill the intact model's, bit for bit.
         let sharing: [Int?] = points.indices.map { i in
             let p = points[i].policy
-            guard options.sharedPrefill, failures[i] == nil, p != .full else { return nil }
+            guard options.sharedPrefill, failures[i] == nil, !isReference[i], masks[i]?.phases != .all else { return nil }
             switch p.prefillSharing {
             case .whole: return m.config.layers
             case .none: return nil
@@ -53,13 +65,14 @@ extension SweepRunner {
         let bytesPerRun = m.cacheShape.fullBytesPerToken * (task.context + 256)
         let wave = max(1, Self.lockstepCacheBytes / jobs / max(bytesPerRun, 1))
 
-        func evaluateSample(_ si: Int) {
+        func evaluateSample(_ si: Int) throws {
             let s = samples[si]
             let t0 = DispatchTime.now().uptimeNanoseconds
             let ref = makeRun(m, policy: FullCachePolicy(), sample: s, task: task, reference: true, stop: stop, threads: threads)
-            ref.prefill(sharing.contains { $0 != nil } ? .record(hiddenLayers: hiddenLayers) : .own)
+            // The reference's numbers are every point's yardstick: NaN or infinity there fails them all.
+            try ref.prefill(sharing.contains { $0 != nil } ? .record(hiddenLayers: hiddenLayers) : .own)
             var reference: SampleOutcome?
-            var pending = points.indices.filter { !table.failed($0) && points[$0].policy != .full }
+            var pending = points.indices.filter { !table.failed($0) && !isReference[$0] }
             var first = true
             while first || !pending.isEmpty {
                 let batch = Array(pending.prefix(first ? wave - 1 : wave))
@@ -68,22 +81,30 @@ extension SweepRunner {
                 for pi in batch {
                     let policy: CachePolicy
                     do { policy = try points[pi].policy.make() } catch { table.fail(pi, error); continue }
-                    let run = makeRun(m, policy: policy, sample: s, task: task, reference: false, stop: stop, threads: threads)
-                    switch sharing[pi] {
-                    case nil: run.prefill(.own)
-                    case m.config.layers?: run.prefill(.replay(ref.sharedPrefill!))
-                    case let layer?: run.prefill(.resume(ref.sharedPrefill!, layer: layer))
-                    }
+                    let run = makeRun(m, policy: policy, sample: s, task: task, reference: false, stop: stop, threads: threads,
+                                      headMask: masks[pi])
+                    do {
+                        switch sharing[pi] {
+                        case nil: try run.prefill(.own)
+                        case m.config.layers?: try run.prefill(.replay(ref.sharedPrefill!))
+                        case let layer?: try run.prefill(.resume(ref.sharedPrefill!, layer: layer))
+                        }
+                    } catch { table.fail(pi, error); continue }
                     runs.append((pi, run))
                 }
                 decodeLockstep(m, (first ? [ref] : []) + runs.map(\.run))
-                if first { reference = ref.outcome; first = false }
+                if first {
+                    if let e = ref.failure { throw e }
+                    reference = ref.outcome; first = false
+                }
                 for (pi, run) in runs {
+                    if let e = run.failure { table.fail(pi, e); continue }
                     table.set(pi, si, SampleResult(point: points[pi], sample: s, out: run.outcome, reference: reference!,
-                                                   model: m.config, keepRetained: config.retentionMaps, seconds: run.seconds))
+                                                   model: m.config, keepRetained: config.retentionMaps, seconds: run.seconds,
+                                                   headMask: run.headMask))
                 }
             }
-            for (pi, point) in points.enumerated() where point.policy == .full && !table.failed(pi) {
+            for (pi, point) in points.enumerated() where isReference[pi] && !table.failed(pi) {
                 table.set(pi, si, SampleResult(point: point, sample: s, out: reference!, reference: reference!,
                                                model: m.config, keepRetained: config.retentionMaps, seconds: ref.seconds))
             }
@@ -92,14 +113,21 @@ extension SweepRunner {
                 progress(String(format: "  sample %d/%d of %@ ctx %d done (%.1fs)", n, samples.count, task.kind.rawValue, task.context, seconds))
             }
         }
+        // A failed reference fails every point of the group; so does a tokenizer regex that hit its
+        // work limit while a worker decoded generated text (each worker bounds its own searches).
+        func evaluateSampleOrFail(_ si: Int) {
+            do { try TokenizerWorkLimit.check { try evaluateSample(si) } } catch {
+                for pi in points.indices { table.fail(pi, error) }
+            }
+        }
 
         if jobs > 1 && samples.count > 1 {
             let next = Counter()
             DispatchQueue.concurrentPerform(iterations: min(jobs, samples.count)) { _ in
-                while let si = next.take(below: samples.count) { evaluateSample(si) }
+                while let si = next.take(below: samples.count) { evaluateSampleOrFail(si) }
             }
         } else {
-            for si in samples.indices { evaluateSample(si) }
+            for si in samples.indices { evaluateSampleOrFail(si) }
         }
         return table.results()
     }
@@ -109,34 +137,41 @@ extension SweepRunner {
 
     /// A run of one sample through a fresh cache managed by `policy`.
     func makeRun(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool,
-                 stop: StopRule, threads: Int? = nil) -> SequenceRun {
+                 stop: StopRule, threads: Int? = nil, headMask: HeadMask? = nil) -> SequenceRun {
         let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
         if let threads { cache.threads = threads }
         let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
         var stop = stop
         if task.kind == .mqar || task.kind == .fidelity { stop.eos = [] }
-        return SequenceRun(model: m, cache: cache, sample: sample, task: task, probe: probe, stop: stop)
+        return SequenceRun(model: m, cache: cache, sample: sample, task: task, probe: probe, stop: stop, headMask: headMask)
     }
 
     /// Decodes runs in lockstep until every one is over: each step feeds every unfinished run's
     /// next token through one `decodeBatch` (weights read once per tile of sequences, not once per
-    /// sequence); each run is charged an equal share of the step's time.
+    /// sequence); each run is charged an equal share of the step's time. Each run's head mask applies
+    /// to its own row only; a run whose numbers turn non-finite stops with its `failure`.
     func decodeLockstep(_ m: LlamaModel, _ runs: [SequenceRun]) {
         while true {
             var active: [(run: SequenceRun, token: Int)] = []
             for r in runs { if let t = r.nextToken() { active.append((r, t)) } }
             if active.isEmpty { return }
-            var logits: [[Float]] = []
+            var logits: [Result<[Float], NonFiniteError>] = []
             let t = clock {
-                logits = m.decodeBatch(active.map(\.token), positions: active.map(\.run.nextPosition),
-                                       caches: active.map { $0.run.cache! })
+                logits = m.decodeBatchChecked(active.map(\.token), positions: active.map(\.run.nextPosition),
+                                              caches: active.map { $0.run.cache! }, headMasks: active.map(\.run.headMask))
             }
-            for (i, a) in active.enumerated() { a.run.accept(logits[i], seconds: t / Double(active.count)) }
+            for (i, a) in active.enumerated() {
+                switch logits[i] {
+                case .success(let row): a.run.accept(row, seconds: t / Double(active.count))
+                case .failure(let e): a.run.fail(e)
+                }
+            }
         }
     }
 
     /// The task options a config's task asks for: the model's prompt style, the task's decode length.
-    func taskOptions(_ task: TaskSpec, style: PromptStyle, codec: TextCodec?) throws -> TaskOptions {
+    /// (Also what `Preflight` generates its sample with.)
+    static func taskOptions(_ task: TaskSpec, style: PromptStyle, codec: TextCodec?) throws -> TaskOptions {
         var o = TaskOptions(style: style, maxNewTokens: task.maxNewTokens)
         if task.chatTemplate, task.kind.needsTokenizer, let codec {
             guard let template = codec.chatTemplate else {

@@ -3,6 +3,7 @@ import KVCache
 import KVModel
 import KVPolicies
 import KVTensor
+import KVTokenizer
 
 /// How a sweep runs: resume/force, sharding, progress.
 public struct RunOptions: Sendable {
@@ -21,6 +22,8 @@ public struct RunOptions: Sendable {
     public var sharedPrefill = true
     /// Progress lines with ETA (on for a terminal).
     public var progress = true
+    /// Runs committed with an error status are retried by a rerun unless this is set.
+    public var skipFailed = false
     public init() {}
 }
 
@@ -30,7 +33,14 @@ public struct SweepSummary: Sendable {
     public var planned = 0
     public var skipped = 0
     public var ran = 0
+    /// Runs of this invocation that ended with an error status.
     public var failed = 0
+    /// Runs that had failed before and ran again (counted in `ran` too).
+    public var retried = 0
+    /// Runs that had failed before and were skipped (`skipFailed`); counted in `skipped` too.
+    public var skippedFailed = 0
+    /// Whether every run this invocation is responsible for is in the file with status "ok".
+    public var allSucceeded: Bool { failed == 0 && skippedFailed == 0 }
     public var wallSeconds = 0.0
     /// Seconds spent evaluating (model forwards, metrics) vs committing results and bookkeeping.
     public var evaluationSeconds = 0.0
@@ -68,6 +78,7 @@ public final class SweepRunner {
 
     public func run(log: (String) -> Void) throws -> SweepSummary {
         let start = DispatchTime.now().uptimeNanoseconds
+        try Preflight.check(config)   // everything a run would reject, before any work
         if let t = options.threads ?? config.threads { BLAS.setThreads(t) }
         if jobs > 1 { BLAS.setThreads(1) }
         var summary = SweepSummary(output: outputPath)
@@ -109,30 +120,49 @@ public final class SweepRunner {
         var textSources: [String: String] = [:]
         var evalSeconds = 0.0, done = 0
         for group in Self.groups(todo) {
-            let pending = group.filter { !store.isFinished(index: $0.index, key: $0.key) }
-            summary.skipped += group.count - pending.count
-            done += group.count - pending.count
+            // Unfinished runs, and runs that failed before (retried unless `skipFailed`).
+            var pending: [GridPoint] = []
+            for point in group {
+                if store.isFinished(index: point.index, key: point.key) {
+                    if !store.isFailed(index: point.index) || options.skipFailed {
+                        summary.skipped += 1
+                        if store.isFailed(index: point.index) { summary.skippedFailed += 1 }
+                        done += 1
+                        continue
+                    }
+                    summary.retried += 1
+                }
+                pending.append(point)
+            }
             guard let first = pending.first else { continue }
             let t0 = DispatchTime.now().uptimeNanoseconds
             var records: [RunRecord]
             do {
-                let (m, codec, style) = try model(first.model)
-                let samples = try TaskFactory.samples(first.task, codec: codec, vocabularySize: m.config.vocabSize,
-                                                      options: try taskOptions(first.task, style: style, codec: codec),
-                                                      modelName: loaded?.codecError.map { "\(first.model.id) (its tokenizer could not be read: \($0))" } ?? first.model.id)
-                var source = ""
-                if let file = first.task.textFile, first.task.kind != .mqar {
-                    if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
-                    source = textSources[file]!
-                }
-                let stop = StopRule(eos: Set(m.config.eosTokenIds), strings: first.task.stop, codec: codec)
-                let outcomes = evaluateGroup(pending, model: m, samples: samples, stop: stop) { line in
-                    if options.progress { log(line) }
-                }
-                records = zip(pending, outcomes).map { point, outcome in
-                    switch outcome {
-                    case .success(let results): return aggregate(point, model: m.config, results: results, textSource: source)
-                    case .failure(let error): return errorRecord(point, error)
+                // Bounded tokenizer regexes: one that backtracks without end fails the group's runs, clearly
+                // (samples and scores built from cut-short encodes are never recorded).
+                records = try TokenizerWorkLimit.check {
+                    let (m, codec, style) = try model(first.model)
+                    let samples = try TaskFactory.samples(first.task, codec: codec, vocabularySize: m.config.vocabSize,
+                                                          options: try Self.taskOptions(first.task, style: style, codec: codec),
+                                                          modelName: loaded?.codecError.map { "\(first.model.id) (its tokenizer could not be read: \($0))" } ?? first.model.id)
+                    var source = ""
+                    if let file = first.task.textFile, first.task.kind != .mqar {
+                        if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
+                        source = textSources[file]!
+                    }
+                    let stop = StopRule(eos: Set(m.config.eosTokenIds), strings: first.task.stop, codec: codec)
+                    let outcomes = evaluateGroup(pending, model: m, samples: samples, stop: stop) { line in
+                        if options.progress { log(line) }
+                    }
+                    return zip(pending, outcomes).map { point, outcome in
+                        switch outcome {
+                        case .success(let results):
+                            let record = aggregate(point, model: m.config, results: results, textSource: source)
+                            // The last line of defence against "ok, score nan" (FiniteMetrics.swift).
+                            do { try FiniteMetrics.check(record) } catch { return errorRecord(point, error) }
+                            return record
+                        case .failure(let error): return errorRecord(point, error)
+                        }
                     }
                 }
             } catch {

@@ -9,7 +9,7 @@ struct TokenizerCodec: TextCodec {
     /// The model's tokenizer: a checkpoint folder's tokenizer.json or a .gguf file's metadata;
     /// nil when a folder ships none.
     static func load(model path: String) throws -> TextCodec? {
-        try Tokenizer.forModel(path: path).map { TokenizerCodec(tokenizer: $0) }
+        try TokenizerWorkLimit.check { try Tokenizer.forModel(path: path) }.map { TokenizerCodec(tokenizer: $0) }
     }
 
     /// A folder's tokenizer.json, or nil when it ships none.

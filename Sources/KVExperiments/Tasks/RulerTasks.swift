@@ -139,7 +139,7 @@ enum VariableTrackingTask {
             return p
         }
         let budget = min(500, spec.context / 4)
-        guard let n = PromptFit.search(target: budget, limit: nil, count: { tok.count(render($0).text) }) else {
+        guard let n = try PromptFit.search(target: budget, limit: nil, task: spec.kind.rawValue, count: { tok.count(render($0).text) }) else {
             throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context,
                                             minimum: 4 * tok.count(render(0).text))
         }
@@ -233,7 +233,8 @@ enum CommonWordsTask {
         // The common words' frequency first (as high as fits, up to commonFrequency), then rare words.
         let target = spec.context - maxNew
         func commonCount(_ extra: Int) -> Int { tok.count(render(commonFrequency: rare + 1 + extra, rareWords: 0).text) }
-        guard target > 0, let extra = PromptFit.search(target: target, limit: maxCommon - rare - 1, count: commonCount) else {
+        guard target > 0, let extra = try PromptFit.search(target: target, limit: maxCommon - rare - 1, task: spec.kind.rawValue,
+                                                           count: commonCount) else {
             throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context, minimum: commonCount(0) + maxNew)
         }
         let c = rare + 1 + extra
