@@ -56,4 +56,58 @@ final class BatchDecodeTests: XCTestCase {
             XCTAssertEqual(a.stats, b.stats)
         }
     }
+
+    /// Each sequence's own head mask (`decodeBatchChecked`), in one batch with sequences masked
+    /// otherwise or not at all: its logits and cache are those of decoding it alone with the mask.
+    func testPerSequenceHeadMasksEqualDecodingEachAlone() throws {
+        let m = Self.model
+        let shape = (layers: m.config.layers, heads: m.config.heads)
+        let masks: [HeadMask?] = [
+            nil,
+            try HeadMask(pairs: [(0, 1), (1, 0)], layers: shape.layers, queryHeads: shape.heads, mode: .uniform, phases: .decode),
+            try HeadMask(pairs: [(1, 2)], layers: shape.layers, queryHeads: shape.heads, mode: .zero, phases: .all),
+        ]
+        let prompt = (0..<30).map { ($0 * 11 + 4) % m.config.vocabSize }
+        let batched = masks.map { _ in m.makeCache() }, alone = masks.map { _ in m.makeCache() }
+        for (i, mask) in masks.enumerated() {
+            _ = try m.forwardChecked(prompt, startPosition: 0, cache: batched[i], phase: .prefill, headMask: mask)
+            m.headMask = mask
+            defer { m.headMask = nil }
+            _ = try m.forwardChecked(prompt, startPosition: 0, cache: alone[i], phase: .prefill)
+        }
+        var differ = false
+        for step in 0..<4 {
+            let t = (step * 7 + 3) % m.config.vocabSize
+            let rows = m.decodeBatchChecked([t, t, t], positions: [30 + step, 30 + step, 30 + step], caches: batched, headMasks: masks)
+            for (i, mask) in masks.enumerated() {
+                m.headMask = mask
+                let single = try m.forwardChecked([t], startPosition: 30 + step, cache: alone[i], phase: .decode)
+                m.headMask = nil
+                XCTAssertEqual(try rows[i].get().map(\.bitPattern), single.map(\.bitPattern), "sequence \(i), step \(step)")
+                XCTAssertEqual(batched[i].stats, alone[i].stats)
+            }
+            let (r0, r1) = (try rows[0].get(), try rows[1].get())
+            differ = differ || r0 != r1
+        }
+        XCTAssertTrue(differ, "the masks change the logits (the test could fail)")
+    }
+
+    /// A sequence whose numbers turn non-finite gets its `NonFiniteError` (layer and position, as
+    /// `forwardChecked` names them); its companions' logits are untouched.
+    func testANonFiniteSequenceFailsAloneInTheBatch() throws {
+        let c = try ModelConfig(hiddenSize: 32, intermediateSize: 64, layers: 3, heads: 4, kvHeads: 2, vocabSize: 50)
+        var w = ModelWeights.synthetic(c, seed: 5)
+        w.embedding[7 * 32 + 3] = .nan                           // token 7's embedding row
+        let m = LlamaModel(config: c, weights: w)
+        let caches = (0..<3).map { _ in m.makeCache() }, alone = m.makeCache()
+        for cache in caches + [alone] { _ = try m.forwardChecked([1, 2, 3], startPosition: 0, cache: cache, phase: .prefill) }
+        let rows = m.decodeBatchChecked([4, 7, 4], positions: [3, 3, 3], caches: caches)
+        XCTAssertThrowsError(try rows[1].get()) { e in
+            XCTAssertEqual((e as? NonFiniteError)?.layer, 0)
+            XCTAssertEqual((e as? NonFiniteError)?.position, 3)
+        }
+        let single = try m.forwardChecked([4], startPosition: 3, cache: alone, phase: .decode)
+        XCTAssertEqual(try rows[0].get().map(\.bitPattern), single.map(\.bitPattern))
+        XCTAssertEqual(try rows[2].get().map(\.bitPattern), single.map(\.bitPattern))
+    }
 }

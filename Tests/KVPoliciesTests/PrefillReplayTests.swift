@@ -104,7 +104,7 @@ final class PrefillReplayTests: XCTestCase {
         }
         let refusing = PolicyRegistry.all.flatMap { $0.exampleSpecs(tokens: Self.budget, calibration: H.calibrationFile) }
             .filter { $0.prefillSharing == .none }
-        XCTAssertEqual(Set(refusing.map(\.kind)), ["head_pooling", "loki"])
+        XCTAssertEqual(Set(refusing.map(\.kind)), ["head_pooling", "loki", "svd_heads"])
         for spec in refusing { XCTAssertNotNil(m.makeCache(policy: try spec.make()).replayablePrefillProblem, spec.label) }
         XCTAssertEqual(seen, [.whole, .leadingLayers, .none], "the examples cover every kind of declaration")
     }
