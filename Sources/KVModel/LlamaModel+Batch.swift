@@ -18,14 +18,14 @@ extension LlamaModel {
              request: request, check: false).map(\.logits)
     }
 
-    /// `decodeBatch` with each sequence's own head mask (`headMasks[i]`; nil = the model's
-    /// `headMask` for every sequence) and the checks of `forwardChecked`, per sequence: a sequence
+    /// `decodeBatch` with each sequence's own head mask (`headMasks[i]`; nil, or no array: the
+    /// model's `headMask`, as `forwardChecked` takes it) and the checks of `forwardChecked`, per sequence: a sequence
     /// whose hidden state or logits hold a NaN or ±infinity gets its `NonFiniteError` (its cache
     /// has taken the token), the others their logits, as if each ran alone.
     public func decodeBatchChecked(_ tokens: [Int], positions: [Int], caches: [KVCache], headMasks: [HeadMask?]? = nil,
                                    logits request: LogitsRequest = .last) -> [Result<[Float], NonFiniteError>] {
         precondition(headMasks.map { $0.count == tokens.count } ?? true, "decodeBatchChecked: one head mask per sequence")
-        return step(tokens, positions: positions, caches: caches, masks: headMasks ?? Array(repeating: headMask, count: tokens.count),
+        return step(tokens, positions: positions, caches: caches, masks: headMasks?.map { $0 ?? headMask } ?? Array(repeating: headMask, count: tokens.count),
                     request: request, check: true).map { r in r.nonFinite.map { .failure($0) } ?? .success(r.logits) }
     }
 

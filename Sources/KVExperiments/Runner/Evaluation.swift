@@ -86,8 +86,8 @@ struct StopRule {
 /// then `accept` with its logits): the question's tokens through the decode path, then the greedy
 /// answer until EOS, a stop string or `maxNewTokens`. The same steps for the full-cache reference
 /// and for every policy; `SweepRunner.decodeLockstep` decodes many runs together. A run with a
-/// `headMask` (head ablation, HeadAblation.swift) applies it in its own forwards and decode rows;
-/// the model's `headMask` is not used. NaN or infinity in the model's numbers ends the run with
+/// `headMask` (head ablation, HeadAblation.swift) applies it in its own forwards and decode rows
+/// (a sweep never sets the model's `headMask`, which every run would share). NaN or infinity in the model's numbers ends the run with
 /// `failure` (the run is recorded as failed, never scored).
 final class SequenceRun {
     let model: LlamaModel
