@@ -57,11 +57,11 @@ public struct HeadMask: Sendable, Equatable {
 }
 
 extension LlamaModel {
-    /// Applies the model's head mask to one layer's queries (before attention) or attention output
-    /// (after), as its mode says. q and attn are [rows, H*d].
-    func applyHeadMask(layer: Int, phase: Phase, rows: Int, queries q: UnsafeMutablePointer<Float>? = nil,
+    /// Applies a head mask (the model's, or a run's own) to one layer's queries (before attention)
+    /// or attention output (after), as its mode says. q and attn are [rows, H*d].
+    func applyHeadMask(_ mask: HeadMask?, layer: Int, phase: Phase, rows: Int, queries q: UnsafeMutablePointer<Float>? = nil,
                        output attn: UnsafeMutablePointer<Float>? = nil) {
-        guard let mask = headMask else { return }
+        guard let mask else { return }
         let heads = mask.heads(layer: layer, phase: phase)
         guard !heads.isEmpty else { return }
         let width = config.heads * config.headDim

@@ -46,33 +46,39 @@ public final class LlamaModel {
     /// No finiteness checks: see `forwardChecked`.
     public func forward(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
                         logits request: LogitsRequest = .last) -> [Float] {
-        run(tokens, startPosition: startPosition, cache: cache, phase: phase, logits: request, check: false).logits
+        run(tokens, startPosition: startPosition, cache: cache, phase: phase, logits: request, check: false, mask: headMask).logits
     }
 
     /// `forward`, and throws `NonFiniteError` when a hidden state after a layer, or a returned
     /// logits row, holds a NaN or ±infinity (naming the first layer and position where it
     /// appeared). The cache has taken the tokens either way. Evaluation and generation use this
-    /// one; its cost on the decoder benchmark is in docs/robustness.md.
+    /// one; its cost on the decoder benchmark is in docs/robustness.md. `headMask`: this call's head
+    /// mask (a sweep's runs each carry their own); nil = the model's `headMask`.
     public func forwardChecked(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
-                               logits request: LogitsRequest = .last) throws -> [Float] {
-        let r = run(tokens, startPosition: startPosition, cache: cache, phase: phase, logits: request, check: true)
+                               logits request: LogitsRequest = .last, headMask callMask: HeadMask? = nil) throws -> [Float] {
+        let r = run(tokens, startPosition: startPosition, cache: cache, phase: phase, logits: request, check: true,
+                    mask: callMask ?? headMask)
         if let e = r.nonFinite { throw e }
         return r.logits
     }
 
     private func run(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
-                     logits request: LogitsRequest, check: Bool) -> (logits: [Float], nonFinite: NonFiniteError?) {
+                     logits request: LogitsRequest, check: Bool, mask: HeadMask?) -> (logits: [Float], nonFinite: NonFiniteError?) {
         precondition(tokens.allSatisfy { $0 >= 0 && $0 < config.vocabSize }, "token id out of vocabulary")
         var result: [Float] = []
         var nonFinite: NonFiniteError?
-        var start = 0
+        var start = 0, chunk = 0
         while start < tokens.count {
             let end = min(start + (phase == .decode ? 1 : prefillChunk), tokens.count)
             let isLast = end == tokens.count
             let want: LogitsRequest = request == .all || request == .hidden ? request : (request == .last && isLast ? .last : .none)
             cache.pendingRows = tokens.count - end        // the key length this forward ends with (Loki's k)
+            // A resumed prefill (KVCache+Replay.swift): the lower layers' calls are replayed, the
+            // model runs from the first layer that differs, on the recorded hidden state.
+            let resume = phase == .prefill ? cache.replayPrefix(chunk: chunk, rows: end - start) : nil
+            chunk += 1
             let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
-                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want,
+                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want, resume: resume, mask: mask,
                                    check: check && nonFinite == nil ? { nonFinite = $0 } : nil)
             result += out
             start = end
@@ -91,6 +97,7 @@ public final class LlamaModel {
 
     private func forwardChunk(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
                               isStepEnd: Bool, logits request: LogitsRequest,
+                              resume: (layer: Int, hidden: [Float])? = nil, mask: HeadMask?,
                               check: ((NonFiniteError) -> Void)?) -> [Float] {
         var report = check
         let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
@@ -99,20 +106,25 @@ public final class LlamaModel {
         let ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
         defer { ws.free() }
         // x [T, D] = embedding rows
-        weights.embedding.withUnsafeBufferPointer { e in
-            for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+        if let resume {
+            ws.x.update(from: resume.hidden, count: T * D)                      // x [T, D] entering layer resume.layer
+        } else {
+            weights.embedding.withUnsafeBufferPointer { e in
+                for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+            }
         }
-        for (l, w) in weights.layers.enumerated() {
+        for (l, w) in weights.layers.enumerated() where l >= resume?.layer ?? 0 {
+            if let rec = cache.recorder, rec.hiddenLayers.contains(l) { rec.recordHidden(layer: l, ws.x, count: T * D) }
             w.inputNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
             linear(ws.h, T, D, w.wq, w.bq, qDim, ws.q)
             linear(ws.h, T, D, w.wk, w.bk, kvDim, ws.k)
             linear(ws.h, T, D, w.wv, w.bv, kvDim, ws.v)
             rope.apply(ws.q, rows: T, heads: c.heads, positions: positions)
             rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
-            applyHeadMask(layer: l, phase: phase, rows: T, queries: ws.q)
+            applyHeadMask(mask, layer: l, phase: phase, rows: T, queries: ws.q)
             cache.attention(layer: l, phase: phase, rows: T, isStepEnd: isStepEnd, queries: ws.q, keys: ws.k, values: ws.v,
                             positions: positions, output: ws.attn)
-            applyHeadMask(layer: l, phase: phase, rows: T, output: ws.attn)
+            applyHeadMask(mask, layer: l, phase: phase, rows: T, output: ws.attn)
             linear(ws.attn, T, qDim, w.wo, w.bo, D, ws.x, accumulate: true)
             w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
             linear(ws.h, T, D, w.wGate, w.bGate, I, ws.gate)

@@ -46,6 +46,8 @@ public final class DuoAttention: CachePolicy, ConfiguredPolicy, ModelShapeChecke
         public static func exampleFile(_ calibration: String) -> String { calibration + ".head-scores.h5" }
         public func make() throws -> CachePolicy { try DuoAttention(self) }
         public var forcedTokens: [ForcedTokens] { [ForcedTokens("sinks", count: sinks, budget: .tokens(sinks + recent))] }
+        /// Streaming heads evict at a layer's step end, after it attended, so prefill attention stays dense.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

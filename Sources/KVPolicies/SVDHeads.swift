@@ -43,6 +43,8 @@ public final class SVDHeads: CachePolicy, ConfiguredPolicy {
             StorageLayout(owner: Self.descriptor.name, kvHeadProjection: try? SVDHeadsCalibration.cachedFile(calibration).projection(part))
         }
         public func make() throws -> CachePolicy { try SVDHeads(self) }
+        /// Stores projected heads from the first token on (prefill attention reads them): no shared prefill.
+        public var prefillSharing: PrefillSharing { .none }
     }
 
     public let config: Config

@@ -18,7 +18,7 @@ struct CompareCommand: ParsableCommand {
     @Argument(help: "The baseline results file.") var baseline: String
     @Option(name: .customLong("tol"), help: "Tolerance METRIC=ABS[,REL] (repeatable), e.g. --tol score=0.05.")
     var tolerances: [String] = []
-    @Option(name: .customLong("ignore"), help: "Metric to skip (repeatable).")
+    @Option(name: .customLong("ignore"), help: "Metric, per-sample series or per-sample text (generated) to skip (repeatable).")
     var ignore: [String] = []
     @Flag(help: "Exact equality instead: the same runs, every number bit for bit (timings and --ignore aside); exit 1 on any difference.")
     var exact = false

@@ -29,6 +29,10 @@ struct RunCommand: ParsableCommand {
     var output: String?
     @Option(help: "BLAS and attention threads (default: the config's, else all cores).")
     var threads: Int?
+    @Option(help: "Samples evaluated at once, each on its own caches with BLAS single-threaded (results equal a serial run's; docs/benchmarks/sweep.md).")
+    var jobs: Int = 1
+    @Flag(name: .customLong("no-shared-prefill"), help: "Run every policy's own prefill instead of replaying each sample's dense prefill (identical results; for checking that).")
+    var noSharedPrefill = false
     @Flag(help: "No progress lines (the default when stderr is not a terminal, e.g. in CI).")
     var quiet = false
     @Flag(help: "Progress lines even when stderr is not a terminal.")
@@ -42,6 +46,9 @@ struct RunCommand: ParsableCommand {
         opts.force = force
         opts.output = output
         opts.threads = threads
+        guard jobs >= 1 else { throw ValidationError("--jobs: expected at least 1, got \(jobs)") }
+        opts.jobs = jobs
+        opts.sharedPrefill = !noSharedPrefill
         opts.progress = !quiet && (progress || isatty(STDERR_FILENO) != 0)
         opts.skipFailed = skipFailed
         if let s = shard {

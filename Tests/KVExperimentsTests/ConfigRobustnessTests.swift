@@ -140,7 +140,8 @@ final class ConfigRobustnessTests: XCTestCase {
         let m = try c.models[0].source.load()
         let runner = SweepRunner(config: c, options: RunOptions())
         let samples = try TaskFactory.samples(c.tasks[0], codec: nil, vocabularySize: m.config.vocabSize)
-        XCTAssertThrowsError(try runner.runPoint(c.grid[0], model: m, codec: nil, samples: samples, refs: [])) {
+        let results = runner.evaluateGroup(c.grid, model: m, samples: samples, stop: StopRule()) { _ in }
+        XCTAssertThrowsError(try results[0].get()) {
             XCTAssertTrue("\($0)".contains("kv_heads"), "\($0)")
         }
     }

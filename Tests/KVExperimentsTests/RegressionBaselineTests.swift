@@ -33,10 +33,20 @@ final class RegressionBaselineTests: XCTestCase {
 
     func baseline() throws -> ResultsFile { try ResultsFile.read("results/baselines/regression.h5", requireStamp: true) }   // as `kvlab compare`
 
+    /// The sweep (shared prefill, serial) matches the baseline, bit for bit. (That `--no-shared-prefill`
+    /// and `--jobs 2` change no number: EndToEndTests.testJobsAndOwnPrefillEqualTheSerialRun, and
+    /// PrefillReplayTests for every registered policy; a second regression sweep here would double
+    /// the suite's slowest test.)
     func testRegressionSweepMatchesTheBaseline() throws {
-        let report = ResultsCompare.compare(new: try sweep(), baseline: try baseline())
+        let shared = try sweep()
+        let report = ResultsCompare.compare(new: shared, baseline: try baseline())
         XCTAssertTrue(report.passed, report.text())
         XCTAssertEqual(report.compared, try baseline().runs.count)
+        // Bit for bit, too: every number the baseline holds. It predates the generated-token count
+        // and the per-sample generated texts (`kvlab compare --exact ... --ignore generated_tokens --ignore generated`).
+        XCTAssertEqual(ResultsEquality.differences(shared, try baseline(), ignoring: ResultsEquality.timings.union(["generated_tokens", "generated"])), [])
+        let sharing = shared.runs.filter { $0.infoValue("prefill") == "shared" }
+        XCTAssertEqual(sharing.count, shared.runs.filter { !["full", "head_pooling", "cla"].contains($0.policyKind) }.count)
     }
 
     func testInjectedQuestFaultIsCaught() throws {

@@ -76,12 +76,13 @@ public enum Preflight {
         }
         // Work and memory, before anything is allocated.
         let c = f.config
-        let tokens = task.context + 128
+        let generated = max(128, task.maxNewTokens ?? 0)   // tokens a sample may add to its context
+        let tokens = task.context + generated
         let (work, o1) = task.samples.multipliedReportingOverflow(by: tokens)
         let (tokenLayers, o2) = work.multipliedReportingOverflow(by: c.layers)
         let raise = limits.explicit ? "" : " (raise it explicitly with `limits: {token_layers: N}`, docs/config.md)"
         if o1 || o2 || tokenLayers > limits.tokenLayers {
-            throw at.error(file, "task '\(name)' on model '\(m.id)': \(task.samples) samples x (\(task.context) + 128) tokens x " +
+            throw at.error(file, "task '\(name)' on model '\(m.id)': \(task.samples) samples x (\(task.context) + \(generated)) tokens x " +
                 "\(c.layers) layers = \(o1 || o2 ? "more than 9e18" : String(tokenLayers)) token-layers, above the limit of \(limits.tokenLayers)\(raise)")
         }
         let weights = Double(c.parameterCount) * 4
@@ -98,7 +99,7 @@ public enum Preflight {
         do {
             _ = try TokenizerWorkLimit.check {
                 try TaskFactory.sample(task, index: 0, codec: f.codec, vocabularySize: c.vocabSize,
-                                       options: TaskOptions(style: f.style), modelName: m.id)
+                                       options: try SweepRunner.taskOptions(task, style: f.style, codec: f.codec), modelName: m.id)
             }
         } catch {
             throw at.error(file, "task '\(name)' on model '\(m.id)': \(error.localizedDescription)")

@@ -4,11 +4,12 @@ import KVPolicies
 
 /// `tasks:` entries -> TaskSpec values (docs/config.md).
 enum TaskParser {
-    static let keys = ["task", "context", "samples", "seed", "depth", "text_file", "eval_tokens", "suffix", "models"] + ablationKeys
+    static let keys = ["task", "context", "samples", "seed", "depth", "text_file", "eval_tokens", "suffix", "models",
+                       "max_new_tokens", "stop", "chat_template"] + ablationKeys
 
     /// The task points of one entry, with the model ids it is restricted to (nil = every model).
     static func expand(_ f: Field, defaultSeed: UInt64, modelIDs: [String]) throws -> [(TaskSpec, [String]?)] {
-        let points = try Sweep.expand(f, allowed: keys, fixed: ["task", "text_file", "models", "ablate_scores"])
+        let points = try Sweep.expand(f, allowed: keys, fixed: ["task", "text_file", "models", "stop", "ablate_scores"])
         var only: [String]? = nil
         if let m = f.child("models") {
             only = try m.values().map { v in
@@ -45,10 +46,24 @@ enum TaskParser {
         if kind.isTeacherForced && evalTokens >= context {
             throw (p["eval_tokens"] ?? ctx).error("eval_tokens (\(evalTokens)) must be smaller than the context (\(context))")
         }
+        let maxNew = try p["max_new_tokens"].map { try $0.int(min: 1, max: ResourceLimits.maxContext) }
+        var stop: [String] = []
+        if let st = p["stop"] {
+            stop = try st.values().map { v in
+                let s = try v.string()
+                guard !s.isEmpty else { throw v.error("expected a non-empty stop string") }
+                return s
+            }
+        }
+        let chat = try p["chat_template"]?.bool() ?? false
+        if kind.isTeacherForced, let key = ["max_new_tokens", "stop", "chat_template"].first(where: { p[$0] != nil }) {
+            throw p[key]!.error("'\(key)' applies to generation tasks; \(kind.rawValue) is teacher-forced")
+        }
         return TaskSpec(kind: kind, context: context, samples: try p["samples"]?.int(min: 1, max: ResourceLimits.maxSamples) ?? 10,
                         seed: try p["seed"].map { UInt64(try $0.int(min: 0)) } ?? defaultSeed,
                         depth: depth, textFile: textFile, evalTokens: evalTokens,
-                        suffixMode: try p["suffix"]?.choice(SuffixMode.self), ablation: try ablation(p, f))
+                        suffixMode: try p["suffix"]?.choice(SuffixMode.self),
+                        maxNewTokens: maxNew, stop: stop, chatTemplate: chat, ablation: try ablation(p, f))
     }
 }
 

@@ -35,7 +35,17 @@ public struct RunKey: Codable, Hashable, Sendable {
         let file = t.textFile.map { "\"\($0)\"" } ?? "null"
         return "{\"model\": \"\(model)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
             "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(file), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy ?? "")\"" +
+            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"\(generation)}, \"policy\": \"\(policy ?? "")\"" +
             (ablateHeads.map { ", \"ablate_heads\": \"\($0)\"" } ?? "") + "}"
+    }
+
+    /// The task's generation settings that differ from the defaults, as JSON members (empty for a
+    /// task that sets none, so keys of configs written before them stay byte-identical).
+    var generation: String {
+        var parts: [String] = []
+        if let n = task.maxNewTokens { parts.append("\"max_new_tokens\": \(n)") }
+        if !task.stop.isEmpty { parts.append("\"stop\": " + ResultsIO.encodeNames(task.stop)) }
+        if task.chatTemplate { parts.append("\"chat_template\": true") }
+        return parts.map { ", " + $0 }.joined()
     }
 }

@@ -17,7 +17,7 @@ public enum ResultsCompare {
     public struct Options: Sendable {
         public var tolerances: [String: Tolerance] = [:]
         /// Metrics not compared: wall-clock timings by default (they vary run to run).
-        public var ignored: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
+        public var ignored: Set<String> = ResultsEquality.timings
         /// Float32 arithmetic: metrics near 0 (KL, output error of an almost exact policy) move by
         /// rounding alone, e.g. between a debug and a release build, so an absolute floor of 1e-6.
         public var defaultTolerance = Tolerance(abs: 1e-6, rel: 1e-6)

@@ -119,6 +119,12 @@ enum ResultsIO {
             if !seen.insert(s.name).inserted { throw fail("per-sample series '\(s.name)' appears twice") }
         }
         seen = []
+        for t in r.texts {
+            if let p = metricNameProblem(t.name) { throw fail(p) }
+            if !seen.insert(t.name).inserted { throw fail("text series '\(t.name)' appears twice") }
+            if t.values.contains(where: { $0.utf8.contains(0) }) { throw fail("text series '\(t.name)' contains a NUL character") }
+        }
+        seen = []
         for g in r.perLayerHead {
             if let p = metricNameProblem(g.name) { throw fail(p) }
             if !seen.insert(g.name).inserted { throw fail("layer x head grid '\(g.name)' appears twice") }
@@ -171,6 +177,11 @@ enum ResultsIO {
         try grids.setAttribute("order", encodeNames(r.perLayerHead.map(\.name)))
         for m in r.perLayerHead { try grids.write(m.name, floats: m.values, shape: [m.layers, m.heads]) }
         if let ret = r.retention { try g.write("retention", int32s: ret.positions, shape: ret.shape, gzip: 4) }
+        if !r.texts.isEmpty {
+            let texts = try g.createGroup("text")
+            try texts.setAttribute("order", encodeNames(r.texts.map(\.name)))
+            for t in r.texts { try texts.write(t.name, strings: t.values) }
+        }
     }
 
     /// The attributes of a /runs/<index> group.
@@ -320,6 +331,10 @@ enum ResultsIO {
         if g.exists("retention") {
             let (values, shape) = try g.readInt32s("retention")
             r.retention = RunRecord.Retention(positions: values, shape: shape)
+        }
+        if g.exists("text") {
+            let sub = try g.group("text")
+            r.texts = try order(sub).map { RunRecord.TextSeries($0, try sub.readStrings($0).values) }
         }
         return r
     }

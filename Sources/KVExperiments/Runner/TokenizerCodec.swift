@@ -24,5 +24,8 @@ struct TokenizerCodec: TextCodec {
     }
 
     func encode(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: true) }   // BOS as HF tokenizers add it
+    var chatTemplate: String? { tokenizer.chatTemplate }
+    var bosText: String { tokenizer.bosTokenId.map { tokenizer.decode([$0], skipSpecialTokens: false) } ?? "" }
+    var eosText: String { tokenizer.eosTokenId.map { tokenizer.decode([$0], skipSpecialTokens: false) } ?? "" }
     func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
 }

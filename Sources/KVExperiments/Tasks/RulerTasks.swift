@@ -63,7 +63,7 @@ enum RulerNIAH {
             hay.render(count: n, insertions: ins, into: &p)
             p.append(sep)
             p.markQuestion()
-            p.append(singular
+            p.appendQuestion(singular
                      ? "What is the special magic \(askedType) for \(query) mentioned in the provided text? The special magic \(askedType) for \(query) mentioned in the provided text is"
                      : "What are all the special magic \(askedType) for \(query) mentioned in the provided text? The special magic \(askedType) for \(query) mentioned in the provided text are")
             return p
@@ -173,6 +173,7 @@ enum VariableChain {
         p.append(sep)
         if markQuestion { p.markQuestion() }
         p.append("Question: Find all variables that are assigned the value \(style.number(value)) in the text above.")
+        if markQuestion { p.markAnswer() }
         p.append(" Answer: According to the chain(s) of variable assignment in the text above, \(style.number(names.count)) variables are assigned the value \(style.number(value)), they are: ")
     }
 }
@@ -254,7 +255,8 @@ enum CommonWordsTask {
         p.append(list.enumerated().map { "\(style.number($0 + 1)). \($1)" }.joined(separator: " "))
         p.append(sep)
         if markQuestion { p.markQuestion() }
-        p.append("Question: What are the \(style.number(cw)) most common words in the above list? Answer: The top \(style.number(cw)) words that appear most often in the list are:")
+        let question = "Question: What are the \(style.number(cw)) most common words in the above list? Answer: The top \(style.number(cw)) words that appear most often in the list are:"
+        if markQuestion { p.appendQuestion(question) } else { p.append(question) }
     }
 }
 

@@ -7,6 +7,8 @@ final class PromptTokenizer {
     let task: String
     /// The style's start token, prepended when the codec does not emit it.
     let bos: Int?
+    /// The chat template prompts are wrapped in (`chat_template: true`), nil = raw prompts.
+    var chat: ChatFormat?
     /// Tokens emitted for "" (a BOS, say): not part of any word.
     private(set) var emptyCount = 0
     private var wordCounts: [String: Int] = [:]
@@ -45,11 +47,21 @@ final class PromptTokenizer {
 struct PromptText {
     var text = ""
     var questionStart: Int?
+    /// Where the answer prefix starts (what follows the user message under a chat template).
+    var answerStart: Int?
     var marks: [Int: Int] = [:]
 
     mutating func append(_ s: String) { text += s }
     mutating func mark(_ id: Int) { marks[id] = text.utf8.count }
     mutating func markQuestion() { questionStart = text.utf8.count }
+    mutating func markAnswer() { answerStart = text.utf8.count }
+
+    /// Appends a question that ends with its answer prefix ("What is the pass key? The pass key
+    /// is"), marking where the prefix starts: after the last "?" that text follows.
+    mutating func appendQuestion(_ q: String) {
+        guard let r = q.range(of: "?", options: .backwards), r.upperBound < q.endIndex else { append(q); return }
+        append(String(q[..<r.upperBound])); markAnswer(); append(String(q[r.upperBound...]))
+    }
 
     func prefix(utf8 offset: Int) -> String {
         String(text[..<text.utf8.index(text.utf8.startIndex, offsetBy: offset)])
@@ -88,11 +100,12 @@ enum PromptFit {
     /// largest n whose whole prompt is at most `target` tokens, then tokenizes it.
     static func fit(target: Int, limit: Int?, task: String, render: (Int) -> PromptText,
                     _ tok: PromptTokenizer) throws -> (n: Int, prompt: TokenizedPrompt) {
-        func count(_ n: Int) -> Int { tok.count(render(n).text) }
+        func rendered(_ n: Int) -> PromptText { tok.chat.map { $0.wrap(render(n)) } ?? render(n) }
+        func count(_ n: Int) -> Int { tok.count(rendered(n).text) }
         guard let n = try search(target: target, limit: limit, task: task, count: count) else {
             throw TaskError.contextTooShort(task: task, context: target, minimum: count(0))
         }
-        return (n, try tokenize(render(n), tok))
+        return (n, try tokenize(rendered(n), tok))
     }
 
     /// The largest n in 0...limit with count(n) <= target, for count increasing in n; nil when
