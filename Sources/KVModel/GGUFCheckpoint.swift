@@ -116,7 +116,10 @@ public struct GGUFCheckpoint {
 
     /// Loads every weight (HF layout, Q/K rows un-permuted for llama files): matrices kept in their
     /// file's type (F16/BF16 16-bit, ggml blocks packed, copied out of the mapping) unless
-    /// `precision` is .f32, which dequantizes them; norms and biases as Float32.
+    /// `precision` is .f32, which dequantizes them; norms and biases as Float32. Then scans them for
+    /// NaN and infinity as the safetensors loader does (a NaN in a value or in a block's scale is an
+    /// error naming the GGUF tensor, not a model that prints token 0); packed matrices are
+    /// dequantized a block of rows at a time for the scan, never kept.
     public func loadWeights(_ precision: WeightPrecision = .stored) throws -> ModelWeights {
         let permuted = architecture == "llama"
         func order(_ g: String) -> [Int]? {
@@ -125,7 +128,7 @@ public struct GGUFCheckpoint {
             if g.hasPrefix("blk.") && g.contains(".attn_k.") { return Self.unpermuteOrder(heads: config.kvHeads, headDim: config.headDim) }
             return nil
         }
-        return try ModelWeights.assemble(config, matrix: { hf in
+        let weights = try ModelWeights.assemble(config, matrix: { hf in
             let g = Self.ggufName(hf)!, info = file.tensor(g)!
             let (rows, cols) = (info.shape[0], info.shape[1])
             if precision == .f32 {
@@ -140,6 +143,12 @@ public struct GGUFCheckpoint {
             guard let o = order(g) else { return w }
             return o.map { w[$0] }
         })
+        if let bad = weights.firstNonFinite() {
+            // The index is in the dequantized tensor, in HF's layout (rows un-permuted for llama Q/K).
+            let name = Self.ggufName(bad.tensor).map { "'\($0)' (\(bad.tensor))" } ?? "'\(bad.tensor)'"
+            throw GGUFError(file: path, ModelWeights.nonFiniteMessage(bad, name: name))
+        }
+        return weights
     }
 
     /// The row order that undoes llama.cpp's Q/K permutation: HF row h*d + j*d/2 + i is GGUF row

@@ -104,6 +104,35 @@ extension WeightMatrix {
         }
     }
 
+    /// y [n, rows] (=|+=) x [n, cols] W^T for n independent vectors (lockstep decoding of n
+    /// sequences, `LlamaModel.decodeBatch`), each row of y exactly as `products` computes it for
+    /// that vector alone: Float32 matrices take `BLAS.linearShared` (row-blocked sgemv), the others
+    /// the same per-row kernels, with each task's block of weight rows (about `taskBytes`) passed
+    /// by every vector while it is in cache, so the weights stream from memory once per step.
+    public static func productsShared(_ m: WeightMatrix, x: UnsafePointer<Float>, vectors n: Int,
+                                      into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        if m.type == .f32 {
+            m.withFloats { BLAS.linearShared(x, rows: n, inDim: m.cols, weight: $0, outDim: m.rows, into: y, accumulate: accumulate) }
+            return
+        }
+        guard n > 0 else { return }
+        let cols = m.cols, auxCount = max(1, cols / 32)
+        var per = max(1, taskBytes / max(m.rowBytes, 1))
+        per = min(per, max(1, (m.rows + 4 * WorkerPool.shared.threads - 1) / (4 * WorkerPool.shared.threads)))
+        let tasks = (m.rows + per - 1) / per
+        let aux = UnsafeMutablePointer<Float>.allocate(capacity: auxCount * n)    // [n, cols / 32]
+        defer { aux.deallocate() }
+        if GGMLRowProducts.needsBlockSums(m.type) {
+            for i in 0..<n { GGMLRowProducts.blockSums(x + i * cols, cols: cols, into: aux + i * auxCount) }
+        }
+        WorkerPool.shared.run(tasks) { t in
+            let r0 = t * per, range = r0..<min(m.rows, r0 + per)
+            for i in 0..<n {
+                m.rowProducts(range, x: x + i * cols, aux: aux + i * auxCount, y: y + i * m.rows, accumulate: accumulate)
+            }
+        }
+    }
+
     /// y[r] (=|+=) W[r, :] . x for the rows of `range`, with the kernel of this matrix's type.
     func rowProducts(_ range: Range<Int>, x: UnsafePointer<Float>, aux: UnsafePointer<Float>,
                      y: UnsafeMutablePointer<Float>, accumulate: Bool) {

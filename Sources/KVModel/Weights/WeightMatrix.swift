@@ -24,8 +24,9 @@ public struct WeightMatrix: @unchecked Sendable {
     public let cols: Int                 // in
     /// Storage type: .f32, .f16, .bf16 or a ggml block type (GGMLType.supported).
     public let type: GGMLType
-    /// rows * rowBytes bytes, 64-byte aligned.
-    let storage: PackedBytes
+    /// rows * rowBytes bytes, 64-byte aligned (shared by copies; written only through the
+    /// copy-on-write subscript).
+    private(set) var storage: PackedBytes
 
     /// Bytes of one row.
     public var rowBytes: Int { cols / type.blockSize * type.blockBytes }
@@ -55,6 +56,25 @@ public struct WeightMatrix: @unchecked Sendable {
             for (i, r) in order.enumerated() { (storage.base + i * rb).copyMemory(from: src + r * rb, byteCount: rb) }
         } else {
             storage.base.copyMemory(from: src, byteCount: rows * rb)
+        }
+    }
+
+    /// Element i (row-major, i = row * cols + col) of a Float32 matrix. Setting it first copies
+    /// storage that other values share (copy on write), as an array would: for editing weights in
+    /// tests and weight transforms (a packed matrix must be dequantized first: `toFloat32`).
+    public subscript(i: Int) -> Float {
+        get {
+            precondition(type == .f32 && i >= 0 && i < rows * cols, "WeightMatrix[\(i)]: element of a \(type.name) \(rows) x \(cols) matrix")
+            return withExtendedLifetime(storage) { storage.base.load(fromByteOffset: i * 4, as: Float.self) }
+        }
+        set {
+            precondition(type == .f32 && i >= 0 && i < rows * cols, "WeightMatrix[\(i)]: element of a \(type.name) \(rows) x \(cols) matrix")
+            if !isKnownUniquelyReferenced(&storage) {
+                let copy = PackedBytes(count: storage.count)
+                copy.base.copyMemory(from: storage.base, byteCount: storage.count)
+                storage = copy
+            }
+            storage.base.storeBytes(of: newValue, toByteOffset: i * 4, as: Float.self)
         }
     }
 
@@ -126,5 +146,32 @@ extension ModelWeights {
     /// "Q4_1 66.4 MB, Q8_0 30.1 MB, F32 0.1 MB".
     public var storageSummary: String {
         bytesByType.map { "\($0.type.name) \(String(format: "%.1f", Double($0.bytes) / 1e6)) MB" }.joined(separator: ", ")
+    }
+}
+
+extension WeightMatrix {
+    /// The first non-finite element as the matrix decodes (flat index row * cols + col, value), or
+    /// nil. Float32 storage is scanned in place; other types are dequantized into a transient buffer
+    /// of about 64K floats per task (across `WorkerPool.shared`), never kept.
+    public func firstNonFinite() -> (index: Int, value: Float)? {
+        if type == .f32 {
+            return withFloats { p in Ops.firstNonFinite(p, count: rows * cols).map { ($0, p[$0]) } }
+        }
+        let per = max(1, (1 << 16) / max(cols, 1))
+        let tasks = (rows + per - 1) / per
+        let found = UnsafeMutablePointer<(Int, Float)?>.allocate(capacity: tasks)
+        found.initialize(repeating: nil, count: tasks)
+        defer { found.deinitialize(count: tasks); found.deallocate() }
+        let slots = UInt(bitPattern: found)
+        WorkerPool.shared.run(tasks) { t in
+            let r0 = t * per, r1 = min(rows, r0 + per), n = (r1 - r0) * cols
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: n)      // [r1 - r0, cols]
+            defer { buf.deallocate() }
+            self.dequantizeRows(r0..<r1, into: buf)
+            if let i = Ops.firstNonFinite(buf, count: n) {
+                UnsafeMutablePointer<(Int, Float)?>(bitPattern: slots)![t] = (r0 * self.cols + i, buf[i])
+            }
+        }
+        return UnsafeBufferPointer(start: found, count: tasks).lazy.compactMap { $0 }.first
     }
 }
