@@ -4,14 +4,15 @@ import Foundation
 /// fractional budgets as compression_ratio). Results files and baselines hold it as the JSON text
 /// `text`, by which resume skips finished runs and compare and merge match runs.
 public struct RunKey: Codable, Hashable, Sendable {
-    /// "id|spec": the model's id and where it comes from.
+    /// "id|spec": the model's id and where it comes from, then "|kv_dtype=f16" (or bf16) when the
+    /// KV cache is not Float32 (Float32 keys are the same as before the key existed).
     public var model: String
     public var task: TaskSpec
     /// nil: the (model, task) pair's full-cache reference, which every policy of the pair shares.
     public var policy: String?
 
     public init(model: ModelEntry, task: TaskSpec, policy: String?) {
-        self.model = "\(model.id)|\(model.spec)"
+        self.model = "\(model.id)|\(model.spec)" + (model.kvDType == .f32 ? "" : "|kv_dtype=\(model.kvDType.rawValue)")
         self.task = task
         self.policy = policy
     }
