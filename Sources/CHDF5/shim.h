@@ -22,6 +22,9 @@ static inline size_t kv_H5T_VARIABLE(void) { return H5T_VARIABLE; }
 static inline int kv_H5T_STR_NULLTERM(void) { return H5T_STR_NULLTERM; }
 static inline int kv_H5T_CSET_UTF8(void) { return H5T_CSET_UTF8; }
 static inline hsize_t kv_H5S_UNLIMITED(void) { return H5S_UNLIMITED; }
+/// HDF5's metadata checksum (Jenkins lookup3), exported by the library but not declared in its
+/// public headers: KVHDF5 recomputes a superblock checksum that H5Fget_file_image leaves stale.
+uint32_t H5_checksum_metadata(const void *data, size_t len, uint32_t initval);
 /// Turn off HDF5's automatic error printing (KVLab reports errors itself).
 static inline void kv_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 #endif

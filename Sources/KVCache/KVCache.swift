@@ -48,6 +48,12 @@ public final class KVCache {
     /// The model's rotary embedding (set by the model): lets the cache re-rotate stored keys when
     /// the layout shifts positions.
     public var rotary: RotaryEmbedding?
+    /// Shared prefill (KVCache+Replay.swift): records each prefill call's inputs when set; while
+    /// `replaying`, prefill attention is metered but its output not computed.
+    public var recorder: PrefillRecorder?
+    /// A prefill to resume from a recording (the model replays the layers below `layer`).
+    public var resume: PrefillResume?
+    var replaying = false
 
     public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64,
                 kvDType: KVDType = .f32) {
@@ -84,6 +90,10 @@ public final class KVCache {
                           queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                           positions: [Int], output: UnsafeMutablePointer<Float>) {
         let hkv = shape.kvHeads
+        if phase == .prefill, let rec = recorder {
+            rec.record(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, queries: queries,
+                       keys: keys, values: values, positions: positions, modelShape: modelShape, kvDType: kvDType)
+        }
         let source = policy.sourceLayer(layer)
         let owns = source == layer
         let heads = stores[source]
@@ -115,7 +125,10 @@ public final class KVCache {
                                      pendingRows: phase == .decode ? 0 : pendingRows, prefillEnd: prefillEnd, meter: meter)
                 if owns { policy.didAppend(step) }
                 attend(step, owns: owns, output: output)
-                probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
+                if !replaying {
+                    steps.output(layer: layer, rows: rows, output)
+                    probe?.attentionOutput(layer: layer, phase: phase, rows: rows, output: output)
+                }
                 if owns && isStepEnd { finish(step, next: (positions.max() ?? -1) + 1) }
             }
         }
@@ -134,6 +147,7 @@ public final class KVCache {
         for (h, st) in step.stores.enumerated() {
             let visible = Attention.visibleCounts(store: st, positions: step.positions)
             meterPrefill(rowsRead: visible.reduce(0, +))
+            if replaying { continue }           // the recorded dense prefill computed this output
             for qh in h * g..<(h + 1) * g {
                 Attention.causal(q: step.queries + qh * d, ldq: hq * d, rows: step.rows, store: st, visible: visible,
                                  scale: scale, out: output + qh * d, ldo: hq * d)

@@ -49,6 +49,10 @@ final class LayoutSteps {
 
     init(layout: StorageLayout, shape: CacheShape, modelKVHeads: Int) {
         self.layout = layout; self.shape = shape; self.modelKVHeads = modelKVHeads
+        if let p = layout.kvHeadProjection {
+            precondition(p.layers == shape.layers && p.modelKVHeads == modelKVHeads && p.headDim == shape.headDim && p.storedKVHeads == shape.kvHeads,
+                         "\(layout.owner): KV-head projection does not fit the model's shape")
+        }
         bases = (0..<shape.layers).map { l in (0..<shape.kvHeads).map { layout.keyBasis?(l, $0) } }
         rotaryShift = Array(repeating: Array(repeating: [:], count: shape.kvHeads), count: shape.layers)
         rotaryOffset = Array(repeating: Array(repeating: 0, count: shape.kvHeads), count: shape.layers)
@@ -66,11 +70,17 @@ final class LayoutSteps {
     }
 
     /// The new tokens as the stores keep them: keys and values [rows, Hkv*d] of the model pooled to
-    /// [rows, Hkv'*d] (each stored head the mean of its group), keys multiplied by their head's basis.
+    /// [rows, Hkv'*d] (each stored head the mean of its group, or its low-rank projection under a
+    /// KV-head projection), keys multiplied by their head's basis.
     func input(layer: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                _ body: (_ keys: UnsafePointer<Float>, _ values: UnsafePointer<Float>) -> Void) {
         let d = shape.headDim, hkv = shape.kvHeads, r = modelKVHeads / hkv
         let rotates = bases[layer].contains { $0 != nil }
+        if let p = layout.kvHeadProjection {   // SVD head compression (KVHeadProjection.swift)
+            inputKeys = p.projectKeys(layer: layer, keys, rows: rows)
+            inputValues = p.projectValues(layer: layer, values, rows: rows)
+            return inputKeys.withUnsafeBufferPointer { k in inputValues.withUnsafeBufferPointer { body(k.baseAddress!, $0.baseAddress!) } }
+        }
         guard r > 1 || rotates else { return body(keys, values) }
         if r > 1 {
             inputKeys = Self.meanPool(keys, rows: rows, heads: modelKVHeads, factor: r, dim: d)
@@ -88,8 +98,13 @@ final class LayoutSteps {
         }
     }
 
-    /// Queries [rows, H*d] in their KV head's key basis (q.k unchanged for an orthonormal basis).
+    /// Queries [rows, H*d] in their KV head's key basis (q.k unchanged for an orthonormal basis), or
+    /// mapped to the projected keys under a KV-head projection.
     func queries(layer: Int, rows: Int, _ q: UnsafePointer<Float>, _ body: (UnsafePointer<Float>) -> Void) {
+        if let p = layout.kvHeadProjection {
+            rotatedQueries = p.transformQueries(layer: layer, q, rows: rows, queryHeads: shape.queryHeads)
+            return rotatedQueries.withUnsafeBufferPointer { body($0.baseAddress!) }
+        }
         guard bases[layer].contains(where: { $0 != nil }) else { return body(q) }
         let d = shape.headDim, hq = shape.queryHeads, g = shape.groupSize
         rotatedQueries = Array(UnsafeBufferPointer(start: q, count: rows * hq * d))
@@ -99,6 +114,12 @@ final class LayoutSteps {
             }
         }
         rotatedQueries.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
+    /// Attention output [rows, H*d] back in the model's value space under a KV-head projection
+    /// (each query head's output times its model head's U_m^T), in place; nothing otherwise.
+    func output(layer: Int, rows: Int, _ out: UnsafeMutablePointer<Float>) {
+        layout.kvHeadProjection?.transformOutput(layer: layer, out, rows: rows, queryHeads: shape.queryHeads)
     }
 
     /// After retention at a step end of a layer that owns its stores: the formats' housekeeping

@@ -14,6 +14,10 @@ public struct StorageLayout {
     public var layerMerge: LayerMergeSpec?
     /// Head pooling: KV heads stored (each the mean of its group of the model's); nil = the model's.
     public var storedKVHeads: Int?
+    /// SVD head compression: how each stored KV head is formed from its group of the model's (a
+    /// low-rank projection instead of the mean; queries and attention outputs mapped to match,
+    /// KVHeadProjection.swift); nil = the mean. Its stored head count is `storedKVHeads`.
+    public var kvHeadProjection: KVHeadProjection?
     /// Loki: an orthonormal basis P [d, d] (row-major) per (layer, KV head) in which keys are stored
     /// (the cache stores k P and multiplies queries by P, so q.k is unchanged); nil = the identity.
     public var keyBasis: ((_ layer: Int, _ head: Int) -> [Float]?)?
@@ -30,11 +34,12 @@ public struct StorageLayout {
     public var sharesLayers: Bool
 
     public init(owner: String = "", quantization: QuantizationSpec? = nil, layerMerge: LayerMergeSpec? = nil,
-                storedKVHeads: Int? = nil, keyBasis: ((_ layer: Int, _ head: Int) -> [Float]?)? = nil,
+                storedKVHeads: Int? = nil, kvHeadProjection: KVHeadProjection? = nil, keyBasis: ((_ layer: Int, _ head: Int) -> [Float]?)? = nil,
                 positionShift: Bool = false, mirrorsKeys: Bool = false, selects: Bool = false,
                 selectsRows: String? = nil, sharesLayers: Bool = false) {
         self.owner = owner; self.quantization = quantization; self.layerMerge = layerMerge
-        self.storedKVHeads = storedKVHeads; self.keyBasis = keyBasis; self.positionShift = positionShift
+        self.storedKVHeads = storedKVHeads ?? kvHeadProjection?.storedKVHeads; self.kvHeadProjection = kvHeadProjection
+        self.keyBasis = keyBasis; self.positionShift = positionShift
         self.mirrorsKeys = mirrorsKeys; self.selects = selects; self.selectsRows = selectsRows; self.sharesLayers = sharesLayers
     }
 
@@ -55,6 +60,7 @@ public struct StorageLayout {
             out.quantization = out.quantization ?? p.quantization
             out.layerMerge = out.layerMerge ?? p.layerMerge
             out.storedKVHeads = out.storedKVHeads ?? p.storedKVHeads
+            out.kvHeadProjection = out.kvHeadProjection ?? p.kvHeadProjection
             out.keyBasis = out.keyBasis ?? p.keyBasis
             out.positionShift = out.positionShift || p.positionShift
             out.mirrorsKeys = out.mirrorsKeys || p.mirrorsKeys
@@ -78,6 +84,10 @@ public struct StorageLayout {
         { a, b, _ in
             guard a.keyBasis != nil, b.storedKVHeads != nil else { return nil }
             return "\(a.owner) stores keys in a basis fitted per KV head of the model; it does not stack with \(b.owner) (pooled KV heads)"
+        },
+        { a, b, _ in
+            guard a.kvHeadProjection != nil, b.sharesLayers else { return nil }
+            return "\(a.owner) projects each layer's own KV heads; it does not stack with \(b.owner) (layers reading other layers' stores)"
         },
         { a, b, _ in
             guard a.layerMerge != nil, b.quantization != nil || b.sharesLayers || b.selects || b.layerMerge != nil else { return nil }

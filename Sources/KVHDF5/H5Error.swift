@@ -30,11 +30,17 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
     case fileClosed(file: String)
     /// A file-system step of `H5File.writeAtomically` (create, fsync, rename) failed.
     case fileSystem(file: String, operation: String, reason: String)
+    /// The file carries KVLab's integrity stamp and does not match it (truncated, or bytes changed
+    /// since it was written): refused before HDF5 parses it.
+    case damaged(file: String, reason: String)
+    /// The file carries no KVLab integrity stamp (another program's, or an older KVLab's) where one
+    /// is required (a results file resumed, merged or compared): KVLAB_IGNORE_CHECKSUM=1 lifts it.
+    case unstamped(file: String)
 
     /// The path of the HDF5 file the error concerns.
     public var filePath: String {
         switch self {
-        case .fileNotFound(let f), .notHDF5(let f), .fileClosed(let f): return f
+        case .fileNotFound(let f), .notHDF5(let f), .fileClosed(let f), .damaged(let f, _), .unstamped(let f): return f
         case .libraryCall(_, let f, _, _), .notFound(let f, _), .alreadyExists(let f, _),
              .typeMismatch(let f, _, _, _), .shapeMismatch(let f, _, _, _),
              .invalidArgument(let f, _, _), .readOnly(let f, _), .fileSystem(let f, _, _):
@@ -45,7 +51,7 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
     /// The object path inside the file, where the error concerns one.
     public var objectPath: String? {
         switch self {
-        case .fileNotFound, .notHDF5, .fileClosed, .fileSystem: return nil
+        case .fileNotFound, .notHDF5, .fileClosed, .fileSystem, .damaged, .unstamped: return nil
         case .libraryCall(_, _, let o, _), .notFound(_, let o), .alreadyExists(_, let o),
              .typeMismatch(_, let o, _, _), .shapeMismatch(_, let o, _, _),
              .invalidArgument(_, let o, _), .readOnly(_, let o):
@@ -77,7 +83,14 @@ public enum H5Error: LocalizedError, Equatable, Sendable {
         case .fileClosed(let f):
             return "HDF5 file '\(f)' is closed"
         case let .fileSystem(f, operation, reason):
-            return "atomic write of '\(f)' failed at \(operation): \(reason)"
+            return "writing '\(f)' failed at \(operation): \(reason)"
+        case let .unstamped(f):
+            return "'\(f)' carries no KVLab integrity stamp (written by another program, by a KVLab older than the stamp, " +
+                "or its header was overwritten); a results file that is resumed, merged or compared must carry one, since " +
+                "damage could not be told from results. If you trust it, set \(H5Integrity.ignoreEnvironment)=1 " +
+                "(`\(H5Integrity.ignoreEnvironment)=1 kvlab merge new.h5 '\(f)'` writes a stamped copy)"
+        case let .damaged(f, reason):
+            return "'\(f)' is damaged: \(reason); refusing to read it (set \(H5Integrity.ignoreEnvironment)=1 to read a file you changed on purpose)"
         }
     }
 }

@@ -157,14 +157,17 @@ public final class H5Group: H5Object {
         defer { H5Sclose(space) }
         let dcpl = try check(H5Pcreate(kv_H5P_DATASET_CREATE()), "H5Pcreate", file.path, object)
         defer { H5Pclose(dcpl) }
-        if let gzip, count > 0, !shape.isEmpty {
-            guard H5Zfilter_avail(H5Z_filter_t(H5Z_FILTER_DEFLATE)) > 0 else {
-                throw H5Error.invalidArgument(file: file.path, object: object, reason: "this HDF5 library has no gzip filter")
-            }
+        if count > 0, !shape.isEmpty {
             let chunk = chunkShape(for: shape, elementSize: MemoryLayout<T>.stride).map { hsize_t($0) }
             try check(H5Pset_chunk(dcpl, Int32(chunk.count), chunk), "H5Pset_chunk", file.path, object)
-            if MemoryLayout<T>.stride > 1 { try check(H5Pset_shuffle(dcpl), "H5Pset_shuffle", file.path, object) }
-            try check(H5Pset_deflate(dcpl, UInt32(gzip)), "H5Pset_deflate", file.path, object)
+            if let gzip {
+                guard H5Zfilter_avail(H5Z_filter_t(H5Z_FILTER_DEFLATE)) > 0 else {
+                    throw H5Error.invalidArgument(file: file.path, object: object, reason: "this HDF5 library has no gzip filter")
+                }
+                if MemoryLayout<T>.stride > 1 { try check(H5Pset_shuffle(dcpl), "H5Pset_shuffle", file.path, object) }
+                try check(H5Pset_deflate(dcpl, UInt32(gzip)), "H5Pset_deflate", file.path, object)
+            }
+            try setChecksum(dcpl, object)
         }
         let lcpl = try linkCreationList(object)
         defer { H5Pclose(lcpl) }
@@ -192,6 +195,8 @@ public final class H5Group: H5Object {
         return try withCStringArray(strings, file.path, object) { pointers in
             let lcpl = try linkCreationList(object)
             defer { H5Pclose(lcpl) }
+            // No Fletcher32 here: HDF5 refuses filters on variable-length types (the strings live in
+            // its global heap); the file's integrity stamp covers them.
             let dataset = try check(H5Dcreate2(id, name, type, space, lcpl, kv_H5P_DEFAULT(), kv_H5P_DEFAULT()),
                                     "H5Dcreate2", file.path, object)
             let handle = H5Dataset(file: file, id: dataset, path: object, ownsID: true)
@@ -204,5 +209,14 @@ public final class H5Group: H5Object {
             }
             return handle
         }
+    }
+
+    /// Adds the Fletcher32 checksum filter (last, so it covers the stored bytes): a read of a
+    /// chunk whose bytes changed fails with "data error detected by Fletcher32 checksum".
+    private func setChecksum(_ dcpl: hid_t, _ object: String) throws {
+        guard H5Zfilter_avail(H5Z_filter_t(H5Z_FILTER_FLETCHER32)) > 0 else {
+            throw H5Error.invalidArgument(file: file.path, object: object, reason: "this HDF5 library has no Fletcher32 filter")
+        }
+        try check(H5Pset_fletcher32(dcpl), "H5Pset_fletcher32", file.path, object)
     }
 }

@@ -23,7 +23,10 @@ internal import CHDF5
     kv_silence_errors()
 }
 
-let libraryInitialized: Void = { _ = H5open() }()
+/// HDF5's at-exit clean-up (H5_term_library) is turned off: KVHDF5 closes every file it opens, so
+/// it has nothing left to do, and in HDF5 1.10 it crashes on any identifier a failed close left
+/// half torn down (defence in depth: in-memory files make such failures unlikely, H5Image.swift).
+let libraryInitialized: Void = { _ = H5dont_atexit(); _ = H5open() }()
 
 final class ErrorMessages { var items: [String] = [] }
 

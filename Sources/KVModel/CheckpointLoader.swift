@@ -63,8 +63,18 @@ public struct Checkpoint {
         files.reduce(into: [:]) { acc, kv in if let t = kv.value.tensors[kv.key] { acc[t.dtype, default: 0] += 1 } }
     }
 
-    /// Loads and converts every weight to Float32, checking shapes against config.json.
+    /// Loads and converts every weight to Float32, checking shapes against config.json (first,
+    /// `validateTensors`) and every value for NaN and infinity (after).
     public func loadWeights() throws -> ModelWeights {
+        try validateTensors()
+        let weights = try ModelWeights.assemble(config) { name in try files[name]!.floats(name) }
+        try weights.checkFinite { files[$0]?.path ?? directory }
+        return weights
+    }
+
+    /// Checks, without reading any weight, that every tensor config.json implies is there with its
+    /// shape, and that the files hold no layer beyond `num_hidden_layers` (`kvlab validate` runs it).
+    public func validateTensors() throws {
         // Check everything, in a fixed order, before converting anything.
         for (name, shape) in ModelWeights.expectedTensors(config) {
             guard let file = files[name], let info = file.tensors[name] else {
@@ -75,6 +85,23 @@ public struct Checkpoint {
                 throw ModelError.shapeMismatch(file: file.path, tensor: name, expected: shape, found: info.shape)
             }
         }
-        return try ModelWeights.assemble(config) { name in try files[name]!.floats(name) }
+        // Tensors named for layers the config does not have: config.json and the weights disagree.
+        let expected = Set(ModelWeights.expectedTensors(config).map(\.name))
+        if let extra = files.keys.sorted().first(where: { !expected.contains($0) && Self.layerIndex($0).map { $0 >= config.layers } == true }) {
+            throw ModelError.invalidConfig(file: URL(fileURLWithPath: directory).appendingPathComponent("config.json").path,
+                field: "num_hidden_layers",
+                message: "is \(config.layers) but the weights have '\(extra)' (\(Self.layerCount(files.keys)) layers in \(files[extra]!.path))")
+        }
+    }
+
+    /// N of a "model.layers.N.<...>" tensor name.
+    static func layerIndex(_ name: String) -> Int? {
+        let prefix = "model.layers."
+        guard name.hasPrefix(prefix) else { return nil }
+        return Int(name.dropFirst(prefix.count).prefix { $0.isNumber })
+    }
+
+    static func layerCount<S: Sequence>(_ names: S) -> Int where S.Element == String {
+        (names.compactMap(layerIndex).max() ?? -1) + 1
     }
 }

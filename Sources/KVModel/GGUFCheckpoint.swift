@@ -113,10 +113,12 @@ public struct GGUFCheckpoint {
         return (try? enc.encode(config)).flatMap { String(data: $0, encoding: .utf8) } ?? ""
     }
 
-    /// Dequantizes every weight to Float32 (HF layout, Q/K un-permuted for llama files).
+    /// Dequantizes every weight to Float32 (HF layout, Q/K un-permuted for llama files), then
+    /// scans them for NaN and infinity as the safetensors loader does (a NaN in a value or in a
+    /// block's scale is an error naming the GGUF tensor, not a model that prints token 0).
     public func loadWeights() throws -> ModelWeights {
         let permuted = architecture == "llama"
-        return try ModelWeights.assemble(config) { hf in
+        let weights = try ModelWeights.assemble(config) { hf in
             let g = Self.ggufName(hf)!
             var w = try file.floats(file.tensor(g)!)
             if permuted && (g.hasSuffix("attn_q.weight") || g.hasSuffix("attn_q.bias")) {
@@ -126,6 +128,12 @@ public struct GGUFCheckpoint {
             }
             return w
         }
+        if let bad = weights.firstNonFinite() {
+            // The index is in the dequantized tensor, in HF's layout (rows un-permuted for llama Q/K).
+            let name = Self.ggufName(bad.tensor).map { "'\($0)' (\(bad.tensor))" } ?? "'\(bad.tensor)'"
+            throw GGUFError(file: path, ModelWeights.nonFiniteMessage(bad, name: name))
+        }
+        return weights
     }
 
     /// Inverse of llama.cpp's `LlamaModel.permute` on w [heads * d, cols] (cols = 1 for a bias):

@@ -16,10 +16,14 @@ public struct GenerationResult: Sendable {
     public var prefillSeconds: Double
     public var decodeSeconds: Double
     public var stats: CacheStats
+    /// Set when the model produced a NaN or infinity: generation stopped there and `tokens` holds
+    /// only the tokens chosen from finite logits. Callers must treat it as a failure.
+    public var nonFinite: NonFiniteError? = nil
 }
 
 extension LlamaModel {
     /// Prefills `prompt`, then decodes up to `maxNewTokens` tokens one at a time through the cache.
+    /// Stops at the first non-finite hidden state or logit (`GenerationResult.nonFinite`).
     /// `afterPrefill` sees the cache once the prompt is in (and its eviction has run).
     public func generate(prompt: [Int], maxNewTokens: Int, sampling: Sampling = .greedy,
                          cache: KVCache? = nil, allPromptLogits: Bool = false,
@@ -29,22 +33,28 @@ extension LlamaModel {
         let V = config.vocabSize
         var sampler = Sampler(sampling)
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let promptLogits = forward(prompt, startPosition: cache.stats.tokensSeen, cache: cache, phase: .prefill,
-                                   logits: allPromptLogits ? .all : .last)
+        var nonFinite: NonFiniteError?
+        var promptLogits: [Float] = []
+        do {
+            promptLogits = try forwardChecked(prompt, startPosition: cache.stats.tokensSeen, cache: cache, phase: .prefill,
+                                              logits: allPromptLogits ? .all : .last)
+        } catch let e as NonFiniteError { nonFinite = e } catch { fatalError("\(error)") }
         let t1 = DispatchTime.now().uptimeNanoseconds
         afterPrefill?(cache)
         var last = Array(promptLogits.suffix(V))
         var out: [Int] = []
-        while out.count < maxNewTokens {
+        while nonFinite == nil, out.count < maxNewTokens {
             let next = sampler.pick(&last)
             out.append(next)
             if eos.contains(next) || out.count == maxNewTokens { break }
-            last = forward([next], startPosition: cache.stats.tokensSeen, cache: cache, phase: .decode)
+            do {
+                last = try forwardChecked([next], startPosition: cache.stats.tokensSeen, cache: cache, phase: .decode)
+            } catch let e as NonFiniteError { nonFinite = e } catch { fatalError("\(error)") }
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
         return GenerationResult(tokens: out, promptLogits: promptLogits,
                                 prefillSeconds: Double(t1 - t0) / 1e9, decodeSeconds: Double(t2 - t1) / 1e9,
-                                stats: cache.stats)
+                                stats: cache.stats, nonFinite: nonFinite)
     }
 }
 

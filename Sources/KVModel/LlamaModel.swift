@@ -17,6 +17,8 @@ public final class LlamaModel {
     public var prefillChunk = 512
     /// The precision of the caches `makeCache` builds (`kv_dtype`; Float32 by default).
     public var kvDType: KVDType = .f32
+    /// Query heads switched off inside attention (head ablation, HeadMask.swift); nil = none.
+    public var headMask: HeadMask?
 
     public init(config: ModelConfig, weights: ModelWeights) {
         self.config = config
@@ -44,63 +46,119 @@ public final class LlamaModel {
 
     /// Runs `tokens` at positions startPosition..., appending them to `cache`.
     /// Returns logits [rows, V] for the requested rows (row-major), or [] for `.none`.
+    /// No finiteness checks: see `forwardChecked`.
     public func forward(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
                         logits request: LogitsRequest = .last) -> [Float] {
+        run(tokens, startPosition: startPosition, cache: cache, phase: phase, logits: request, check: false, mask: headMask).logits
+    }
+
+    /// `forward`, and throws `NonFiniteError` when a hidden state after a layer, or a returned
+    /// logits row, holds a NaN or ±infinity (naming the first layer and position where it
+    /// appeared). The cache has taken the tokens either way. Evaluation and generation use this
+    /// one; its cost on the decoder benchmark is in docs/robustness.md. `headMask`: this call's head
+    /// mask (a sweep's runs each carry their own); nil = the model's `headMask`.
+    public func forwardChecked(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
+                               logits request: LogitsRequest = .last, headMask callMask: HeadMask? = nil) throws -> [Float] {
+        let r = run(tokens, startPosition: startPosition, cache: cache, phase: phase, logits: request, check: true,
+                    mask: callMask ?? headMask)
+        if let e = r.nonFinite { throw e }
+        return r.logits
+    }
+
+    private func run(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
+                     logits request: LogitsRequest, check: Bool, mask: HeadMask?) -> (logits: [Float], nonFinite: NonFiniteError?) {
         precondition(tokens.allSatisfy { $0 >= 0 && $0 < config.vocabSize }, "token id out of vocabulary")
         var result: [Float] = []
-        var start = 0
+        var nonFinite: NonFiniteError?
+        var start = 0, chunk = 0
         while start < tokens.count {
             let end = min(start + (phase == .decode ? 1 : prefillChunk), tokens.count)
             let isLast = end == tokens.count
             let want: LogitsRequest = request == .all || request == .hidden ? request : (request == .last && isLast ? .last : .none)
             cache.pendingRows = tokens.count - end        // the key length this forward ends with (Loki's k)
+            // A resumed prefill (KVCache+Replay.swift): the lower layers' calls are replayed, the
+            // model runs from the first layer that differs, on the recorded hidden state.
+            let resume = phase == .prefill ? cache.replayPrefix(chunk: chunk, rows: end - start) : nil
+            chunk += 1
             let out = forwardChunk(Array(tokens[start..<end]), startPosition: startPosition + start,
-                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want)
+                                   cache: cache, phase: phase, isStepEnd: isLast, logits: want, resume: resume, mask: mask,
+                                   check: check && nonFinite == nil ? { nonFinite = $0 } : nil)
             result += out
             start = end
         }
         cache.pendingRows = 0
         cache.endStep(phase: phase)
-        return result
+        return (result, nonFinite)
+    }
+
+    /// The first non-finite value among rows x [T, D]: (row, value), or nil.
+    @inline(__always)
+    private func firstNonFiniteRow(_ x: UnsafePointer<Float>, rows: Int, dim: Int) -> (row: Int, value: Float)? {
+        guard let i = Ops.firstNonFinite(x, count: rows * dim) else { return nil }
+        return (i / dim, x[i])
     }
 
     private func forwardChunk(_ tokens: [Int], startPosition: Int, cache: KVCache, phase: Phase,
-                              isStepEnd: Bool, logits request: LogitsRequest) -> [Float] {
+                              isStepEnd: Bool, logits request: LogitsRequest,
+                              resume: (layer: Int, hidden: [Float])? = nil, mask: HeadMask?,
+                              check: ((NonFiniteError) -> Void)?) -> [Float] {
+        var report = check
         let c = config, T = tokens.count, D = c.hiddenSize, d = c.headDim
         let qDim = c.heads * d, kvDim = c.kvHeads * d, I = c.intermediateSize
         let positions = (0..<T).map { startPosition + $0 }
         let ws = Workspace(rows: T, hidden: D, qDim: qDim, kvDim: kvDim, intermediate: I)
         defer { ws.free() }
         // x [T, D] = embedding rows
-        weights.embedding.withUnsafeBufferPointer { e in
-            for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+        if let resume {
+            ws.x.update(from: resume.hidden, count: T * D)                      // x [T, D] entering layer resume.layer
+        } else {
+            weights.embedding.withUnsafeBufferPointer { e in
+                for (r, t) in tokens.enumerated() { (ws.x + r * D).update(from: e.baseAddress! + t * D, count: D) }
+            }
         }
-        for (l, w) in weights.layers.enumerated() {
+        for (l, w) in weights.layers.enumerated() where l >= resume?.layer ?? 0 {
+            if let rec = cache.recorder, rec.hiddenLayers.contains(l) { rec.recordHidden(layer: l, ws.x, count: T * D) }
             w.inputNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
             linear(ws.h, T, D, w.wq, w.bq, qDim, ws.q)
             linear(ws.h, T, D, w.wk, w.bk, kvDim, ws.k)
             linear(ws.h, T, D, w.wv, w.bv, kvDim, ws.v)
             rope.apply(ws.q, rows: T, heads: c.heads, positions: positions)
             rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
+            applyHeadMask(mask, layer: l, phase: phase, rows: T, queries: ws.q)
             cache.attention(layer: l, phase: phase, rows: T, isStepEnd: isStepEnd, queries: ws.q, keys: ws.k, values: ws.v,
                             positions: positions, output: ws.attn)
+            applyHeadMask(mask, layer: l, phase: phase, rows: T, output: ws.attn)
             linear(ws.attn, T, qDim, w.wo, w.bo, D, ws.x, accumulate: true)
             w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }
             linear(ws.h, T, D, w.wGate, w.bGate, I, ws.gate)
             linear(ws.h, T, D, w.wUp, w.bUp, I, ws.up)
             Ops.swiGLU(gate: ws.gate, up: ws.up, count: T * I)
             linear(ws.gate, T, I, w.wDown, w.bDown, D, ws.x, accumulate: true)
+            // x [T, D]: the residual stream after layer l (T x D floats: ~0.1% of the layer's reads).
+            if let r = report, let bad = firstNonFiniteRow(ws.x, rows: T, dim: D) {
+                r(NonFiniteError(layer: l, position: startPosition + bad.row, value: bad.value))
+                report = nil
+            }
         }
         guard request != .none else { return [] }
         let first = request == .last ? T - 1 : 0, rows = T - first
         weights.finalNorm.withUnsafeBufferPointer {
             Ops.rmsNorm(ws.x + first * D, weight: $0.baseAddress!, rows: rows, dim: D, eps: c.rmsNormEps, into: ws.h)
         }
-        if request == .hidden { return Array(UnsafeBufferPointer(start: ws.h, count: rows * D)) }
+        if request == .hidden {
+            if let r = report, let bad = firstNonFiniteRow(ws.h, rows: rows, dim: D) {
+                r(NonFiniteError(layer: nil, position: startPosition + first + bad.row, value: bad.value))
+            }
+            return Array(UnsafeBufferPointer(start: ws.h, count: rows * D))
+        }
         var out = [Float](repeating: 0, count: rows * c.vocabSize)
         let head = weights.lmHead ?? weights.embedding
         out.withUnsafeMutableBufferPointer { o in
             head.withUnsafeBufferPointer { BLAS.linear(ws.h, rows: rows, inDim: D, weight: $0.baseAddress!, outDim: c.vocabSize, into: o.baseAddress!) }
+            // logits [rows, V]
+            if let r = report, let bad = firstNonFiniteRow(o.baseAddress!, rows: rows, dim: c.vocabSize) {
+                r(NonFiniteError(layer: nil, position: startPosition + first + bad.row, value: bad.value))
+            }
         }
         return out
     }

@@ -57,8 +57,26 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         for (name, v, maxV) in limits where v < 1 || v > maxV { throw bad(name, "an integer in 1...\(maxV)", v) }
         if heads % kvHeads != 0 { throw bad("num_key_value_heads", "a divisor of num_attention_heads (\(heads))", kvHeads) }
         if headDim % 2 != 0 { throw bad("head_dim", "an even number (RoPE rotates pairs)", headDim) }
-        if !(ropeTheta > 0) { throw bad("rope_theta", "a positive number", ropeTheta) }
-        if !(rmsNormEps > 0) { throw bad("rms_norm_eps", "a positive number", rmsNormEps) }
+        if !(ropeTheta > 0 && ropeTheta.isFinite) { throw bad("rope_theta", "a positive number", ropeTheta) }
+        if !(rmsNormEps > 0 && rmsNormEps.isFinite) { throw bad("rms_norm_eps", "a positive number", rmsNormEps) }
+        if maxPositions < 1 || maxPositions > 1 << 30 { throw bad("max_position_embeddings", "an integer in 1...\(1 << 30)", maxPositions) }
+        if let b = bosTokenId, b < 0 || b >= vocabSize {
+            throw bad("bos_token_id", "a token id below vocab_size (\(vocabSize))", b)
+        }
+        if let e = eosTokenIds.first(where: { $0 < 0 || $0 >= vocabSize }) {
+            throw bad("eos_token_id", "token ids below vocab_size (\(vocabSize))", e)
+        }
+        switch ropeScaling {
+        case .none: break
+        case .linear(let f):
+            if !(f > 0 && f.isFinite) { throw bad("rope_scaling.factor", "a positive number", f) }
+        case let .llama3(f, low, high, original):
+            if !(f > 0 && f.isFinite) { throw bad("rope_scaling.factor", "a positive number", f) }
+            if !(low > 0 && low.isFinite) { throw bad("rope_scaling.low_freq_factor", "a positive number", low) }
+            // The smoothing ramp divides by high - low: equal factors would make every frequency NaN.
+            if !(high > low && high.isFinite) { throw bad("rope_scaling.high_freq_factor", "a number above low_freq_factor (\(low))", high) }
+            if original < 1 { throw bad("rope_scaling.original_max_position_embeddings", "a positive integer", original) }
+        }
     }
 
     /// Parameters of the decoder (the tied embedding counted once).

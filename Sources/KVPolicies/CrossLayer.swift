@@ -64,6 +64,8 @@ public final class CrossLayerSharing: CachePolicy, ConfiguredPolicy {
             sample: "share_factor: 2",
             examples: { n, _ in [Config(shareFactor: n == nil ? 1 : 2)] })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, sharesLayers: true) }
+        /// The layers below the first one that reads another layer's store prefill densely.
+        public var prefillSharing: PrefillSharing { .leadingLayers }
         public func make() throws -> CachePolicy {
             guard let path = map else { return try CrossLayerSharing(self) }
             return try CrossLayerSharing(self, map: KVSharerMap.loadCached(path).map)

@@ -40,6 +40,8 @@ public final class H2O: ScoredEviction, ConfiguredPolicy {
             sample: "keep: 0.125",
             examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20)), Config(budget: .tokens(n ?? 1 << 20), scoring: .observed)] })
         public func make() throws -> CachePolicy { try H2O(self) }
+        /// Shares the whole dense prefill: scores and evicts at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
         public var cost: PolicyCost { scoring == .causal ? .prefillScores : .light }
     }
 

@@ -23,6 +23,8 @@ public final class HeadPooling: CachePolicy, ConfiguredPolicy {
         /// A target that does not divide the model's KV heads is rejected when the policy is made for a model.
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, storedKVHeads: kvHeads) }
         public func make() throws -> CachePolicy { try HeadPooling(self) }
+        /// Runs its own prefill: pooled K/V change prefill attention from the first layer on.
+        public var prefillSharing: PrefillSharing { .none }
     }
 
     public let config: Config

@@ -49,6 +49,8 @@ public final class KIVI: CachePolicy, ConfiguredPolicy {
                           quantization: bits >= 16 ? nil : QuantizationSpec(bits: bits, groupSize: groupSize, residual: residual))
         }
         public func make() throws -> CachePolicy { try KIVI(self) }
+        /// Shares the whole dense prefill: quantizes at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

@@ -17,6 +17,8 @@ public final class Knorm: ScoredEviction, ConfiguredPolicy {
             sample: "keep: 0.25",
             examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20)), Config(budget: .tokens(n ?? 1 << 20), schedule: .always)] })
         public func make() throws -> CachePolicy { try Knorm(self) }
+        /// Shares the whole dense prefill: evicts at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

@@ -113,6 +113,8 @@ public final class Loki: CachePolicy, ConfiguredPolicy {
                           selectsRows: gqa == .queryHead || phases == .prefillAndDecode ? "use gqa: kv_group, phases: decode" : nil)
         }
         public func make() throws -> CachePolicy { try Loki(self, calibration: LokiCalibration.loadCached(calibration)) }
+        /// Runs its own prefill: keys in the PCA basis change prefill attention's rounding, and the reference protocol selects keys per query row in prefill.
+        public var prefillSharing: PrefillSharing { .none }
     }
 
     public let config: Config

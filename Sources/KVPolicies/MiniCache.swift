@@ -39,6 +39,8 @@ public final class MiniCache: CachePolicy, ConfiguredPolicy {
             StorageLayout(owner: Self.descriptor.name, layerMerge: LayerMergeSpec(startLayer: startLayer, t: Float(t), retainFraction: retainFraction))
         }
         public func make() throws -> CachePolicy { try MiniCache(self) }
+        /// Shares the whole dense prefill: merges at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

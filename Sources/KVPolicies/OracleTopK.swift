@@ -29,6 +29,8 @@ public final class OracleTopK: CachePolicy, ConfiguredPolicy {
             })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, selects: true) }
         public func make() throws -> CachePolicy { try OracleTopK(self) }
+        /// Shares the whole dense prefill: selects in decode only; prefill attention stays dense.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

@@ -25,14 +25,19 @@ public protocol PolicyConfig: Hashable, Sendable {
     /// a key basis, shifted positions, mirrored keys): a stack's layouts must combine. Default:
     /// Float32 rows, nothing kept. The live policy's `layout` is this one.
     var layout: StorageLayout { get }
-    // Capabilities other parts of KVLab ask a policy about go here, each with a default below
-    // (e.g. whether runs may share the dense prefill of the full-cache reference).
+    /// How much of the full-cache reference's dense prefill a sweep may hand this policy instead of
+    /// running its own (PolicySpec+Prefill.swift, docs/benchmarks/sweep.md). Default: `.none`, the
+    /// policy prefills on its own; a policy that evicts, quantizes or merges only at step ends, after
+    /// each layer attended, declares `.whole`. The cache checks the claim at replay.
+    var prefillSharing: PrefillSharing { get }
+    // Capabilities other parts of KVLab ask a policy about go here, each with a default below.
 }
 
 extension PolicyConfig {
     public var forcedTokens: [ForcedTokens] { [] }
     public var cost: PolicyCost { .light }
     public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name) }
+    public var prefillSharing: PrefillSharing { .none }
 
     /// Ordered key/value strings; fractional budgets as the config wrote them (`keep`), or with
     /// `canonical` as kvpress's compression_ratio (what run keys are made of).

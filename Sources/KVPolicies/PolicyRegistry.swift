@@ -17,10 +17,12 @@ public enum PolicyRegistry {
         Loki.Config.descriptor,
         OracleTopK.Config.descriptor,
         HeadPooling.Config.descriptor,
+        SVDHeads.Config.descriptor,
         CrossLayerSharing.Config.descriptor,
         KIVI.Config.descriptor,
         MiniCache.Config.descriptor,
         RandomEviction.Config.descriptor,
+        DuoAttention.Config.descriptor,
     ]
 
     /// The registered descriptor named `name` (as configs write it).
@@ -37,5 +39,7 @@ public struct FullCacheConfig: PolicyConfig {
         name: "full", family: .full, summary: "keeps and reads every token: the reference every policy is compared with",
         defaults: FullCacheConfig(), parameters: [], sample: "", examples: { _, _ in [FullCacheConfig()] })
     public func make() throws -> CachePolicy { FullCachePolicy() }
+    /// Its dense prefill is the one a sweep records and shares.
+    public var prefillSharing: PrefillSharing { .whole }
     public var cost: PolicyCost { .reuse }
 }

@@ -55,14 +55,28 @@ public struct PolicySpec: Hashable, Sendable {
     }
 
     /// Builds the policy for a model with `modelKVHeads` KV heads: as `make()`, and the heads it
-    /// stores must divide the model's (head pooling).
+    /// stores must divide the model's (head pooling), and never exceed them.
     public func make(modelKVHeads: Int) throws -> CachePolicy {
         let policy = try make()
-        let stored = policy.layout.kvHeads(model: modelKVHeads)
-        guard stored >= 1, modelKVHeads % stored == 0 else {
+        let stored = policy.layout.storedKVHeads ?? modelKVHeads
+        // More heads than the model's is refused, not clamped to "no pooling" (issue 16).
+        guard stored >= 1, stored <= modelKVHeads, modelKVHeads % stored == 0 else {
             throw PolicyError.invalidParameter(policy: kind, field: "kv_heads",
                 message: "expected a divisor of the model's \(modelKVHeads) KV heads, got \(stored)")
         }
+        return policy
+    }
+
+    /// Builds the policy for a model of cache shape `model`: as `make(modelKVHeads:)`, and a KV-head
+    /// projection (svd_heads) must have been fitted for the model's layers, KV heads and head_dim, and a policy
+    /// reading a per-head file (`ModelShapeChecked`) must fit the model.
+    public func make(model shape: CacheShape) throws -> CachePolicy {
+        let policy = try make(modelKVHeads: shape.kvHeads)
+        if let p = policy.layout.kvHeadProjection, p.layers != shape.layers || p.modelKVHeads != shape.kvHeads || p.headDim != shape.headDim {
+            throw PolicyError.invalidParameter(policy: kind, field: "calibration",
+                message: "fitted for \(p.layers) layers x \(p.modelKVHeads) KV heads x head_dim \(p.headDim); the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim)")
+        }
+        for p in [policy] + ((policy as? PolicyStack)?.children ?? []) { try (p as? ModelShapeChecked)?.check(model: shape) }
         return policy
     }
 

@@ -51,6 +51,8 @@ public final class PyramidKV: SnapKV {
                 return [Config(budget: b, window: w), Config(budget: b, window: w, variant: .kvpress)]
             })
         public func make() throws -> CachePolicy { try PyramidKV(self) }
+        /// Shares the whole dense prefill: evicts at the prefill's step end, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
         public var forcedTokens: [ForcedTokens] { [ForcedTokens("window", count: window, budget: budget)] }
         public var cost: PolicyCost { .window }
     }

@@ -56,6 +56,8 @@ public final class Quest: CachePolicy, ConfiguredPolicy {
             })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, mirrorsKeys: true, selects: true) }
         public func make() throws -> CachePolicy { try Quest(self) }
+        /// Shares the whole dense prefill: selects in decode only (page bounds kept at didAppend); prefill attention stays dense.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

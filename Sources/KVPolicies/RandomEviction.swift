@@ -27,6 +27,8 @@ public final class RandomEviction: ScoredEviction, ConfiguredPolicy {
                 return [Config(budget: b), Config(budget: b, seed: 7, schedule: .always)]
             })
         public func make() throws -> CachePolicy { try RandomEviction(self) }
+        /// Shares the whole dense prefill: evicts at step ends, after each layer attended (scores hash positions).
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

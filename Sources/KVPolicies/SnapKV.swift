@@ -45,6 +45,8 @@ public class SnapKV: ScoredEviction {
                 return [Config(budget: b, window: w), Config(budget: b, window: w, kernel: 3, pooling: .max)]
             })
         public func make() throws -> CachePolicy { try SnapKV(self) }
+        /// Shares the whole dense prefill: evicts at the prefill's step end, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
         public var forcedTokens: [ForcedTokens] { [ForcedTokens("window", count: window, budget: budget)] }
         public var cost: PolicyCost { .window }
     }

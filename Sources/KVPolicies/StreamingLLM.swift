@@ -45,6 +45,8 @@ public final class StreamingLLM: ScoredEviction, ConfiguredPolicy {
             })
         public var layout: StorageLayout { StorageLayout(owner: Self.descriptor.name, positionShift: positionShift) }
         public func make() throws -> CachePolicy { try StreamingLLM(self) }
+        /// Shares the whole dense prefill: evicts (and shifts positions) at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
         public var forcedTokens: [ForcedTokens] { [ForcedTokens("sinks", count: sinks, budget: budget)] }
     }
 

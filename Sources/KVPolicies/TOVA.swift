@@ -19,6 +19,8 @@ public final class TOVA: ScoredEviction, ConfiguredPolicy {
             sample: "keep: 0.125",
             examples: { n, _ in [Config(budget: .tokens(n ?? 1 << 20))] })
         public func make() throws -> CachePolicy { try TOVA(self) }
+        /// Shares the whole dense prefill: evicts at step ends, after each layer attended.
+        public var prefillSharing: PrefillSharing { .whole }
     }
 
     public let config: Config

@@ -21,6 +21,28 @@ public enum BLAS {
         }
     }
 
+    /// `linear` of `rows` independent vectors (rows of x) through one weight matrix, one vector at a
+    /// time as `linear(rows: 1)` computes it (sgemv), but in blocks of weight rows small enough to
+    /// stay in L1 while every vector passes: the weights stream from memory once for all vectors
+    /// instead of once per vector. Row-blocked sgemv gives exactly the bits of the whole-matrix sgemv
+    /// (each output row is one dot product; checked for these shapes and 1 or 2 threads by
+    /// BatchDecodeTests), so each vector's result equals `linear(x_r, rows: 1, ...)`.
+    /// Lockstep decoding of many sequences (`LlamaModel.decodeBatch`) runs on it.
+    public static func linearShared(_ x: UnsafePointer<Float>, rows: Int, inDim: Int,
+                                    weight w: UnsafePointer<Float>, outDim: Int,
+                                    into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        let block = max(8, 32_768 / max(inDim * MemoryLayout<Float>.stride, 1) / 8 * 8)   // weight rows per block (~32 KB)
+        var o = 0
+        while o < outDim {
+            let m = min(block, outDim - o)
+            for r in 0..<rows {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(inDim), 1, w + o * inDim, Int32(inDim),
+                            x + r * inDim, 1, accumulate ? 1 : 0, y + r * outDim + o, 1)
+            }
+            o += m
+        }
+    }
+
     /// c[m, n] = alpha * a[m, k] * b[n, k]^T + beta * c, with explicit leading dimensions.
     @inline(__always)
     public static func gemmNT(m: Int, n: Int, k: Int, alpha: Float = 1,

@@ -18,9 +18,12 @@ import Foundation
 final class OnigRegex: @unchecked Sendable {
     let pattern: String
     let regex: NSRegularExpression
+    /// Where the pattern was read (file and field), for errors.
+    let origin: String
 
-    init(pattern: String) throws {
+    init(pattern: String, origin: String = "tokenizer") throws {
         self.pattern = pattern
+        self.origin = origin
         self.regex = try NSRegularExpression(pattern: OnigRegex.translate(pattern), options: [])
     }
 
@@ -62,9 +65,24 @@ final class OnigRegex: @unchecked Sendable {
         return String(out)
     }
 
-    /// Non-overlapping matches as UTF-16 ranges.
+    /// Non-overlapping matches as UTF-16 ranges. The search's work is bounded (TokenizerWorkLimit):
+    /// beyond it the search stops, the limit is reported, and the ranges found so far are returned.
     func matchRanges(in text: String, utf16Count: Int) -> [NSRange] {
-        regex.matches(in: text, options: [], range: NSRange(location: 0, length: utf16Count)).map(\.range)
+        // After a failure in this scope the encode's result is discarded anyway: stop early.
+        if TokenizerWorkLimit.scope?.failed == true { return [] }
+        var ranges: [NSRange] = []
+        var ticks = 0
+        let limit = TokenizerWorkLimit.baseTicks + TokenizerWorkLimit.ticksPerCharacter * utf16Count
+        var exceeded = false
+        regex.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(location: 0, length: utf16Count)) { m, _, stop in
+            if let m { ranges.append(m.range); return }
+            ticks += 1
+            if ticks > limit { exceeded = true; stop.pointee = true }
+        }
+        if exceeded {
+            TokenizerWorkLimit.exceeded(TokenizerWorkLimitError(origin: origin, pattern: pattern, inputLength: utf16Count))
+        }
+        return ranges
     }
 }
 
@@ -110,7 +128,7 @@ enum TextPattern {
         if let r = node.child("Regex") {
             let p = try r.string()
             do {
-                return .regex(try OnigRegex(pattern: p))
+                return .regex(try OnigRegex(pattern: p, origin: "\(r.file): field \"\(r.path)\""))
             } catch {
                 throw r.invalid("regular expression \(p.debugDescription) does not compile: \(error)")
             }

@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Release-mode benchmarks that print ratios measured side by side in one run.",
-        subcommands: [DecoderBench.self, EvictionBench.self, AttentionBench.self, KIVIBench.self, TokenizerBench.self])
+        subcommands: [DecoderBench.self, EvictionBench.self, AttentionBench.self, KIVIBench.self, TokenizerBench.self, FiniteCheckBench.self])
 }
 
 /// Prefill and decode throughput of the decoder with the full cache, plus peak memory
@@ -33,11 +33,24 @@ struct DecoderBench: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
+    @Flag(name: .customLong("no-finite-checks"), help: "Skip the NaN/inf checks of hidden states and logits that runs and generate make (to measure their cost: scripts/robustness/finite_check_cost.sh).")
+    var noFiniteChecks = false
 
     func run() throws {
         let contexts = try parseIds(decodeContexts, field: "--decode-contexts")
+        let checks = !noFiniteChecks
+        func step(_ lm: LlamaModel, _ tokens: [Int], _ position: Int, _ cache: KVCache, _ phase: Phase) throws {
+            if checks { _ = try lm.forwardChecked(tokens, startPosition: position, cache: cache, phase: phase) }
+            else { _ = lm.forward(tokens, startPosition: position, cache: cache, phase: phase) }
+        }
         let baseline = MemoryProbe.residentBytes()
-        let lm = try loadModel(model, threads: threads)
+        var loaded: LlamaModel?
+        let loadSeconds = try clock { loaded = try loadModel(model, threads: threads) }
+        let lm = loaded!
+        // The NaN/inf scan every checkpoint load makes (ModelWeights.checkFinite), timed alone.
+        var nonFiniteWeights = 0
+        let scanSeconds = median((0..<3).map { _ in clock { if lm.weights.firstNonFinite() != nil { nonFiniteWeights += 1 } } })
+        if nonFiniteWeights > 0 { throw ValidationError("\(model): the weights hold non-finite values") }
         MemoryProbe.resetPeak()
         let V = lm.config.vocabSize
         var rng = SeededRandom(seed: 1234)
@@ -49,7 +62,7 @@ struct DecoderBench: ParsableCommand {
         var maxKVAllocated = 0
         for _ in 0..<repeats {
             let cache = KVCache(shape: lm.cacheShape, initialCapacity: prefill)
-            let t = clock { _ = lm.forward(prompt, startPosition: 0, cache: cache, phase: .prefill) }
+            let t = try clock { try step(lm, prompt, 0, cache, .prefill) }
             prefillTimes.append(t)
             maxKVAllocated = max(maxKVAllocated, cache.stats.bytesAllocated)
         }
@@ -59,11 +72,9 @@ struct DecoderBench: ParsableCommand {
             var rates: [Double] = []
             for _ in 0..<repeats {
                 let cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens)
-                _ = lm.forward(ctxTokens, startPosition: 0, cache: cache, phase: .prefill)
-                let t = clock {
-                    for (i, tok) in steps.enumerated() {
-                        _ = lm.forward([tok], startPosition: ctx + i, cache: cache, phase: .decode)
-                    }
+                try step(lm, ctxTokens, 0, cache, .prefill)
+                let t = try clock {
+                    for (i, tok) in steps.enumerated() { try step(lm, [tok], ctx + i, cache, .decode) }
                 }
                 rates.append(Double(decodeTokens) / t)
                 maxKVAllocated = max(maxKVAllocated, cache.stats.bytesAllocated)
@@ -79,12 +90,14 @@ struct DecoderBench: ParsableCommand {
         let prefillRate = Double(prefill) / median(prefillTimes)
         if json {
             let decode = contexts.map { "\"\($0)\": \(decodeRates[$0]!)" }.joined(separator: ", ")
-            print("{\"model\": \"\(model)\", \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
+            print("{\"model\": \"\(model)\", \"finite_checks\": \(checks), \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
                   "\"decode_tok_s\": {\(decode)}, \"peak_rss_bytes\": \(peak), \"accounted_bytes\": \(accounted), " +
                   "\"weights_bytes\": \(lm.weights.byteCount), \"kv_bytes\": \(maxKVAllocated), \"activation_bytes\": \(activations), " +
-                  "\"baseline_rss_bytes\": \(baseline)}")
+                  "\"baseline_rss_bytes\": \(baseline), \"load_s\": \(loadSeconds), \"weights_finite_scan_s\": \(scanSeconds)}")
         } else {
-            print("model \(model), \(threads) threads, median of \(repeats)")
+            print("model \(model), \(threads) threads, median of \(repeats), finite checks \(checks ? "on" : "off")")
+            print(String(format: "load %.2f s; NaN/inf scan of the weights %.1f ms (%.1f GB/s)", loadSeconds, scanSeconds * 1000,
+                         Double(lm.weights.byteCount) / scanSeconds / 1e9))
             print(String(format: "prefill %5d tokens : %8.1f tok/s", prefill, prefillRate))
             for ctx in contexts { print(String(format: "decode at %6d     : %8.2f tok/s", ctx, decodeRates[ctx]!)) }
             print("peak RSS \(formatBytes(peak)) vs accounted \(formatBytes(accounted)) " +
@@ -95,9 +108,9 @@ struct DecoderBench: ParsableCommand {
 }
 
 /// Wall-clock seconds of a closure.
-func clock(_ body: () -> Void) -> Double {
+func clock(_ body: () throws -> Void) rethrows -> Double {
     let t0 = DispatchTime.now().uptimeNanoseconds
-    body()
+    try body()
     return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
 }
 

@@ -80,11 +80,11 @@ struct GenerateCommand: ParsableCommand {
         let ids: [Int]
         if let text = prompt {
             let source = tokenizer ?? (model.hasPrefix("synthetic:") ? nil : model)
-            guard let path = source, let t = try Tokenizer.forModel(path: path) else {
+            guard let path = source, let t = try TokenizerWorkLimit.check({ try Tokenizer.forModel(path: path) }) else {
                 throw ValidationError("--prompt needs a tokenizer and \(model) has none: give --tokenizer, or use --prompt-ids")
             }
             tok = t
-            ids = t.encode(text, addSpecialTokens: true)
+            ids = try t.encodeChecked(text, addSpecialTokens: true)
             guard !ids.isEmpty else { throw ValidationError("--prompt: the text encodes to no tokens") }
         } else {
             ids = try parseIds(promptIds!, field: "--prompt-ids")
@@ -100,6 +100,10 @@ struct GenerateCommand: ParsableCommand {
         let run = try PromptRun.run(model: lm, prompt: ids, policy: policy, maxNewTokens: maxNewTokens,
                                     sampling: sampling, stopAt: eos, allPromptLogits: logitsOut != nil)
         let r = run.generation
+        if let bad = r.nonFinite {
+            // No ids from NaN logits (their argmax is 0), no logits file: the model is broken.
+            throw GenerationFailure(message: "\(model): \(bad.localizedDescription); nothing generated")
+        }
         if let t = tok {
             print(t.decode(r.tokens, skipSpecialTokens: true))
             if showIds {
@@ -132,3 +136,6 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 }
+
+/// A generation that produced no valid output (exit status 1, one line on stderr).
+struct GenerationFailure: LocalizedError { var message: String; var errorDescription: String? { message } }

@@ -9,8 +9,8 @@ import KVTokenizer
 struct CalibrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calibrate",
-        abstract: "Offline calibrations: Loki's key PCA (default) or a KVSharer layer-sharing map.",
-        subcommands: [LokiCalibrateCommand.self, KVSharerCalibrateCommand.self],
+        abstract: "Offline calibrations: Loki's key PCA (default), a KVSharer layer-sharing map, head scores, SVD KV-head compression.",
+        subcommands: [LokiCalibrateCommand.self, KVSharerCalibrateCommand.self, HeadsCalibrateCommand.self, SVDHeadsCalibrateCommand.self],
         defaultSubcommand: LokiCalibrateCommand.self)
 }
 

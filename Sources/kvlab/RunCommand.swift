@@ -8,8 +8,11 @@ struct RunCommand: ParsableCommand {
         abstract: "Run an experiment config: every model x task x policy point, saved to one HDF5 file.",
         discussion: """
         Each finished run is committed atomically: killing the sweep loses only the run in progress, \
-        and rerunning the same config skips finished runs. A different config aimed at the same file \
-        is refused unless --force (the old file is kept as a .bak). The schema is in docs/results-schema.md.
+        and rerunning the same config skips finished runs and retries failed ones (--skip-failed: \
+        skip them too). A different config aimed at the same file is refused unless --force (the old \
+        file is kept as a .bak). Exit status: 0 when every run is in the file with status ok, 2 when \
+        any failed (or was skipped as failed), 1 on an error that stopped the sweep. The schema is in \
+        docs/results-schema.md.
         """)
 
     @Argument(help: "The YAML config (see docs/config.md and experiments/).")
@@ -26,10 +29,16 @@ struct RunCommand: ParsableCommand {
     var output: String?
     @Option(help: "BLAS and attention threads (default: the config's, else all cores).")
     var threads: Int?
+    @Option(help: "Samples evaluated at once, each on its own caches with BLAS single-threaded (results equal a serial run's; docs/benchmarks/sweep.md).")
+    var jobs: Int = 1
+    @Flag(name: .customLong("no-shared-prefill"), help: "Run every policy's own prefill instead of replaying each sample's dense prefill (identical results; for checking that).")
+    var noSharedPrefill = false
     @Flag(help: "No progress lines (the default when stderr is not a terminal, e.g. in CI).")
     var quiet = false
     @Flag(help: "Progress lines even when stderr is not a terminal.")
     var progress = false
+    @Flag(name: .customLong("skip-failed"), help: "Do not retry runs that failed in an earlier invocation.")
+    var skipFailed = false
 
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
@@ -37,7 +46,11 @@ struct RunCommand: ParsableCommand {
         opts.force = force
         opts.output = output
         opts.threads = threads
+        guard jobs >= 1 else { throw ValidationError("--jobs: expected at least 1, got \(jobs)") }
+        opts.jobs = jobs
+        opts.sharedPrefill = !noSharedPrefill
         opts.progress = !quiet && (progress || isatty(STDERR_FILENO) != 0)
+        opts.skipFailed = skipFailed
         if let s = shard {
             let parts = s.split(separator: "/").compactMap { Int($0) }
             guard parts.count == 2, parts[1] > 0, parts[0] >= 0, parts[0] < parts[1] else {
@@ -55,6 +68,7 @@ struct RunCommand: ParsableCommand {
         }
         let runner = SweepRunner(config: cfg, options: opts)
         if dryRun {
+            try Preflight.check(cfg)
             print("config \(config): \(cfg.models.count) models x \(cfg.tasks.count) tasks x \(cfg.policies.count) policies = \(cfg.grid.count) runs; this invocation: \(runner.points.count)")
             for p in runner.points {
                 print(String(format: "%6d  %@  %@ ctx %d x%d  %@", p.index, p.model.id, p.task.kind.rawValue, p.task.context,
@@ -65,19 +79,38 @@ struct RunCommand: ParsableCommand {
         }
         note("running \(runner.points.count) of \(cfg.grid.count) runs into \(runner.outputPath)")
         let s = try runner.run(log: note)
-        note(String(format: "done: %d ran, %d skipped (finished before), %d failed; %.1f s, harness overhead %.1f%% (commits %.2f s)",
-                    s.ran, s.skipped, s.failed, s.wallSeconds, s.overheadFraction * 100, s.commitSeconds))
+        note(String(format: "done: %d ran (%d retried), %d skipped (finished before), %d failed; %.1f s, harness overhead %.1f%% (commits %.2f s)",
+                    s.ran, s.retried, s.skipped, s.failed, s.wallSeconds, s.overheadFraction * 100, s.commitSeconds))
         let file = try ResultsFile.read(s.output)
         print(try ResultsReport.table(file))
         print("results: \(s.output)")
+        if !s.allSucceeded {
+            let skipped = s.skippedFailed > 0 ? ", \(s.skippedFailed) failed earlier and skipped (--skip-failed)" : ""
+            note("FAILED: \(s.failed) runs failed\(skipped); their status column says why. Rerun to retry them.")
+            throw ExitCode(2)
+        }
     }
 }
 
 struct ValidateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check a config: schema, values, policies; print the grid size.")
+    static let configuration = CommandConfiguration(
+        commandName: "validate", abstract: "Check a config: schema, values, policies; print the grid size.",
+        discussion: """
+        Also checks everything `kvlab run` would otherwise reject later: each model folder (config.json, \
+        tensor names and shapes; no weights are read), tokenizers of text tasks, one generated sample \
+        per task point and model, policies against each model's shape, resource limits (samples x \
+        context x layers, memory; see `limits:` in docs/config.md) and the output path. Weights are read \
+        (and scanned for NaN and infinity, which `run` refuses before its first run) only with --load-weights.
+        """)
     @Argument(help: "The YAML config.") var config: String
+    @Flag(name: .customLong("load-weights"), help: "Also load every model's weights (scanning them for NaN and infinity), as run does first.")
+    var loadWeights = false
     func run() throws {
         let cfg = try ExperimentConfig.load(config)
+        try Preflight.check(cfg)
+        if loadWeights {
+            for m in cfg.models { _ = try m.source.load() }
+        }
         for w in cfg.warnings { note("warning: \(w)") }
         print("\(config): ok: \(cfg.models.count) models, \(cfg.tasks.count) task points, \(cfg.policies.count) policy points, \(cfg.grid.count) runs -> \(cfg.output)")
     }
@@ -115,8 +148,7 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "The shard plan (names the shard of a missing point; default: computed from the config).") var plan: String?
     func run() throws {
         if !partial { for line in try MergeCheck.check(inputs, planFile: plan) { note("note: \(line)") } }
-        let replace = try force || (update && MergeCheck.checkUpdate(output: output, inputs: inputs))
-        let n = try ResultsMerge.merge(inputs, into: output, force: replace)
+        let n = try ResultsMerge.merge(inputs, into: output, force: force, update: update)
         print("merged \(inputs.count) files, \(n) runs -> \(output)")
     }
 }

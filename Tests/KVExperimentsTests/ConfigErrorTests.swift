@@ -129,4 +129,46 @@ final class RunKeyTests: XCTestCase {
         }
         XCTAssertNotEqual(c.grid[0].runKey.reference, c.grid[1].runKey.reference, "one reference per (model, task)")
     }
+
+    /// Generation settings join the key only when set (keys of older configs stay byte-identical) and read back.
+    func testGenerationSettingsJoinTheKeyWhenSet() throws {
+        let yaml = """
+        models:
+          - {id: tiny, synthetic: tiny}
+        tasks:
+          - {task: passkey, context: 256, max_new_tokens: 8, stop: ["\\n", "."], chat_template: true}
+          - {task: passkey, context: 256}
+        policies:
+          - {policy: full}
+        """
+        let c = try ExperimentConfig.parse(yaml, file: "k.yaml")
+        XCTAssertTrue(c.grid[0].key.contains("\"suffix\": \"decode\", \"max_new_tokens\": 8, \"stop\": [\"\\n\",\".\"], \"chat_template\": true}"), c.grid[0].key)
+        XCTAssertTrue(c.grid[1].key.contains("\"suffix\": \"decode\"}, \"policy\""), c.grid[1].key)
+        for p in c.grid { XCTAssertEqual(try JSONDecoder().decode(RunKey.self, from: Data(p.key.utf8)), p.runKey) }
+        XCTAssertNotEqual(c.grid[0].runKey.reference, c.grid[1].runKey.reference)
+    }
+
+    /// A head ablation follows the policy in the key text (unablated keys stay byte for byte as
+    /// before), reads back, and ablated runs share the intact model's reference.
+    func testAblationIsWrittenAfterThePolicyAndSharesTheIntactReference() throws {
+        let yaml = """
+        models:
+          - {id: tiny, synthetic: tiny}
+        tasks:
+          - {task: passkey, context: 128, samples: 1, ablate_heads: [none, "heads:0.1,1.2"]}
+          - {task: passkey, context: 128, samples: 1}
+        policies:
+          - {policy: full}
+        """
+        let c = try ExperimentConfig.parse(yaml, file: "k.yaml")
+        XCTAssertEqual(c.grid.count, 3)
+        let keys = c.grid.map(\.key)
+        XCTAssertTrue(keys[1].hasSuffix("\"policy\": \"full\", \"ablate_heads\": \"heads:0.1,1.2;mode=uniform;phases=decode\"}"), keys[1])
+        XCTAssertFalse(keys[2].contains("ablate_heads"), keys[2])
+        for p in c.grid {
+            XCTAssertEqual(try JSONDecoder().decode(RunKey.self, from: Data(p.key.utf8)), p.runKey)
+            XCTAssertEqual(p.runKey.reference, c.grid[2].runKey.reference)
+        }
+        XCTAssertEqual(Set(keys).count, 3)
+    }
 }

@@ -95,6 +95,19 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(backups.count, 1, "the old file is kept aside")
     }
 
+    /// `--jobs 2` (samples on two workers, BLAS single-threaded) and `--no-shared-prefill` change
+    /// no number: every run equals the serial, shared-prefill run's bit for bit (timings aside).
+    func testJobsAndOwnPrefillEqualTheSerialRun() throws {
+        let serial = dir.appendingPathComponent("serial.h5").path, parallel = dir.appendingPathComponent("jobs.h5").path
+        _ = try run(config(output: serial, samples: 3))
+        var o = RunOptions(); o.jobs = 2; o.sharedPrefill = false
+        _ = try run(config(output: parallel, samples: 3), options: o)
+        let a = try ResultsFile.read(serial), b = try ResultsFile.read(parallel)
+        XCTAssertEqual(ResultsEquality.differences(a, b), [])
+        XCTAssertEqual(a.runs.filter { $0.infoValue("prefill") == "shared" }.count, 8)   // every policy but full
+        XCTAssertTrue(b.runs.allSatisfy { $0.infoValue("prefill") == "own" })
+    }
+
     func testShardsMergedEqualTheUnshardedRun() throws {
         let whole = dir.appendingPathComponent("whole.h5").path
         _ = try run(config(output: whole, samples: 1))
@@ -108,7 +121,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try ResultsMerge.merge(shardFiles, into: merged, force: false), 10)
         let a = try ResultsFile.read(whole).runs, b = try ResultsFile.read(merged).runs
         XCTAssertEqual(a.map(\.key), b.map(\.key))
-        let timing: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
+        let timing = ResultsEquality.timings
         for (x, y) in zip(a, b) {
             XCTAssertEqual(x.scalars.filter { !timing.contains($0.name) }, y.scalars.filter { !timing.contains($0.name) }, x.policyLabel)
         }

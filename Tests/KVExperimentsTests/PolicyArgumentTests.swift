@@ -113,8 +113,13 @@ final class RegistrySampleTests: XCTestCase {
         let cal = FileManager.default.temporaryDirectory.appendingPathComponent("sample-\(UUID().uuidString).h5").path
         defer { try? FileManager.default.removeItem(atPath: cal) }
         try LokiCalibration.identity(layers: 2, kvHeads: 2, headDim: 16).save(to: cal)
+        // svd_heads' sample names its own calibration file.
+        let svd = cal + ".svd.h5"
+        defer { try? FileManager.default.removeItem(atPath: svd) }
+        try SVDHeadsCalibrator.calibrate(model: try ModelSource.parse("synthetic:tiny").load(), storedKVHeads: 1,
+                                         source: .random(count: 64, seed: 1), sequenceLength: 64).save(to: svd)
         for d in PolicyRegistry.all {
-            let sample = d.sample.replacingOccurrences(of: "cal.h5", with: cal)
+            let sample = d.sample.replacingOccurrences(of: "cal.h5", with: cal).replacingOccurrences(of: "svd_kv1.h5", with: svd)
             let entry = sample.isEmpty ? "{policy: \(d.name)}" : "{policy: \(d.name), \(sample)}"
             let text = "models:\n  - synthetic: tiny\ntasks:\n  - {task: fidelity, context: 64}\npolicies:\n  - \(entry)\n"
             let fromConfig = try ExperimentConfig.parse(text, file: "s.yaml").policies

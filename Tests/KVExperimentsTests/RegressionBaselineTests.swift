@@ -31,12 +31,22 @@ final class RegressionBaselineTests: XCTestCase {
         return try ResultsFile.read(o.output!)
     }
 
-    func baseline() throws -> ResultsFile { try ResultsFile.read("results/baselines/regression.h5") }
+    func baseline() throws -> ResultsFile { try ResultsFile.read("results/baselines/regression.h5", requireStamp: true) }   // as `kvlab compare`
 
+    /// The sweep (shared prefill, serial) matches the baseline, bit for bit. (That `--no-shared-prefill`
+    /// and `--jobs 2` change no number: EndToEndTests.testJobsAndOwnPrefillEqualTheSerialRun, and
+    /// PrefillReplayTests for every registered policy; a second regression sweep here would double
+    /// the suite's slowest test.)
     func testRegressionSweepMatchesTheBaseline() throws {
-        let report = ResultsCompare.compare(new: try sweep(), baseline: try baseline())
+        let shared = try sweep()
+        let report = ResultsCompare.compare(new: shared, baseline: try baseline())
         XCTAssertTrue(report.passed, report.text())
         XCTAssertEqual(report.compared, try baseline().runs.count)
+        // Bit for bit, too: every number the baseline holds. It predates the generated-token count
+        // and the per-sample generated texts (`kvlab compare --exact ... --ignore generated_tokens --ignore generated`).
+        XCTAssertEqual(ResultsEquality.differences(shared, try baseline(), ignoring: ResultsEquality.timings.union(["generated_tokens", "generated"])), [])
+        let sharing = shared.runs.filter { $0.infoValue("prefill") == "shared" }
+        XCTAssertEqual(sharing.count, shared.runs.filter { !["full", "head_pooling", "cla"].contains($0.policyKind) }.count)
     }
 
     func testInjectedQuestFaultIsCaught() throws {
@@ -72,8 +82,31 @@ final class RegressionBaselineTests: XCTestCase {
         XCTAssertFalse(r.passed); XCTAssertEqual(r.regressions.first?.metric, "score")
         var loose = ResultsCompare.Options(); loose.tolerances["score"] = .init(abs: 0.3)
         XCTAssertTrue(ResultsCompare.compare(new: new, baseline: base, options: loose).passed)
+        // Issue 16: an empty baseline compares nothing, which is not a pass; nor is an empty new file.
+        let full = base
         base.runs = []
-        XCTAssertTrue(ResultsCompare.compare(new: new, baseline: base).passed)
+        r = ResultsCompare.compare(new: new, baseline: base)
+        XCTAssertFalse(r.passed)
+        XCTAssertTrue(r.text().contains("has no runs"), r.text())
+        new.runs = []
+        XCTAssertFalse(ResultsCompare.compare(new: new, baseline: full).passed)
+    }
+
+    /// Issue 16: a NaN score, a NaN KL or -inf bytes counted as improvements and passed.
+    func testNonFiniteValuesFailTheComparison() throws {
+        let base = try baseline()
+        let i = try XCTUnwrap(base.runs.firstIndex { $0.policyKind == "streaming_llm" && $0.scalar("kl_mean") != nil })
+        for (metric, value) in [("score", Double.nan), ("kl_mean", .nan), ("kv_bytes_stored", -.infinity), ("compression", .infinity)] {
+            var new = base
+            let m = try XCTUnwrap(new.runs[i].scalars.firstIndex { $0.name == metric }, metric)
+            new.runs[i].scalars[m].value = value
+            let r = ResultsCompare.compare(new: new, baseline: base)
+            XCTAssertFalse(r.passed, "\(metric) = \(value) passed")
+            XCTAssertEqual(r.regressions.map(\.metric), [metric])
+            XCTAssertTrue(r.improvements.isEmpty)
+            // Nor does a baseline that holds one.
+            XCTAssertFalse(ResultsCompare.compare(new: base, baseline: new).passed, "a \(metric) = \(value) baseline passed")
+        }
     }
 }
 

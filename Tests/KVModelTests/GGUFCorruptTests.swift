@@ -40,6 +40,31 @@ final class GGUFCorruptTests: XCTestCase {
         XCTAssertEqual(m.config.layers, 1)
     }
 
+    /// Issue 16 for GGUF files: a NaN or infinity in a weight (or in a quantized block's scale)
+    /// is refused at load, naming the file, the GGUF tensor (and its HF name) and the index, as the
+    /// safetensors loader does; not a model that prints token 0.
+    func testNonFiniteWeightsAreRefusedAtLoad() throws {
+        try expect(["tensor 'output_norm.weight' (model.norm.weight)", "nan", "flat index 5"]) { w in
+            let i = w.tensors.firstIndex { $0.name == "output_norm.weight" }!
+            withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { w.tensors[i].bytes.replaceSubrange(20 ..< 24, with: $0) }
+        }
+        try expect(["'blk.0.ffn_down.weight'", "-inf"]) { w in
+            let i = w.tensors.firstIndex { $0.name == "blk.0.ffn_down.weight" }!
+            withUnsafeBytes(of: (-Float.infinity).bitPattern.littleEndian) { w.tensors[i].bytes.replaceSubrange(0 ..< 4, with: $0) }
+        }
+        // Q8_0: a block is an F16 scale and 32 int8 values; an infinite scale poisons the block.
+        let q8 = GGUFParityTests.dir.appendingPathComponent("llama_Q8_0.gguf").path
+        var w = try GGUFWriter(reading: q8)
+        let i = w.tensors.firstIndex { $0.name == "blk.0.ffn_up.weight" && $0.type == .q8_0 }!
+        w.tensors[i].bytes[0] = 0x00; w.tensors[i].bytes[1] = 0x7C   // F16 +inf
+        let path = dir.appendingPathComponent("q8inf.gguf").path
+        try w.write(to: path)
+        XCTAssertThrowsError(try ModelSource.parse(path).load()) { e in
+            let m = e.localizedDescription
+            XCTAssertTrue(m.contains(path) && m.contains("'blk.0.ffn_up.weight'") && m.contains("non-finite"), m)
+        }
+    }
+
     func testTensorShapeDisagreesWithMetadata() throws {
         try expect(["blk.0.ffn_gate.weight", "shape [32, 32]", "metadata implies [48, 32]"]) { $0["llama.feed_forward_length"] = .uint(48) }
         try expect(["token_embd.weight", "[32, 32]", "[40, 32]"]) { $0["llama.vocab_size"] = .uint(40) }

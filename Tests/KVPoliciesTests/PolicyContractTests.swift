@@ -28,13 +28,14 @@ final class PolicyContractTests: XCTestCase {
     }
 
     /// Budget >= context (k = T, share factor 1, 16 bits...) gives the full cache's logits; keys
-    /// stored in a calibrated basis give them up to float rounding of the rotation.
+    /// stored in a calibrated basis, or KV heads projected at full rank, give them up to float
+    /// rounding of the rotation.
     func testLosslessConfigsGiveTheFullCachesLogits() throws {
         for d in PolicyRegistry.all {
             for spec in examples(d, tokens: nil) {
                 let policy = try spec.make()
                 let logits = H.run(policy) { cache, _ in XCTAssertEqual(H.storeProblems(cache), [], spec.label) }
-                if policy.layout.keyBasis != nil {
+                if policy.layout.keyBasis != nil || policy.layout.kvHeadProjection != nil {
                     XCTAssertLessThanOrEqual(H.relativeError(logits, Self.full), 1e-4, spec.label)
                 } else {
                     XCTAssertEqual(logits, Self.full, "\(spec.label) changed the logits")

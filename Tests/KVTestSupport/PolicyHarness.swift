@@ -2,6 +2,7 @@ import Foundation
 import KVCache
 import KVModel
 import KVPolicies
+import KVTensor
 
 /// The contract tests' model, prompt and run loop (kvpress's tests/default_presses.py plays this
 /// part there): a small synthetic model, a prompt of 96 tokens, then 8 decode steps, with the
@@ -13,10 +14,21 @@ public enum PolicyHarness {
     /// Every token a run feeds.
     public static var context: Int { prompt.count + decodeTokens.count }
 
-    /// A Loki calibration file of `model` (fitted on seeded random tokens), written once per process.
+    /// A Loki calibration file of `model` (fitted on seeded random tokens), written once per process,
+    /// and next to it the SVD KV-head calibrations the svd_heads examples read
+    /// (`SVDHeads.Config.exampleFile`: every stored head count that divides the model's).
     public static let calibrationFile: String = {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvlab-harness-\(UUID().uuidString).h5").path
         try! SelectionFixtures.calibration(model).save(to: path)
+        let hkv = model.config.kvHeads
+        for n in 1...hkv where hkv % n == 0 {
+            try! SelectionFixtures.svdCalibration(model, kvHeads: n).save(to: SVDHeads.Config.exampleFile(path, kvHeads: n))
+        }
+        // Head scores for duo_attention: seeded, distinct, [layers, query heads].
+        var rng = SeededRandom(seed: 5)
+        let L = model.config.layers, H = model.config.heads
+        try! HeadScoreFile(layers: L, queryHeads: H, maps: ["retrieval_score": (0..<(L * H)).map { _ in rng.nextUniform() }])
+            .save(to: DuoAttention.Config.exampleFile(path))
         return path
     }()
 

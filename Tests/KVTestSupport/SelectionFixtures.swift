@@ -15,6 +15,16 @@ public enum SelectionFixtures {
         return try! LokiCalibration.fit(recorder)
     }
 
+    /// SVD KV-head calibration of a model to `kvHeads` stored heads, fitted on seeded random tokens.
+    public static func svdCalibration(_ m: LlamaModel, kvHeads: Int, tokens n: Int = 256, seed: UInt64 = 11) -> SVDHeadsCalibration {
+        let recorder = GroupMomentRecorder(storedKVHeads: kvHeads)
+        let cache = m.makeCache(policy: recorder)
+        var rng = SeededRandom(seed: seed)
+        let ids = (0..<n).map { _ in Int(rng.next() % UInt64(m.config.vocabSize)) }
+        _ = m.forward(ids, startPosition: 0, cache: cache, phase: .prefill, logits: .none)
+        return try! SVDHeadsCalibration.fit(recorder)
+    }
+
     /// A store of `n` random keys/values (uniform in [-1, 1)) of dimension d.
     public static func randomStore(n: Int, d: Int, seed: UInt64) -> HeadStore {
         var rng = SeededRandom(seed: seed)

@@ -18,7 +18,7 @@ public enum MergeCheck {
             if !FileManager.default.fileExists(atPath: input), let (_, i, n) = ShardFiles.parse(input) {
                 absent.append((input, i, n)); continue
             }
-            present.append((input, try ResultsFile.readProvenance(input)))
+            present.append((input, try ResultsFile.readProvenance(input, requireStamp: true)))
         }
         var sharded: [(path: String, shard: Int, count: Int)] = absent
         for (path, p) in present where !p.shard.isEmpty {
@@ -51,7 +51,7 @@ public enum MergeCheck {
         }
         var held = Set<Int>()
         for (path, _) in present {
-            let file = try ResultsIO.openResultsFile(path)
+            let file = try ResultsIO.openResultsFile(path, requireStamp: true)
             defer { try? file.close() }
             for row in try ResultsIO.readRunRows(file) { held.insert(row.index) }
         }
@@ -77,7 +77,7 @@ public enum MergeCheck {
         guard FileManager.default.fileExists(atPath: output) else { return false }
         let old: (hash: String, rows: [ResultsIO.Row])
         do {
-            let file = try ResultsIO.openResultsFile(output)
+            let file = try ResultsIO.openResultsFile(output, requireStamp: true)
             defer { try? file.close() }
             old = (try ResultsIO.readRootProvenance(file).configHash, try ResultsIO.readRunRows(file))
         } catch {
@@ -85,7 +85,7 @@ public enum MergeCheck {
         }
         var keys: [Int: String] = [:]
         for input in inputs {
-            let file = try ResultsIO.openResultsFile(input)
+            let file = try ResultsIO.openResultsFile(input, requireStamp: true)
             defer { try? file.close() }
             let hash = try ResultsIO.readRootProvenance(file).configHash
             guard hash == old.hash else {

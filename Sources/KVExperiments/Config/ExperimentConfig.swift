@@ -29,8 +29,14 @@ public struct ExperimentConfig {
     /// Per task point, the model ids it runs on (nil = every model): `models: [...]` in a task entry.
     public var taskModels: [[String]?]
     public var policies: [PolicySpec]
+    /// Where each model, task point and policy point was written (for `Preflight`'s errors).
+    public var locations = ConfigLocations()
+    /// Resource bounds checked before a run starts (`limits:`; docs/config.md).
+    public var limits = ResourceLimits()
 
-    static let topKeys = ["name", "description", "output", "threads", "seed", "retention_maps", "models", "tasks", "policies"]
+    /// Most runs one config may describe (its grid is built in memory).
+    static let maxRuns = 1_000_000
+    static let topKeys = ["name", "description", "output", "threads", "seed", "retention_maps", "models", "tasks", "policies", "limits"]
 
     /// Reads and validates a YAML config file.
     public static func load(_ path: String) throws -> ExperimentConfig {
@@ -44,17 +50,7 @@ public struct ExperimentConfig {
     }
 
     public static func parse(_ text: String, file: String) throws -> ExperimentConfig {
-        let node: Node
-        do {
-            guard let n = try Yams.compose(yaml: text) else {
-                throw ConfigError(file: file, field: "", message: "empty config")
-            }
-            node = n
-        } catch let e as ConfigError { throw e } catch let e as YamlError {
-            throw ConfigError(file: file, field: "", message: "invalid YAML: \(e)")
-        } catch {
-            throw ConfigError(file: file, field: "", message: "invalid YAML: \(error.localizedDescription)")
-        }
+        let node = try YAMLInput.compose(text, file: file)
         let root = Field(node: node, path: "", file: file)
         let top = try root.mapping(allowed: topKeys)
         func required(_ k: String) throws -> Field {
@@ -63,7 +59,7 @@ public struct ExperimentConfig {
         }
         let seed = try top["seed"].map { UInt64(try $0.int(min: 0)) } ?? 0
         let name = try top["name"]?.string() ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
-        let output = try top["output"]?.string() ?? "results/out/\(name).h5"
+        let output = try top["output"].map(ConfigChecks.outputPath) ?? "results/out/\(name).h5"
         let threads = try top["threads"].map { try $0.int(min: 1) }
         let retention = try top["retention_maps"]?.bool() ?? false
         let modelFields = try required("models").list()
@@ -72,13 +68,31 @@ public struct ExperimentConfig {
         for (i, m) in models.enumerated() where models[..<i].contains(where: { $0.id == m.id }) {
             throw modelFields[i].error("model id '\(m.id)' appears twice")
         }
-        let taskPoints = try required("tasks").list().flatMap { try TaskParser.expand($0, defaultSeed: seed, modelIDs: models.map(\.id)) }
+        var locations = ConfigLocations(models: modelFields.map { ConfigLocation($0) })
+        var taskPoints: [(TaskSpec, [String]?)] = []
+        for f in try required("tasks").list() {
+            let points = try TaskParser.expand(f, defaultSeed: seed, modelIDs: models.map(\.id))
+            taskPoints += points
+            locations.tasks += Array(repeating: ConfigLocation(f), count: points.count)
+        }
         if taskPoints.isEmpty { throw try required("tasks").error("expected at least one task") }
-        let policies = try required("policies").list().flatMap { try PolicyParser.expand($0) }
+        var policies: [PolicySpec] = []
+        for f in try required("policies").list() {
+            let points = try PolicyParser.expand(f)
+            policies += points
+            locations.policies += Array(repeating: ConfigLocation(f), count: points.count)
+        }
         if policies.isEmpty { throw try required("policies").error("expected at least one policy") }
-        return ExperimentConfig(file: file, text: text, name: name, output: output, threads: threads, seed: seed,
-                                retentionMaps: retention, models: models, tasks: taskPoints.map(\.0),
-                                taskModels: taskPoints.map(\.1), policies: policies)
+        let (runs, overflow) = (models.count * taskPoints.count).multipliedReportingOverflow(by: policies.count)
+        if overflow || runs > maxRuns {
+            throw root.error("models x task points x policy points = \(overflow ? "more than 9e18" : String(runs)) runs; a config may have at most \(maxRuns)")
+        }
+        var config = ExperimentConfig(file: file, text: text, name: name, output: output, threads: threads, seed: seed,
+                                      retentionMaps: retention, models: models, tasks: taskPoints.map(\.0),
+                                      taskModels: taskPoints.map(\.1), policies: policies)
+        config.locations = locations
+        config.limits = try top["limits"].map(ConfigChecks.limits) ?? ResourceLimits()
+        return config
     }
 
     static func parseModel(_ f: Field, index: Int) throws -> ModelEntry {

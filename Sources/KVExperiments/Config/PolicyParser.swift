@@ -12,6 +12,9 @@ enum PolicyParser {
             var combos: [[PolicySpec]] = [[]]
             for c in children {
                 let options = try expand(c)
+                if combos.count * options.count > Sweep.maxPoints {
+                    throw stack.error("this stack sweeps more than \(Sweep.maxPoints) combinations of its children's points")
+                }
                 combos = combos.flatMap { prefix in options.map { prefix + [$0] } }
             }
             return try combos.map { try validated(.stack($0), at: stack) }
@@ -31,11 +34,18 @@ enum PolicyParser {
         }
     }
 
+    /// Keys a policy's error field may stand for: the one the entry used is named in the error
+    /// (`k_fraction: 2` is reported at k_fraction, not at top_k).
+    static let fieldAliases: [String: [String]] = [
+        "budget": ["budget", "keep", "compression_ratio"], "top_k": ["top_k", "k_fraction"], "k_fraction": ["k_fraction", "top_k"],
+        "rank": ["rank", "d_fraction", "explained_variance"],
+    ]
+
     /// Builds the policy once so that bad parameters fail at config time, with the entry's location.
     static func validated(_ spec: PolicySpec, at f: Field) throws -> PolicySpec {
         do { _ = try spec.make() } catch let e as PolicyError {
             if case .invalidParameter(_, let field, let message) = e,
-               let child = field == "budget" ? ["budget", "keep", "compression_ratio"].lazy.compactMap({ f.child($0) }).first : f.child(field) {
+               let child = (fieldAliases[field] ?? [field]).lazy.compactMap({ f.child($0) }).first {
                 throw child.error(message)
             }
             if case .invalidParameter("stack", _, let message) = e { throw f.error(message) }

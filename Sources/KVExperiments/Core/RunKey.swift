@@ -10,15 +10,23 @@ public struct RunKey: Codable, Hashable, Sendable {
     public var task: TaskSpec
     /// nil: the (model, task) pair's full-cache reference, which every policy of the pair shares.
     public var policy: String?
+    /// The task's head ablation (`HeadAblation.label`); nil = none (and not written).
+    public var ablateHeads: String?
+
+    enum CodingKeys: String, CodingKey { case model, task, policy, ablateHeads = "ablate_heads" }
 
     public init(model: ModelEntry, task: TaskSpec, policy: String?) {
         self.model = "\(model.id)|\(model.spec)" + (model.kvDType == .f32 ? "" : "|kv_dtype=\(model.kvDType.rawValue)")
-        self.task = task
+        var t = task
+        t.ablation = nil   // held as its label, which the text writes after the policy
+        self.task = t
         self.policy = policy
+        ablateHeads = task.ablation?.label
     }
 
-    /// The key of the pair's shared full-cache reference (same model and task, no policy).
-    public var reference: RunKey { var k = self; k.policy = nil; return k }
+    /// The key of the pair's shared full-cache reference (same model and task, no policy): the
+    /// intact model's, also for an ablated task.
+    public var reference: RunKey { var k = self; k.policy = nil; k.ablateHeads = nil; return k }
 
     /// The JSON text results files hold: byte for byte what KVLab has always written (keys of existing
     /// results files and baselines stay valid), readable back with `JSONDecoder`.
@@ -28,6 +36,17 @@ public struct RunKey: Codable, Hashable, Sendable {
         let file = t.textFile.map { "\"\($0)\"" } ?? "null"
         return "{\"model\": \"\(model)\", \"task\": {\"kind\": \"\(t.kind.rawValue)\", \"context\": \(t.context), " +
             "\"samples\": \(t.samples), \"seed\": \(t.seed), \"depth\": \(depth), \"text_file\": \(file), " +
-            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"}, \"policy\": \"\(policy ?? "")\"}"
+            "\"eval_tokens\": \(t.evalTokens), \"suffix\": \"\(t.suffixMode.rawValue)\"\(generation)}, \"policy\": \"\(policy ?? "")\"" +
+            (ablateHeads.map { ", \"ablate_heads\": \"\($0)\"" } ?? "") + "}"
+    }
+
+    /// The task's generation settings that differ from the defaults, as JSON members (empty for a
+    /// task that sets none, so keys of configs written before them stay byte-identical).
+    var generation: String {
+        var parts: [String] = []
+        if let n = task.maxNewTokens { parts.append("\"max_new_tokens\": \(n)") }
+        if !task.stop.isEmpty { parts.append("\"stop\": " + ResultsIO.encodeNames(task.stop)) }
+        if task.chatTemplate { parts.append("\"chat_template\": true") }
+        return parts.map { ", " + $0 }.joined()
     }
 }

@@ -29,6 +29,8 @@ public struct RunRecord: Sendable, Equatable {
     /// Optional retention maps: kept original positions per layer and KV head, -1 padded:
     /// [samples, layers, kvHeads, maxKept] row-major.
     public var retention: Retention?
+    /// Per-sample texts: name -> [samples] (`generated`: the decoded output each sample was scored on).
+    public var texts: [TextSeries] = []
 
     /// Equality is of the stored content: NaN equals NaN (a run without a budget, an interval of one sample).
     public struct Metric: Sendable, Equatable { public var name: String; public var value: Double
@@ -41,6 +43,8 @@ public struct RunRecord: Sendable, Equatable {
         public static func == (a: Series, b: Series) -> Bool {
             a.name == b.name && a.values.count == b.values.count && zip(a.values, b.values).allSatisfy(sameValue)
         } }
+    public struct TextSeries: Sendable, Equatable { public var name: String; public var values: [String]
+        public init(_ name: String, _ values: [String]) { self.name = name; self.values = values } }
     public struct Grid: Sendable, Equatable {
         public var name: String; public var values: [Float]; public var layers: Int; public var heads: Int
         public init(_ name: String, _ values: [Float], layers: Int, heads: Int) {

@@ -4,6 +4,17 @@ import Foundation
 public protocol TextCodec {
     func encode(_ text: String) -> [Int]
     func decode(_ ids: [Int]) -> String
+    /// The model's chat template (Jinja) when it ships one.
+    var chatTemplate: String? { get }
+    /// The texts of the BOS and EOS tokens (what a chat template prints for `bos_token`/`eos_token`).
+    var bosText: String { get }
+    var eosText: String { get }
+}
+
+extension TextCodec {
+    public var chatTemplate: String? { nil }
+    public var bosText: String { "" }
+    public var eosText: String { "" }
 }
 
 /// The evaluation tasks of ../shared/TASKS.md.
@@ -72,17 +83,52 @@ public struct TaskSpec: Hashable, Sendable, Codable {
     /// Teacher-forced positions evaluated after the context (fidelity, perplexity).
     public var evalTokens: Int
     public var suffixMode: SuffixMode
+    /// Greedy tokens to generate at most; nil = the task's default (docs/tasks.md, "Generation").
+    public var maxNewTokens: Int?
+    /// Generation stops once the decoded output contains one of these (which is cut off); [] = none.
+    public var stop: [String]
+    /// Wrap the prompt in the model's chat template (instruct models); false = the raw prompt.
+    public var chatTemplate: Bool
+    /// Query heads switched off in the runs of this task (not in its full-cache reference); nil = none.
+    public var ablation: HeadAblation?
 
     /// As run keys write them (`RunKey`).
     enum CodingKeys: String, CodingKey {
         case kind, context, samples, seed, depth, textFile = "text_file", evalTokens = "eval_tokens", suffixMode = "suffix"
+        case maxNewTokens = "max_new_tokens", stop, chatTemplate = "chat_template"
+    }
+
+    /// The generation settings are written only when they differ from the defaults (`RunKey.text`).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(kind: try c.decode(TaskKind.self, forKey: .kind), context: try c.decode(Int.self, forKey: .context),
+                  samples: try c.decode(Int.self, forKey: .samples), seed: try c.decode(UInt64.self, forKey: .seed),
+                  depth: try c.decodeIfPresent(Double.self, forKey: .depth), textFile: try c.decodeIfPresent(String.self, forKey: .textFile),
+                  evalTokens: try c.decode(Int.self, forKey: .evalTokens), suffixMode: try c.decode(SuffixMode.self, forKey: .suffixMode),
+                  maxNewTokens: try c.decodeIfPresent(Int.self, forKey: .maxNewTokens),
+                  stop: try c.decodeIfPresent([String].self, forKey: .stop) ?? [],
+                  chatTemplate: try c.decodeIfPresent(Bool.self, forKey: .chatTemplate) ?? false)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind, forKey: .kind); try c.encode(context, forKey: .context)
+        try c.encode(samples, forKey: .samples); try c.encode(seed, forKey: .seed)
+        try c.encode(depth, forKey: .depth); try c.encode(textFile, forKey: .textFile)
+        try c.encode(evalTokens, forKey: .evalTokens); try c.encode(suffixMode, forKey: .suffixMode)
+        try c.encodeIfPresent(maxNewTokens, forKey: .maxNewTokens)
+        if !stop.isEmpty { try c.encode(stop, forKey: .stop) }
+        if chatTemplate { try c.encode(chatTemplate, forKey: .chatTemplate) }
     }
 
     public init(kind: TaskKind, context: Int, samples: Int = 1, seed: UInt64 = 0, depth: Double? = nil,
-                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil) {
+                textFile: String? = nil, evalTokens: Int = 32, suffixMode: SuffixMode? = nil,
+                maxNewTokens: Int? = nil, stop: [String] = [], chatTemplate: Bool = false, ablation: HeadAblation? = nil) {
         self.kind = kind; self.context = context; self.samples = samples; self.seed = seed
         self.depth = depth; self.textFile = textFile; self.evalTokens = evalTokens
         self.suffixMode = suffixMode ?? (kind == .passkey ? .decode : .prefill)
+        self.maxNewTokens = maxNewTokens; self.stop = stop; self.chatTemplate = chatTemplate
+        self.ablation = ablation
     }
 }
 

@@ -17,7 +17,7 @@ public enum ResultsCompare {
     public struct Options: Sendable {
         public var tolerances: [String: Tolerance] = [:]
         /// Metrics not compared: wall-clock timings by default (they vary run to run).
-        public var ignored: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
+        public var ignored: Set<String> = ResultsEquality.timings
         /// Float32 arithmetic: metrics near 0 (KL, output error of an almost exact policy) move by
         /// rounding alone, e.g. between a debug and a release build, so an absolute floor of 1e-6.
         public var defaultTolerance = Tolerance(abs: 1e-6, rel: 1e-6)
@@ -54,13 +54,18 @@ public enum ResultsCompare {
         /// Runs that failed in the new file but not in the baseline.
         public var failed: [String] = []
         public var schemaMismatch: String?
+        /// Anything else that fails the comparison: an empty file, a non-finite baseline value.
+        public var problems: [String] = []
         public var compared = 0
-        public var passed: Bool { regressions.isEmpty && missing.isEmpty && failed.isEmpty && schemaMismatch == nil }
+        public var passed: Bool {
+            regressions.isEmpty && missing.isEmpty && failed.isEmpty && schemaMismatch == nil && problems.isEmpty
+        }
 
         /// A readable account: what regressed and by how much.
         public func text() -> String {
             var out: [String] = []
             if let s = schemaMismatch { out.append("schema mismatch: \(s)") }
+            for p in problems { out.append(p) }
             for m in missing { out.append("missing run: \(m)") }
             for f in failed { out.append("failed run: \(f)") }
             if !regressions.isEmpty {
@@ -71,7 +76,9 @@ public enum ResultsCompare {
                 out.append("improvements (\(improvements.count), not failures):")
                 out.append(table(improvements))
             }
-            out.append(passed ? "ok: \(compared) runs match the baseline" : "FAILED: \(regressions.count) regressions, \(missing.count) missing, \(failed.count) failed runs")
+            out.append(passed ? "ok: \(compared) runs match the baseline"
+                : "FAILED: \(regressions.count) regressions, \(missing.count) missing, \(failed.count) failed runs" +
+                  (problems.isEmpty ? "" : ", \(problems.count) other problems"))
             return out.joined(separator: "\n")
         }
 
@@ -94,6 +101,9 @@ public enum ResultsCompare {
             report.schemaMismatch = "new file has schema \(new.provenance.schemaVersion), baseline \(baseline.provenance.schemaVersion)"
             return report
         }
+        // Nothing compared is not a pass.
+        if baseline.runs.isEmpty { report.problems.append("baseline '\(baseline.path)' has no runs: nothing to compare against") }
+        if new.runs.isEmpty { report.problems.append("'\(new.path)' has no runs") }
         let byKey = Dictionary(new.runs.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         for b in baseline.runs {
             guard let n = byKey[b.key] else { report.missing.append("\(b.index) \(b.taskKind) \(b.policyLabel)"); continue }
@@ -105,8 +115,19 @@ public enum ResultsCompare {
                                                       metric: m.name + " (absent)", baseline: m.value, new: .nan))
                     continue
                 }
-                if v == m.value || (v.isNaN && m.value.isNaN) { continue }
                 let f = Finding(index: n.index, policy: n.policyLabel, task: n.taskKind, metric: m.name, baseline: m.value, new: v)
+                // NaN and ±inf are never better or within tolerance. A metric that may be NaN by
+                // definition (no decode steps: read_fraction) matches only the same non-finite value.
+                if !v.isFinite || !m.value.isFinite {
+                    let sameKind = (v.isNaN && m.value.isNaN) || v == m.value
+                    if sameKind && !FiniteMetrics.required.contains(m.name) { continue }
+                    if !m.value.isFinite {
+                        report.problems.append("baseline run \(b.index) \(b.policyLabel): \(m.name) is \(m.value); a baseline must hold finite values (regenerate it)")
+                    }
+                    if !v.isFinite { report.regressions.append(f) }
+                    continue
+                }
+                if v == m.value { continue }
                 let worse: Bool
                 switch direction(m.name) {
                 case .higherIsBetter: worse = v < m.value

@@ -4,12 +4,12 @@ import Foundation
 
 public enum ResultsEquality {
     /// Wall-clock metrics: they differ run to run.
-    public static let timings: Set<String> = ["prefill_s_per_token", "decode_s_per_token", "run_wall_s"]
+    public static let timings: Set<String> = ["prefill_s_per_token", "prefill_replay_s_per_token", "decode_s_per_token", "run_wall_s"]
 
     /// Differences between the runs of `a` and `b`, one line each (empty: equal): the same grid
     /// indices with the same keys, and per run the same status, scalars, per-sample series,
-    /// per-layer x head grids and retention maps, bit for bit (NaN equals NaN), except the metrics
-    /// in `ignoring`. Provenance (times, hosts, merge attributes) is not compared.
+    /// per-layer x head grids, retention maps and generated texts, bit for bit (NaN equals NaN), except the metrics,
+    /// per-sample series and texts named in `ignoring`. Provenance (times, hosts, merge attributes) is not compared.
     public static func differences(_ a: ResultsFile, _ b: ResultsFile, ignoring: Set<String> = timings) -> [String] {
         var out: [String] = []
         let left = Dictionary(a.runs.map { ($0.index, $0) }, uniquingKeysWith: { x, _ in x })
@@ -34,6 +34,9 @@ public enum ResultsEquality {
             }
             if x.perLayerHead != y.perLayerHead { out.append("#\(i) \(x.policyLabel): per-layer x head grids differ") }
             if x.retention != y.retention { out.append("#\(i) \(x.policyLabel): retention maps differ") }
+            if x.texts.filter({ !ignoring.contains($0.name) }) != y.texts.filter({ !ignoring.contains($0.name) }) {
+                out.append("#\(i) \(x.policyLabel): generated texts differ")
+            }
         }
         return out
     }

@@ -19,8 +19,9 @@ public struct ResultsFile: Sendable, Equatable {
 
     /// Reads the file at `path`. Refuses a file that is not HDF5, not a KVLab results file, or
     /// whose `schema_version` is missing or newer than `ResultsSchema.version` (naming both).
-    public static func read(_ path: String) throws -> ResultsFile {
-        let file = try ResultsIO.openResultsFile(path)
+    /// `requireStamp`: refuse a file without KVLab's integrity stamp (`kvlab compare` sets it).
+    public static func read(_ path: String, requireStamp: Bool = false) throws -> ResultsFile {
+        let file = try ResultsIO.openResultsFile(path, requireStamp: requireStamp)
         defer { try? file.close() }
         let provenance = try ResultsIO.readRootProvenance(file)
         let models = try ResultsIO.readModels(file)
@@ -34,8 +35,8 @@ public struct ResultsFile: Sendable, Equatable {
     }
 
     /// Only the provenance (root attributes) of the file at `path`, with the same checks as `read`.
-    public static func readProvenance(_ path: String) throws -> Provenance {
-        let file = try ResultsIO.openResultsFile(path)
+    public static func readProvenance(_ path: String, requireStamp: Bool = false) throws -> Provenance {
+        let file = try ResultsIO.openResultsFile(path, requireStamp: requireStamp)
         defer { try? file.close() }
         return try ResultsIO.readRootProvenance(file)
     }

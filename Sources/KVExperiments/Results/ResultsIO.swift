@@ -119,6 +119,12 @@ enum ResultsIO {
             if !seen.insert(s.name).inserted { throw fail("per-sample series '\(s.name)' appears twice") }
         }
         seen = []
+        for t in r.texts {
+            if let p = metricNameProblem(t.name) { throw fail(p) }
+            if !seen.insert(t.name).inserted { throw fail("text series '\(t.name)' appears twice") }
+            if t.values.contains(where: { $0.utf8.contains(0) }) { throw fail("text series '\(t.name)' contains a NUL character") }
+        }
+        seen = []
         for g in r.perLayerHead {
             if let p = metricNameProblem(g.name) { throw fail(p) }
             if !seen.insert(g.name).inserted { throw fail("layer x head grid '\(g.name)' appears twice") }
@@ -171,6 +177,11 @@ enum ResultsIO {
         try grids.setAttribute("order", encodeNames(r.perLayerHead.map(\.name)))
         for m in r.perLayerHead { try grids.write(m.name, floats: m.values, shape: [m.layers, m.heads]) }
         if let ret = r.retention { try g.write("retention", int32s: ret.positions, shape: ret.shape, gzip: 4) }
+        if !r.texts.isEmpty {
+            let texts = try g.createGroup("text")
+            try texts.setAttribute("order", encodeNames(r.texts.map(\.name)))
+            for t in r.texts { try texts.write(t.name, strings: t.values) }
+        }
     }
 
     /// The attributes of a /runs/<index> group.
@@ -321,15 +332,22 @@ enum ResultsIO {
             let (values, shape) = try g.readInt32s("retention")
             r.retention = RunRecord.Retention(positions: values, shape: shape)
         }
+        if g.exists("text") {
+            let sub = try g.group("text")
+            r.texts = try order(sub).map { RunRecord.TextSeries($0, try sub.readStrings($0).values) }
+        }
         return r
     }
 
     /// Opens an existing results file read-only, turning "not HDF5 / damaged" into `ResultsError.unreadable`.
-    static func openResultsFile(_ path: String) throws -> H5File {
+    /// `requireStamp`: the file is resumed, merged or compared, so it must carry KVLab's integrity
+    /// stamp (H5File.open); a file only read (report, status) may come from another program.
+    static func openResultsFile(_ path: String, requireStamp: Bool = false) throws -> H5File {
         do {
-            return try H5File.open(path)
+            return try H5File.open(path, requireStamp: requireStamp)
         } catch let error as H5Error {
             if case .fileNotFound = error { throw ResultsError.failed(file: path, reason: "no such file") }
+            if case .unstamped = error { throw ResultsError.unstamped(file: path) }
             throw ResultsError.unreadable(file: path, reason: error.localizedDescription)
         }
     }

@@ -11,11 +11,21 @@ public enum ResultsMerge {
     /// from the first input holding it); different keys are an error. Runs are copied as by `copyRun`.
     /// Models are the union (same id with other hashes is an error). The output keeps the first
     /// input's provenance with `shard` "" and the root attributes `merged_from` (JSON array of
-    /// the inputs' paths) and `merged` (UTC time). An existing `output` is refused unless `force`.
+    /// the inputs' paths) and `merged` (UTC time). An existing `output` is refused unless `force`;
+    /// one that a sweep or another merge is writing (it holds the lock) always is. `update`: an
+    /// existing output of the same config is replaced only if every run in it is in the inputs
+    /// (`MergeCheck.checkUpdate`, read while the lock is held).
     @discardableResult
-    public static func merge(_ inputs: [String], into output: String, force: Bool) throws -> Int {
+    public static func merge(_ inputs: [String], into output: String, force: Bool, update: Bool = false) throws -> Int {
         guard !inputs.isEmpty else { throw ResultsError.failed(file: output, reason: "nothing to merge: no input files") }
-        if FileManager.default.fileExists(atPath: output) && !force { throw ResultsError.outputExists(file: output) }
+        // The writer's lock of the output, as `kvlab run` takes it: a sweep writing the file (or
+        // another merge) makes this fail instead of replacing its file under it. Holding it, the
+        // temporary files of interrupted merges and sweeps are removed.
+        let lock = try ResultsLock.acquire(output)
+        defer { lock.release() }
+        lock.removeStaleTemporaries()
+        let replace = try force || (update && MergeCheck.checkUpdate(output: lock.path, inputs: inputs))
+        if FileManager.default.fileExists(atPath: lock.path) && !replace { throw ResultsError.outputExists(file: output) }
 
         var files: [H5File] = []
         defer { for f in files { try? f.close() } }
@@ -24,7 +34,7 @@ public enum ResultsMerge {
         var modelSource: [String: String] = [:]
         var chosen: [Int: (file: Int, row: ResultsIO.Row)] = [:]
         for (i, input) in inputs.enumerated() {
-            let file = try ResultsIO.openResultsFile(input)
+            let file = try ResultsIO.openResultsFile(input, requireStamp: true)
             files.append(file)
             let provenance = try ResultsIO.readRootProvenance(file)
             if let reference, provenance.configHash != reference.configHash {
@@ -58,7 +68,7 @@ public enum ResultsMerge {
         var provenance = reference!
         provenance.shard = ""
         let order = chosen.keys.sorted()
-        try H5File.writeAtomically(to: output) { out in
+        try H5File.writeAtomically(to: lock.path) { out in
             try ResultsIO.writeProvenance(provenance, to: out.root)
             try out.root.setAttribute("merged_from", ResultsIO.encodeNames(inputs))
             try out.root.setAttribute("merged", ResultsIO.utcNow())

@@ -27,6 +27,8 @@ public enum ResultsError: LocalizedError, Equatable, Sendable {
     case configMismatch(file: String, fileHash: String, requestedHash: String)
     /// The file exists but cannot be read as HDF5 (e.g. damaged); it is left untouched.
     case unreadable(file: String, reason: String)
+    /// A results file to resume, merge or compare carries no KVLab integrity stamp.
+    case unstamped(file: String)
     /// The file is HDF5 but not a KVLab results file (root attributes missing).
     case notResultsFile(file: String, reason: String)
     /// The file's schema version is missing or newer than this build reads.
@@ -55,6 +57,11 @@ public enum ResultsError: LocalizedError, Equatable, Sendable {
         case let .configMismatch(f, fileHash, requested):
             return "'\(f)' holds results of another config (config_hash \(fileHash)); this config has config_hash \(requested). " +
                 "Use another output file, or --force to start a new file (the old one is kept as '\(f).bak-<time>')"
+        case let .unstamped(f):
+            return "'\(f)' carries no KVLab integrity stamp (written by another program, by a KVLab older than the stamp, " +
+                "or its header was overwritten); results that are resumed, merged or compared must carry one, since damage " +
+                "could not be told from results. It was left untouched. If you trust it, set KVLAB_IGNORE_CHECKSUM=1 " +
+                "(`KVLAB_IGNORE_CHECKSUM=1 kvlab merge new.h5 '\(f)'` writes a stamped copy), or give `kvlab run` --force to set it aside and start a new file"
         case let .unreadable(f, reason):
             return "'\(f)' exists but is not a readable HDF5 file (\(reason)); it was left untouched. " +
                 "Move it away, or rerun with --force to set it aside as '\(f).bak-<time>' and start a new file"

@@ -5,15 +5,17 @@
 // new file next to it, `.<name>.tmp-<pid>-<random>`, fsyncs it and renames it over `path`: a
 // kill at any moment leaves either the previous file or the new one, both complete. The new file
 // is built one of two ways:
-// - append (the usual case): a byte copy of the current file (finished runs stay byte-identical),
-//   opened read-write, gets the new run groups and a rebuilt /summary. Each append leaves the
+// - append (the usual case): the current file, read into memory (finished runs stay
+//   byte-identical), gets the new run groups and a rebuilt /summary. Each append leaves the
 //   replaced summary's space unused in the file (HDF5 does not reclaim it);
 // - rewrite (compaction): a fresh file with the provenance, the models, every committed run
 //   copied from the current one (see `copyRun`), the new runs and the summary. Done when the
 //   file has grown to twice its size after the last rewrite (and at least 1 MiB more), so the
 //   wasted space stays below the live data and the cost per commit stays proportional to the
 //   file size; and by `close()`/`compact()`.
-// A lock file (`.<name>.lock`, flock) keeps two writers off one file.
+// A lock file (`.<name>.lock`, flock; ResultsLock.swift, shared with `kvlab merge`) keeps two
+// writers off one file, keyed by its real path. A run committed with an error status can be
+// committed again (a rerun retries it); the new record replaces the failed one.
 import Foundation
 import KVHDF5
 #if canImport(Glibc)
@@ -42,19 +44,19 @@ public final class ResultsStore {
     /// The file's size after the last rewrite (or when opened).
     private var compactSize = 0
     private let writer: Provenance
-    private var lockFD: Int32
+    private var lock: ResultsLock?
+    /// The file as this store last wrote or read it (device, inode, size, mtime): a file replaced
+    /// behind the store's back is refused, not overwritten with a stale view of its runs.
+    private var lastSeen: FileOps.Identity?
 
-    private init(path: String, provenance: Provenance, models: [ModelRecord], writer: Provenance, lockFD: Int32) {
-        self.path = path; self.provenance = provenance; self.models = models; self.writer = writer; self.lockFD = lockFD
+    private init(path: String, provenance: Provenance, models: [ModelRecord], writer: Provenance, lock: ResultsLock) {
+        self.path = path; self.provenance = provenance; self.models = models; self.writer = writer; self.lock = lock
     }
 
     deinit { releaseLock() }
 
-    /// The lock file of the results file at `path`: `<dir>/.<name>.lock`.
-    public static func lockPath(for path: String) -> String {
-        let url = URL(fileURLWithPath: path)
-        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).lock").path
-    }
+    /// The lock file of the results file at `path` (symlinks resolved): `<dir>/.<name>.lock`.
+    public static func lockPath(for path: String) -> String { ResultsLock.lockPath(for: path) }
 
     /// Opens the results file at `path` for writing, creating it (with no runs) when absent.
     ///
@@ -65,7 +67,10 @@ public final class ResultsStore {
     /// - `models` are added to the file's models.
     /// - `provenance.schemaVersion` is ignored: the file gets `ResultsSchema.version`; an empty
     ///   `created` is filled with the current UTC time.
-    /// Left-over temporary files of killed writers (`.<name>.tmp-*`) are removed.
+    /// - A file of another shard (its `shard` attribute differs from `provenance.shard`) is
+    ///   refused like another config's: one file holds one shard (or the whole grid).
+    /// Left-over temporary files of killed writers (`.<name>.tmp-*`) are removed. `path` may be a
+    /// symlink: the store writes (and locks) the file it points to.
     public static func open(path: String, provenance: Provenance, models: [ModelRecord], force: Bool) throws -> ResultsStore {
         var writer = provenance
         writer.schemaVersion = ResultsSchema.version
@@ -78,17 +83,17 @@ public final class ResultsStore {
         }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
         try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let fd = try acquireLock(for: path)
-        let store = ResultsStore(path: path, provenance: writer, models: newModels, writer: writer, lockFD: fd)
+        let lock = try ResultsLock.acquire(path)
+        let store = ResultsStore(path: lock.path, provenance: writer, models: newModels, writer: writer, lock: lock)
         do {
-            removeStaleTemporaries(of: path)
-            if FileManager.default.fileExists(atPath: path) {
+            lock.removeStaleTemporaries()
+            if FileManager.default.fileExists(atPath: store.path) {
                 do {
                     try store.load(requested: writer, models: newModels)
                     return store
                 } catch let error as ResultsError {
                     guard force else { throw error }
-                    store.backupPath = try setAside(path)
+                    store.backupPath = try setAside(store.path)
                     store.provenance = writer; store.models = newModels; store.finished = [:]; store.rows = []
                 }
             }
@@ -100,43 +105,59 @@ public final class ResultsStore {
         }
     }
 
-    /// Whether run `index` is committed with this `key` (resume skips it).
+    /// Whether run `index` is committed with this `key`, whatever its status.
     public func isFinished(index: Int, key: String) -> Bool { finished[index] == key }
 
+    /// Whether run `index` is committed with an error status (a rerun retries it).
+    public func isFailed(index: Int) -> Bool { failedIndices.contains(index) }
+
+    /// Grid indices committed with a status other than "ok".
+    public private(set) var failedIndices: Set<Int> = []
+
     /// Commits one finished run (one atomic replacement of the file). A grid index that is
-    /// already committed (with the same key or another one) is refused.
+    /// already committed is refused, unless it failed before and `run` has the same key: the new
+    /// record then replaces the failed one.
     public func commit(_ run: RunRecord) throws { try commitBatch([run]) }
 
     /// Commits several finished runs with one replacement of the file: all of them or none.
     public func commitBatch(_ runs: [RunRecord]) throws {
-        guard lockFD >= 0 else { throw ResultsError.failed(file: path, reason: "the results store is closed") }
+        guard lock != nil else { throw ResultsError.failed(file: path, reason: "the results store is closed") }
         if runs.isEmpty { return }
         var batch: [Int: String] = [:]
+        var replaced: Set<Int> = []
         for r in runs {
             try ResultsIO.validate(r, file: path)
-            if let existing = finished[r.index] ?? batch[r.index] {
+            if let existing = batch[r.index] {
                 throw ResultsError.duplicateRun(file: path, index: r.index, key: r.key, existingKey: existing)
+            }
+            if let existing = finished[r.index] {
+                guard existing == r.key, failedIndices.contains(r.index) else {
+                    throw ResultsError.duplicateRun(file: path, index: r.index, key: r.key, existingKey: existing)
+                }
+                replaced.insert(r.index)
             }
             batch[r.index] = r.key
         }
+        try checkUnchanged()
         let size = FileOps.fileSize(path)
         if Self.alwaysRewrite || size - compactSize > max(compactSize, Self.slack) {
-            try rewrite(adding: runs)
+            try rewrite(adding: runs, replacing: replaced)
         } else {
-            try append(runs)
+            try append(runs, replacing: replaced)
         }
     }
 
     /// Rewrites the file without the space left by replaced summaries (done by `close()` too).
     public func compact() throws {
-        guard lockFD >= 0 else { throw ResultsError.failed(file: path, reason: "the results store is closed") }
+        guard lock != nil else { throw ResultsError.failed(file: path, reason: "the results store is closed") }
+        try checkUnchanged()
         if FileOps.fileSize(path) > compactSize { try rewrite(adding: []) }
     }
 
     /// Compacts the file if appends left unused space in it (best effort: the file is complete
     /// either way), then releases the lock. Further commits throw. Idempotent.
     public func close() {
-        guard lockFD >= 0 else { return }
+        guard lock != nil else { return }
         try? compact()
         releaseLock()
     }
@@ -149,8 +170,20 @@ public final class ResultsStore {
     // MARK: - Internals
 
     private func releaseLock() {
-        if lockFD >= 0 { _ = flock(lockFD, LOCK_UN); FileOps.posixClose(lockFD) }
-        lockFD = -1
+        lock?.release()
+        lock = nil
+    }
+
+    /// Refuses to write when the file is not the one this store last wrote or read (replaced or
+    /// removed by another program, which the lock cannot stop).
+    private func checkUnchanged() throws {
+        guard let seen = lastSeen else { return }
+        let now = FileOps.identity(path)
+        guard now == seen else {
+            throw ResultsError.failed(file: path, reason: now == nil
+                ? "the file was removed while this sweep was writing it; nothing more is written"
+                : "the file was replaced or modified by another program while this sweep was writing it; nothing more is written (rerun to resume from what the file holds)")
+        }
     }
 
     /// Loads an existing file of the same config; throws a ResultsError for anything else.
@@ -159,11 +192,16 @@ public final class ResultsStore {
         let storedModels: [ModelRecord]
         let storedRows: [ResultsIO.Row]
         do {
-            let file = try ResultsIO.openResultsFile(path)
+            let file = try ResultsIO.openResultsFile(path, requireStamp: true)   // resumed: KVLab's own, verified
             defer { try? file.close() }
             stored = try ResultsIO.readRootProvenance(file)
             guard stored.configHash == requested.configHash else {
                 throw ResultsError.configMismatch(file: path, fileHash: stored.configHash, requestedHash: requested.configHash)
+            }
+            guard stored.shard == requested.shard else {
+                func name(_ s: String) -> String { s.isEmpty ? "the whole grid (no shard)" : "shard \(s)" }
+                throw ResultsError.failed(file: path, reason: "it holds \(name(stored.shard)), this run is \(name(requested.shard)); " +
+                    "use another --output (each shard has its own file; combine them with `kvlab merge`), or --force to start a new file")
             }
             storedModels = try ResultsIO.readModels(file)
             storedRows = try ResultsIO.readRunRows(file)
@@ -191,7 +229,9 @@ public final class ResultsStore {
         models = merged
         rows = storedRows
         finished = Dictionary(rows.map { ($0.index, $0.key) }, uniquingKeysWith: { a, _ in a })
+        failedIndices = Set(rows.filter { $0.status != "ok" }.map(\.index))
         compactSize = FileOps.fileSize(path)
+        lastSeen = FileOps.identity(path)
         if merged.count != storedModels.count { try rewrite(adding: []) }
     }
 
@@ -201,16 +241,16 @@ public final class ResultsStore {
 
     /// Writes a new file (provenance, models, committed runs copied, `runs`, summary) and renames
     /// it over `path`.
-    private func rewrite(adding runs: [RunRecord]) throws {
+    private func rewrite(adding runs: [RunRecord], replacing replaced: Set<Int> = []) throws {
         let stamp = stamp()
-        let committed = rows
+        let committed = rows.filter { !replaced.contains($0.index) }
         let added = runs.map { ResultsIO.Row($0, stamp: stamp) }
         try H5File.writeAtomically(to: path) { out in
             try ResultsIO.writeProvenance(provenance, to: out.root)
             try ResultsIO.writeModels(models, to: out.root)
             let group = try out.root.createGroup("runs")
             if !committed.isEmpty {
-                let current = try H5File.open(path)
+                let current = try H5File.open(path, requireStamp: true)
                 defer { try? current.close() }
                 let source = try current.root.group("runs")
                 for row in committed { try ResultsIO.copyRun(row, from: source, to: group) }
@@ -219,27 +259,34 @@ public final class ResultsStore {
             try ResultsIO.writeSummary(committed + added, to: out.root)
         }
         compactSize = FileOps.fileSize(path)
+        lastSeen = FileOps.identity(path)
         record(added)
     }
 
-    /// Copies the file byte for byte, adds `runs` and a new /summary to the copy, and renames it
-    /// over `path`.
-    private func append(_ runs: [RunRecord]) throws {
+    /// Reads the file (finished runs stay byte-identical), adds `runs` and a new /summary in memory,
+    /// and replaces `path` with the result atomically (H5File.modifyAtomically).
+    private func append(_ runs: [RunRecord], replacing replaced: Set<Int> = []) throws {
         let stamp = stamp()
         let added = runs.map { ResultsIO.Row($0, stamp: stamp) }
-        let all = rows + added
-        try FileOps.replaceAtomically(path, withModifiedCopy: { file in
+        let all = rows.filter { !replaced.contains($0.index) } + added
+        let removed = rows.filter { replaced.contains($0.index) }.map(\.run)
+        try H5File.modifyAtomically(path, requireStamp: true) { file in
             let group = try file.root.group("runs")
+            for name in removed { try group.remove(name) }
             for r in runs { try ResultsIO.writeRun(r, stamp: stamp, to: group) }
             try file.root.remove("summary")
             try ResultsIO.writeSummary(all, to: file.root)
-        })
+        }
+        lastSeen = FileOps.identity(path)
         record(added)
     }
 
     private func record(_ added: [ResultsIO.Row]) {
+        let replaced = Set(added.map(\.index))
+        rows.removeAll { replaced.contains($0.index) }
         for row in added {
             finished[row.index] = row.key
+            if row.status == "ok" { failedIndices.remove(row.index) } else { failedIndices.insert(row.index) }
             rows.append(row)
         }
         if zip(rows, rows.dropFirst()).contains(where: { $0.index > $1.index }) { rows.sort { $0.index < $1.index } }
@@ -255,32 +302,6 @@ public final class ResultsStore {
             result.append(m)
         }
         return result
-    }
-
-    private static func acquireLock(for path: String) throws -> Int32 {
-        let lock = lockPath(for: path)
-        let fd = FileOps.posixOpen(lock)
-        guard fd >= 0 else {
-            throw ResultsError.failed(file: path, reason: "cannot create lock file '\(lock)': \(String(cString: strerror(errno)))")
-        }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let code = errno
-            FileOps.posixClose(fd)
-            if code == EWOULDBLOCK { throw ResultsError.locked(file: path) }
-            throw ResultsError.failed(file: path, reason: "cannot lock '\(lock)': \(String(cString: strerror(code)))")
-        }
-        return fd
-    }
-
-    /// Removes `.<name>.tmp-*` files of writers killed mid-commit (safe: we hold the lock).
-    private static func removeStaleTemporaries(of path: String) {
-        let url = URL(fileURLWithPath: path)
-        let prefix = ".\(url.lastPathComponent).tmp-"
-        let directory = url.deletingLastPathComponent()
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { return }
-        for name in names where name.hasPrefix(prefix) {
-            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
-        }
     }
 
     /// Renames `path` to `<path>.bak-<UTC time>` (with a counter if taken); returns the new path.
@@ -302,8 +323,20 @@ public final class ResultsStore {
 
 /// File-system steps of the store (POSIX).
 private enum FileOps {
-    static func posixOpen(_ path: String) -> Int32 { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
-    static func posixClose(_ fd: Int32) { _ = close(fd) }
+    /// What identifies one version of a file: a rename over it or a write changes it.
+    struct Identity: Equatable { var device: UInt64, inode: UInt64, size: Int64, mtime: Int, mtimeNanos: Int }
+
+    static func identity(_ path: String) -> Identity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        #if os(Linux)
+        let t = info.st_mtim
+        #else
+        let t = info.st_mtimespec
+        #endif
+        return Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                        mtime: Int(t.tv_sec), mtimeNanos: Int(t.tv_nsec))
+    }
 
     /// The size of the file at `path` in bytes (0 when unknown).
     static func fileSize(_ path: String) -> Int {
@@ -312,74 +345,4 @@ private enum FileOps {
     }
 
     static func errnoText() -> String { String(cString: strerror(errno)) }
-
-    /// Replaces `path` crash-safely with a modified copy of it: copies the bytes to
-    /// `.<name>.tmp-<pid>-<random>` next to it, opens the copy read-write for `body`, closes and
-    /// fsyncs it, and renames it over `path` (then fsyncs the directory). On any error the copy is
-    /// removed and `path` is untouched.
-    static func replaceAtomically(_ path: String, withModifiedCopy body: (H5File) throws -> Void) throws {
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent().path
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(String(UInt32.random(in: 0 ... .max), radix: 16))").path
-        func fail(_ step: String) -> ResultsError { .failed(file: path, reason: "\(step): \(errnoText())") }
-        do {
-            try copyFile(path, to: temporary, fail: fail)
-            let file = try H5File.open(temporary, writable: true)
-            do {
-                try body(file)
-                try file.close()
-            } catch {
-                try? file.close()
-                throw error
-            }
-            let fd = open(temporary, O_RDONLY)
-            guard fd >= 0 else { throw fail("open '\(temporary)' for fsync") }
-            let synced = fsync(fd)
-            FileOps.posixClose(fd)
-            guard synced == 0 else { throw fail("fsync '\(temporary)'") }
-            guard rename(temporary, path) == 0 else { throw fail("rename '\(temporary)'") }
-        } catch {
-            _ = unlink(temporary)
-            throw error
-        }
-        let dirFD = open(directory, O_RDONLY)
-        if dirFD >= 0 { _ = fsync(dirFD); FileOps.posixClose(dirFD) }
-    }
-
-    /// Copies the regular file `source` to the new file `destination` (created exclusively).
-    static func copyFile(_ source: String, to destination: String, fail: (String) -> ResultsError) throws {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw fail("open '\(source)'") }
-        defer { FileOps.posixClose(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard output >= 0 else { throw fail("create '\(destination)'") }
-        defer { FileOps.posixClose(output) }
-        #if os(Linux)
-        // In-kernel copy; falls back to read/write where sendfile cannot do files.
-        var offset: off_t = 0
-        while true {
-            let n = sendfile(output, input, &offset, 1 << 30)
-            if n > 0 { continue }
-            if n == 0 { return }
-            if errno == EINTR { continue }
-            if errno == EINVAL || errno == ENOSYS, offset == 0 { break }
-            throw fail("copy '\(source)' to '\(destination)'")
-        }
-        #endif
-        let size = 1 << 18
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(input, buffer, size)
-            if n < 0 { if errno == EINTR { continue }; throw fail("read '\(source)'") }
-            if n == 0 { break }
-            var written = 0
-            while written < n {
-                let w = write(output, buffer + written, n - written)
-                if w < 0 { if errno == EINTR { continue }; throw fail("write '\(destination)'") }
-                written += w
-            }
-        }
-    }
 }

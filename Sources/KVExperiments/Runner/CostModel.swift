@@ -119,7 +119,9 @@ public enum CostModel {
 
     /// Estimated FLOP-equivalents of one grid point (its policy's run, without the reference).
     public static func cost(_ point: GridPoint, shape: Shape) -> Double {
-        let s = sampleCost(point.task, shape: shape), c = policyClass(point.policy)
+        let s = sampleCost(point.task, shape: shape)
+        // An ablated task runs its full-cache point too (the reference is the intact model).
+        let c = point.policy == .full && point.task.ablation != nil ? PolicyClass(name: "light", run: 1, attention: 0) : policyClass(point.policy)
         return Double(point.task.samples) * (c.run * s.total + c.attention * s.prefillAttention)
     }
 

@@ -3,95 +3,95 @@ import KVCache
 import KVModel
 import KVPolicies
 
-extension SweepRunner {
-    /// Runs one grid point's policy over every sample and turns the outcomes into a RunRecord.
-    /// `referenceSeconds`: what the full-cache reference took (the full policy's wall time).
-    func runPoint(_ point: GridPoint, model m: LlamaModel, codec: TextCodec?, samples: [TaskSample],
-                  refs: [SampleOutcome], referenceSeconds: Double = 0, textSource: String = "") throws -> RunRecord {
-        let start = DispatchTime.now().uptimeNanoseconds
-        let isFull = point.policy == .full
-        _ = try point.policy.make(modelKVHeads: m.config.kvHeads)
-        let outs = isFull ? refs : try samples.map { s in
-            evaluate(m, policy: try point.policy.make(), sample: s, task: point.task, reference: false)
+/// What one (policy, sample) evaluation contributes to its run: the sample's figures, computed as
+/// soon as the sample ran so that the outcome (logits rows, probes, the reference's prefill
+/// recording) can be dropped.
+struct SampleResult {
+    /// Per-sample values in the order they are recorded.
+    var values: [(String, Double)] = []
+    var score = SampleScore()
+    /// Attention recall and output error per (layer, query head) (fidelity).
+    var recall: [Float]?, outputError: [Float]?
+    /// Payload bytes per (layer, stored KV head) of the policy's own stores and of the reference's.
+    var ownBytes: [[Int]] = [], referenceOwnBytes: [[Int]] = []
+    /// Kept positions (only when the config asks for retention maps).
+    var retained: [[[Int]]]?
+    var storedHeads = 0
+    /// The generated text as scored (generation tasks).
+    var text: String?
+    /// Wall seconds of this evaluation (the full policy: the reference's).
+    var seconds = 0.0
+    /// How the policy's prefill ran: "shared" (replayed), "shared_prefix" (lower layers replayed), "own".
+    var prefillMode = "own"
+    /// The query heads the run switched off (head ablation); nil = none.
+    var headMask: HeadMask?
+
+    init(point: GridPoint, sample s: TaskSample, out: SampleOutcome, reference ref: SampleOutcome,
+         model c: ModelConfig, keepRetained: Bool, seconds: Double, headMask: HeadMask? = nil) {
+        let kind = point.task.kind
+        func add(_ k: String, _ v: Double) { values.append((k, v)) }
+        score = TaskScoring.sample(kind, sample: s, text: out.text, rows: out.rows, referenceRows: ref.rows)
+        values = score.values
+        if !kind.isTeacherForced { text = out.text }
+        storedHeads = out.retained.first?.count ?? c.kvHeads
+        if let rp = ref.probe, let pp = out.probe {
+            let r = Metrics.attentionRecall(reference: rp, policy: pp, layers: c.layers, heads: c.heads, group: c.heads / storedHeads)
+            let e = Metrics.outputError(reference: rp, policy: pp, layers: c.layers, heads: c.heads, headDim: c.headDim)
+            (recall, outputError) = (r, e)
+            add("attention_recall", Double(r.reduce(0, +)) / Double(r.count))
+            add("attn_output_rel_error", Double(e.reduce(0, +)) / Double(e.count))
         }
-        let c = m.config
+        // Memory and traffic, read from the stores.
+        add("kv_bytes_stored", Double(out.stats.bytesStored))
+        add("kv_bytes_stored_peak", Double(out.stats.peakBytesStored))
+        add("kv_bytes_full", Double(ref.stats.bytesStored))
+        add("compression", Double(out.stats.bytesStored) / Double(max(ref.stats.bytesStored, 1)))
+        let total = out.stats.bytesStored + out.stats.metadataBytes, fullTotal = ref.stats.bytesStored + ref.stats.metadataBytes
+        add("kv_bytes_total", Double(total))
+        add("kv_bytes_total_full", Double(fullTotal))
+        add("memory_fraction", Double(total) / Double(max(fullTotal, 1)))
+        add("kv_bytes_read_per_step", out.stats.meanDecodeBytesRead)
+        add("kv_bytes_read_prefill", Double(out.stats.prefillBytesRead))   // docs/selection.md, "Bytes read in prefill"
+        add("read_fraction", ref.stats.meanDecodeBytesRead > 0 ? out.stats.meanDecodeBytesRead / ref.stats.meanDecodeBytesRead : .nan)
+        add("metadata_bytes", Double(out.stats.metadataBytes))
+        add("tokens_seen", Double(out.stats.tokensSeen))
+        let compressed = RunFractions.compressedLength(s, task: point.task)
+        add("context_kept_fraction", RunFractions.contextKept(out.retained, compressedLength: compressed))
+        add("stored_fraction", out.finalTokens / Double(max(out.stats.tokensSeen, 1)))
+        add("prefill_s_per_token", out.prefillSeconds / Double(max(out.prefillTokens, 1)))
+        add("prefill_replay_s_per_token", out.replaySeconds.map { $0 / Double(max(out.prefillTokens, 1)) } ?? .nan)
+        add("decode_s_per_token", out.decodeSteps > 0 ? out.decodeSeconds / Double(out.decodeSteps) : .nan)
+        if !kind.isTeacherForced { add("generated_tokens", Double(out.generated.count)) }
+        for (key, v) in s.meta.sorted(by: { $0.key < $1.key }) { add("meta_" + key, v) }
+        (ownBytes, referenceOwnBytes) = (out.ownBytes, ref.ownBytes)
+        retained = keepRetained ? out.retained : nil
+        self.seconds = seconds
+        self.headMask = headMask
+        prefillMode = out.replaySeconds != nil ? "shared" : (out.resumedAt != nil ? "shared_prefix" : "own")
+    }
+}
+
+extension SweepRunner {
+    /// Turns one grid point's per-sample results (in sample order) into its RunRecord.
+    func aggregate(_ point: GridPoint, model c: ModelConfig, results: [SampleResult], textSource: String = "") -> RunRecord {
+        let start = DispatchTime.now().uptimeNanoseconds
         var per: [String: [Double]] = [:]
-        func add(_ k: String, _ v: Double) { per[k, default: []].append(v) }
+        let n = results.count
         var recall = [Float](repeating: 0, count: c.layers * c.heads)
         var outErr = recall
-        let storedHeads = outs.first?.retained.first?.count ?? c.kvHeads   // fewer under head pooling
+        let storedHeads = results.first?.storedHeads ?? c.kvHeads   // fewer under head pooling
         var kept = [Float](repeating: 0, count: c.layers * storedHeads)
         var klAll: [Double] = []
         var nllSum = 0.0, nllRefSum = 0.0, labelCount = 0.0
         let kind = point.task.kind
-
-        for (i, (s, out)) in zip(samples, outs).enumerated() {
-            let ref = refs[i]
-            // Task score.
-            if let scorer = TaskFactory.scorer(for: kind) {
-                let text = codec?.decode(out.generated) ?? out.generated.map(String.init).joined(separator: " ")
-                add("score", scorer(text, s))
-                if let extra = TaskFactory.scores(for: kind, output: text, sample: s) {
-                    for (k, v) in extra.extra.sorted(by: { $0.key < $1.key }) { add(k, v) }
-                }
+        for r in results {
+            for (k, v) in r.values { per[k, default: []].append(v) }
+            klAll += r.score.kls
+            nllSum += r.score.nll; nllRefSum += r.score.nllReference; labelCount += r.score.labels
+            if let rr = r.recall, let ee = r.outputError {
+                for j in recall.indices { recall[j] += rr[j] / Float(n); outErr[j] += ee[j] / Float(n) }
             }
-            // Teacher-forced comparisons at labelled / evaluated rows.
-            if kind.isTeacherForced {
-                var kls: [Double] = [], agree = 0.0, n = 0.0, nll = 0.0, nllRef = 0.0, hits = 0.0, labels = 0.0
-                for (pos, row) in out.rows.sorted(by: { $0.key < $1.key }) {
-                    guard let refRow = ref.rows[pos] else { continue }
-                    kls.append(Metrics.kl(full: refRow, policy: row))
-                    agree += Metrics.argmax(refRow) == Metrics.argmax(row) ? 1 : 0
-                    n += 1
-                }
-                for label in s.labels {
-                    guard let row = out.rows[label.position], let refRow = ref.rows[label.position] else { continue }
-                    nll += Metrics.nll(row, label.token); nllRef += Metrics.nll(refRow, label.token)
-                    hits += Metrics.argmax(row) == label.token ? 1 : 0
-                    labels += 1
-                }
-                let l = max(labels, 1)
-                add("kl_mean", Metrics.mean(kls)); add("top1_agreement", n > 0 ? agree / n : .nan)
-                klAll += kls
-                switch kind {
-                case .perplexity:
-                    // Per window: its perplexity and mean NLL; the run's PPL pools every token (below).
-                    add("ppl", exp(nll / l)); add("ppl_full", exp(nllRef / l))
-                    add("nll_mean", nll / l); add("nll_full_mean", nllRef / l)
-                    add("score", -(nll - nllRef) / l)            // -log(PPL / PPL_full) of the window
-                    nllSum += nll; nllRefSum += nllRef; labelCount += labels
-                case .mqar: add("score", hits / l)
-                default: add("score", n > 0 ? agree / n : .nan)
-                }
-            }
-            if let rp = ref.probe, let pp = out.probe {
-                let r = Metrics.attentionRecall(reference: rp, policy: pp, layers: c.layers, heads: c.heads, group: c.heads / storedHeads)
-                let e = Metrics.outputError(reference: rp, policy: pp, layers: c.layers, heads: c.heads, headDim: c.headDim)
-                for j in recall.indices { recall[j] += r[j] / Float(samples.count); outErr[j] += e[j] / Float(samples.count) }
-                add("attention_recall", Double(r.reduce(0, +)) / Double(r.count))
-                add("attn_output_rel_error", Double(e.reduce(0, +)) / Double(e.count))
-            }
-            // Memory and traffic, read from the stores.
-            add("kv_bytes_stored", Double(out.stats.bytesStored))
-            add("kv_bytes_stored_peak", Double(out.stats.peakBytesStored))
-            add("kv_bytes_full", Double(ref.stats.bytesStored))
-            add("compression", Double(out.stats.bytesStored) / Double(max(ref.stats.bytesStored, 1)))
-            let total = out.stats.bytesStored + out.stats.metadataBytes, fullTotal = ref.stats.bytesStored + ref.stats.metadataBytes
-            add("kv_bytes_total", Double(total))
-            add("kv_bytes_total_full", Double(fullTotal))
-            add("memory_fraction", Double(total) / Double(max(fullTotal, 1)))
-            add("kv_bytes_read_per_step", out.stats.meanDecodeBytesRead)
-            add("kv_bytes_read_prefill", Double(out.stats.prefillBytesRead))   // docs/selection.md, "Bytes read in prefill"
-            add("read_fraction", ref.stats.meanDecodeBytesRead > 0 ? out.stats.meanDecodeBytesRead / ref.stats.meanDecodeBytesRead : .nan)
-            add("metadata_bytes", Double(out.stats.metadataBytes))
-            add("tokens_seen", Double(out.stats.tokensSeen))
-            let compressed = RunFractions.compressedLength(s, task: point.task)
-            add("context_kept_fraction", RunFractions.contextKept(out.retained, compressedLength: compressed))
-            add("stored_fraction", out.finalTokens / Double(max(out.stats.tokensSeen, 1)))
-            add("prefill_s_per_token", out.prefillSeconds / Double(max(out.prefillTokens, 1)))
-            add("decode_s_per_token", out.decodeSteps > 0 ? out.decodeSeconds / Double(out.decodeSteps) : .nan)
-            for (key, v) in s.meta.sorted(by: { $0.key < $1.key }) { add("meta_" + key, v) }
-            RunFractions.addKept(&kept, policy: out.ownBytes, reference: ref.ownBytes, samples: samples.count)
+            RunFractions.addKept(&kept, policy: r.ownBytes, reference: r.referenceOwnBytes, samples: n)
         }
 
         var scalars: [RunRecord.Metric] = [.init("budget_value", point.policy.budgetForm?.value ?? .nan)]
@@ -120,21 +120,28 @@ extension SweepRunner {
             scalars.append(.init("kl_max", klAll.max()!))
             scalars.append(.init("kl_p95", Metrics.percentile(klAll, 0.95)))
         }
-        let evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        scalars.append(.init("run_wall_s", isFull ? referenceSeconds + evalSeconds : evalSeconds))
+        let aggregation = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        scalars.append(.init("run_wall_s", results.reduce(0) { $0 + $1.seconds } + aggregation))
         var grids = [RunRecord.Grid("kept_fraction", kept, layers: c.layers, heads: storedHeads)]
+        if let mask = results.first?.headMask {   // head ablation: which query heads were switched off
+            var ablated = [Float](repeating: 0, count: c.layers * c.heads)
+            for (l, h) in mask.pairs { ablated[l * c.heads + h] = 1 }
+            grids.append(.init("ablated_heads", ablated, layers: c.layers, heads: c.heads))
+            scalars.append(.init("ablated_heads", Double(mask.count)))
+        }
         if kind == .fidelity {
             grids.append(.init("attention_recall", recall, layers: c.layers, heads: c.heads))
             grids.append(.init("attn_output_rel_error", outErr, layers: c.layers, heads: c.heads))
         }
         var retention: RunRecord.Retention? = nil
         if config.retentionMaps {
-            let maxKept = outs.flatMap { $0.retained.flatMap { $0.map(\.count) } }.max() ?? 0
+            let maps = results.map { $0.retained ?? [] }
+            let maxKept = maps.flatMap { $0.flatMap { $0.map(\.count) } }.max() ?? 0
             var flat: [Int32] = []
-            for o in outs { for l in o.retained { for h in l {
+            for o in maps { for l in o { for h in l {
                 flat += h.map(Int32.init) + Array(repeating: -1, count: maxKept - h.count)
             } } }
-            retention = .init(positions: flat, shape: [outs.count, c.layers, storedHeads, maxKept])
+            retention = .init(positions: flat, shape: [maps.count, c.layers, storedHeads, maxKept])
         }
         var record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: kind.rawValue,
                                context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
@@ -142,7 +149,9 @@ extension SweepRunner {
                                policyParams: point.policy.parametersJSON, status: "ok", scalars: scalars,
                                perSample: per.keys.sorted().map { RunRecord.Series($0, per[$0]!) },
                                perLayerHead: grids, retention: retention)
+        if !kind.isTeacherForced { record.texts = [.init("generated", results.map { $0.text ?? "" })] }
         record.info = RunFractions.info(point, textSource: textSource)
+            + [.init("prefill", results.first?.prefillMode ?? "own")]
         return record
     }
 }

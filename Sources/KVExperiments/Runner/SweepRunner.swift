@@ -3,6 +3,7 @@ import KVCache
 import KVModel
 import KVPolicies
 import KVTensor
+import KVTokenizer
 
 /// How a sweep runs: resume/force, sharding, progress.
 public struct RunOptions: Sendable {
@@ -13,8 +14,16 @@ public struct RunOptions: Sendable {
     public var plan: ShardPlan? = nil
     public var output: String? = nil
     public var threads: Int? = nil
+    /// Samples evaluated concurrently (`kvlab run --jobs`), each on its own caches with BLAS and
+    /// attention single-threaded; results equal a serial run's.
+    public var jobs = 1
+    /// Compute each sample's dense prefill once and replay it into every policy that
+    /// `sharesDensePrefill` (`--no-shared-prefill` turns it off; results are identical either way).
+    public var sharedPrefill = true
     /// Progress lines with ETA (on for a terminal).
     public var progress = true
+    /// Runs committed with an error status are retried by a rerun unless this is set.
+    public var skipFailed = false
     public init() {}
 }
 
@@ -24,7 +33,14 @@ public struct SweepSummary: Sendable {
     public var planned = 0
     public var skipped = 0
     public var ran = 0
+    /// Runs of this invocation that ended with an error status.
     public var failed = 0
+    /// Runs that had failed before and ran again (counted in `ran` too).
+    public var retried = 0
+    /// Runs that had failed before and were skipped (`skipFailed`); counted in `skipped` too.
+    public var skippedFailed = 0
+    /// Whether every run this invocation is responsible for is in the file with status "ok".
+    public var allSucceeded: Bool { failed == 0 && skippedFailed == 0 }
     public var wallSeconds = 0.0
     /// Seconds spent evaluating (model forwards, metrics) vs committing results and bookkeeping.
     public var evaluationSeconds = 0.0
@@ -32,8 +48,9 @@ public struct SweepSummary: Sendable {
     public var overheadFraction: Double { wallSeconds > 0 ? max(wallSeconds - evaluationSeconds, 0) / wallSeconds : 0 }
 }
 
-/// Runs the grid of a config: for each (model, task) the full-cache reference once per sample,
-/// then every policy on the same samples; each finished run is committed atomically.
+/// Runs the grid of a config: for each (model, task), every sample through the full-cache reference
+/// (its dense prefill recorded once) and then through every policy (replaying that prefill where the
+/// policy shares it); each finished run is committed atomically (SweepRunner+Group.swift).
 public final class SweepRunner {
     public let config: ExperimentConfig
     public let options: RunOptions
@@ -61,7 +78,9 @@ public final class SweepRunner {
 
     public func run(log: (String) -> Void) throws -> SweepSummary {
         let start = DispatchTime.now().uptimeNanoseconds
+        try Preflight.check(config)   // everything a run would reject, before any work
         if let t = options.threads ?? config.threads { BLAS.setThreads(t) }
+        if jobs > 1 { BLAS.setThreads(1) }
         var summary = SweepSummary(output: outputPath)
         let todo = points
         summary.planned = todo.count
@@ -99,54 +118,73 @@ public final class SweepRunner {
         defer { store.close() }
         for w in config.warnings { log("warning: \(w)") }
 
-        var references: (key: RunKey, samples: [TaskSample], outcomes: [SampleOutcome], seconds: Double)?
         var textSources: [String: String] = [:]
-        var evalSeconds = 0.0
-        for (done, point) in todo.enumerated() {
-            if store.isFinished(index: point.index, key: point.key) { summary.skipped += 1; continue }
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            var record: RunRecord
-            do {
-                let (m, codec, style) = try model(point.model)
-                let refKey = point.runKey.reference
-                if references?.key != refKey {
-                    references = nil
-                    let r0 = DispatchTime.now().uptimeNanoseconds
-                    let samples = try TaskFactory.samples(point.task, codec: codec, vocabularySize: m.config.vocabSize,
-                                                          options: TaskOptions(style: style),
-                                                          modelName: loaded?.codecError.map { "\(point.model.id) (its tokenizer could not be read: \($0))" } ?? point.model.id)
-                    let outcomes = samples.map { s in
-                        evaluate(m, policy: FullCachePolicy(), sample: s, task: point.task, reference: true)
+        var evalSeconds = 0.0, done = 0
+        for group in Self.groups(todo) {
+            // Unfinished runs, and runs that failed before (retried unless `skipFailed`).
+            var pending: [GridPoint] = []
+            for point in group {
+                if store.isFinished(index: point.index, key: point.key) {
+                    if !store.isFailed(index: point.index) || options.skipFailed {
+                        summary.skipped += 1
+                        if store.isFailed(index: point.index) { summary.skippedFailed += 1 }
+                        done += 1
+                        continue
                     }
-                    references = (refKey, samples, outcomes, Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9)
+                    summary.retried += 1
                 }
-                var source = ""
-                if let file = point.task.textFile, point.task.kind != .mqar {
-                    if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
-                    source = textSources[file]!
-                }
-                record = try runPoint(point, model: m, codec: codec, samples: references!.samples, refs: references!.outcomes,
-                                      referenceSeconds: references!.seconds, textSource: source)
-            } catch {
-                record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
-                                   context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
-                                   policyFamily: point.policy.family, policyLabel: point.policy.label,
-                                   policyParams: point.policy.parametersJSON, status: "error: \(error.localizedDescription)")
-                record.info = RunFractions.info(point, textSource: "")
-                summary.failed += 1
+                pending.append(point)
             }
-            let t1 = DispatchTime.now().uptimeNanoseconds
-            evalSeconds += Double(t1 - t0) / 1e9
-            try store.commit(record)
-            summary.commitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t1) / 1e9
-            summary.ran += 1
-            if options.progress {
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                let left = todo.count - done - 1
-                let eta = summary.ran > 0 ? elapsed / Double(done + 1) * Double(left) : 0
-                let score = record.scalar("score").map { String(format: " score %.3f", $0) } ?? ""
-                log(String(format: "[%d/%d] %@ %@ ctx %d: %@%@  (eta %.0fs)", done + 1, todo.count, point.task.kind.rawValue,
-                           point.model.id, point.task.context, point.policy.label, record.status == "ok" ? score : " " + record.status, eta))
+            guard let first = pending.first else { continue }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var records: [RunRecord]
+            do {
+                // Bounded tokenizer regexes: one that backtracks without end fails the group's runs, clearly
+                // (samples and scores built from cut-short encodes are never recorded).
+                records = try TokenizerWorkLimit.check {
+                    let (m, codec, style) = try model(first.model)
+                    let samples = try TaskFactory.samples(first.task, codec: codec, vocabularySize: m.config.vocabSize,
+                                                          options: try Self.taskOptions(first.task, style: style, codec: codec),
+                                                          modelName: loaded?.codecError.map { "\(first.model.id) (its tokenizer could not be read: \($0))" } ?? first.model.id)
+                    var source = ""
+                    if let file = first.task.textFile, first.task.kind != .mqar {
+                        if textSources[file] == nil { textSources[file] = try RunFractions.textSource(file) }
+                        source = textSources[file]!
+                    }
+                    let stop = StopRule(eos: Set(m.config.eosTokenIds), strings: first.task.stop, codec: codec)
+                    let outcomes = evaluateGroup(pending, model: m, samples: samples, stop: stop) { line in
+                        if options.progress { log(line) }
+                    }
+                    return zip(pending, outcomes).map { point, outcome in
+                        switch outcome {
+                        case .success(let results):
+                            let record = aggregate(point, model: m.config, results: results, textSource: source)
+                            // The last line of defence against "ok, score nan" (FiniteMetrics.swift).
+                            do { try FiniteMetrics.check(record) } catch { return errorRecord(point, error) }
+                            return record
+                        case .failure(let error): return errorRecord(point, error)
+                        }
+                    }
+                }
+            } catch {
+                records = pending.map { errorRecord($0, error) }
+            }
+            evalSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            for (point, record) in zip(pending, records) {
+                let t1 = DispatchTime.now().uptimeNanoseconds
+                try store.commit(record)
+                summary.commitSeconds += Double(DispatchTime.now().uptimeNanoseconds - t1) / 1e9
+                summary.ran += 1
+                if record.status != "ok" { summary.failed += 1 }
+                done += 1
+                if options.progress {
+                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                    let left = todo.count - done
+                    let eta = summary.ran > 0 ? elapsed / Double(done) * Double(left) : 0
+                    let score = record.scalar("score").map { String(format: " score %.3f", $0) } ?? ""
+                    log(String(format: "[%d/%d] %@ %@ ctx %d: %@%@  (eta %.0fs)", done, todo.count, point.task.kind.rawValue,
+                               point.model.id, point.task.context, point.policy.label, record.status == "ok" ? score : " " + record.status, eta))
+                }
             }
         }
         summary.evaluationSeconds = evalSeconds
@@ -154,12 +192,26 @@ public final class SweepRunner {
         return summary
     }
 
-    func evaluate(_ m: LlamaModel, policy: CachePolicy, sample: TaskSample, task: TaskSpec, reference: Bool) -> SampleOutcome {
-        let cache = m.makeCache(policy: policy, initialCapacity: sample.context.count + sample.suffix.count + sample.maxNewTokens + 1)
-        let probe = task.kind == .fidelity ? RecordingProbe(shape: cache.shape, keepProbabilities: reference) : nil
-        var eos = Set(m.config.eosTokenIds)
-        if task.kind == .mqar || task.kind == .fidelity { eos = [] }
-        return SampleEvaluator.run(model: m, cache: cache, sample: sample, task: task, probe: probe, eos: eos)
+    /// The grid points in runs of the same (model, task): consecutive in grid order (model-major,
+    /// then task, then policy), they share their samples and the full-cache reference.
+    static func groups(_ points: [GridPoint]) -> [[GridPoint]] {
+        var out: [[GridPoint]] = []
+        var lastKey: RunKey?
+        for p in points {
+            let key = p.runKey.reference
+            if key == lastKey { out[out.count - 1].append(p) } else { out.append([p]); lastKey = key }
+        }
+        return out
+    }
+
+    /// The record of a grid point that could not run.
+    func errorRecord(_ point: GridPoint, _ error: Error) -> RunRecord {
+        var record = RunRecord(index: point.index, key: point.key, modelID: point.model.id, taskKind: point.task.kind.rawValue,
+                               context: point.task.context, seed: Int(point.task.seed), policyKind: point.policy.kind,
+                               policyFamily: point.policy.family, policyLabel: point.policy.label,
+                               policyParams: point.policy.parametersJSON, status: "error: \(error.localizedDescription)")
+        record.info = RunFractions.info(point, textSource: "")
+        return record
     }
 }
 

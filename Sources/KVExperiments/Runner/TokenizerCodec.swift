@@ -9,7 +9,7 @@ struct TokenizerCodec: TextCodec {
     /// The model's tokenizer: a checkpoint folder's tokenizer.json or a .gguf file's metadata;
     /// nil when a folder ships none.
     static func load(model path: String) throws -> TextCodec? {
-        try Tokenizer.forModel(path: path).map { TokenizerCodec(tokenizer: $0) }
+        try TokenizerWorkLimit.check { try Tokenizer.forModel(path: path) }.map { TokenizerCodec(tokenizer: $0) }
     }
 
     /// A folder's tokenizer.json, or nil when it ships none.
@@ -24,5 +24,8 @@ struct TokenizerCodec: TextCodec {
     }
 
     func encode(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: true) }   // BOS as HF tokenizers add it
+    var chatTemplate: String? { tokenizer.chatTemplate }
+    var bosText: String { tokenizer.bosTokenId.map { tokenizer.decode([$0], skipSpecialTokens: false) } ?? "" }
+    var eosText: String { tokenizer.eosTokenId.map { tokenizer.decode([$0], skipSpecialTokens: false) } ?? "" }
     func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
 }

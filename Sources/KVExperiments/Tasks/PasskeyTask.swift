@@ -26,7 +26,7 @@ enum PasskeyTask {
             hay.render(from: 0, count: before, into: &p); p.append(sep)
             p.mark(0); p.append(needle); p.append(sep)
             hay.render(from: cyclic ? 0 : before, count: after, into: &p); p.append(sep)
-            p.markQuestion(); p.append(style.passkeyQuestion)
+            p.markQuestion(); p.appendQuestion(style.passkeyQuestion)
             return p
         }
         let (n, prompt) = try PromptFit.fit(target: context, limit: hay.limit, task: "passkey", render: render, tok)
@@ -53,7 +53,7 @@ enum NeedleTask {
             p.mark(1)
             p.append(sep); p.append(sep)
             p.markQuestion(); p.append(style.needleQuestion)
-            if !style.needleAnswerPrefix.isEmpty { p.append(sep); p.append(style.needleAnswerPrefix) }
+            if !style.needleAnswerPrefix.isEmpty { p.markAnswer(); p.append(sep); p.append(style.needleAnswerPrefix) }
             return p
         }
         let (n, prompt) = try PromptFit.fit(target: spec.context, limit: hay.limit, task: spec.kind.rawValue,

@@ -63,7 +63,7 @@ enum RulerNIAH {
             hay.render(count: n, insertions: ins, into: &p)
             p.append(sep)
             p.markQuestion()
-            p.append(singular
+            p.appendQuestion(singular
                      ? "What is the special magic \(askedType) for \(query) mentioned in the provided text? The special magic \(askedType) for \(query) mentioned in the provided text is"
                      : "What are all the special magic \(askedType) for \(query) mentioned in the provided text? The special magic \(askedType) for \(query) mentioned in the provided text are")
             return p
@@ -139,7 +139,7 @@ enum VariableTrackingTask {
             return p
         }
         let budget = min(500, spec.context / 4)
-        guard let n = PromptFit.search(target: budget, limit: nil, count: { tok.count(render($0).text) }) else {
+        guard let n = try PromptFit.search(target: budget, limit: nil, task: spec.kind.rawValue, count: { tok.count(render($0).text) }) else {
             throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context,
                                             minimum: 4 * tok.count(render(0).text))
         }
@@ -173,6 +173,7 @@ enum VariableChain {
         p.append(sep)
         if markQuestion { p.markQuestion() }
         p.append("Question: Find all variables that are assigned the value \(style.number(value)) in the text above.")
+        if markQuestion { p.markAnswer() }
         p.append(" Answer: According to the chain(s) of variable assignment in the text above, \(style.number(names.count)) variables are assigned the value \(style.number(value)), they are: ")
     }
 }
@@ -232,7 +233,8 @@ enum CommonWordsTask {
         // The common words' frequency first (as high as fits, up to commonFrequency), then rare words.
         let target = spec.context - maxNew
         func commonCount(_ extra: Int) -> Int { tok.count(render(commonFrequency: rare + 1 + extra, rareWords: 0).text) }
-        guard target > 0, let extra = PromptFit.search(target: target, limit: maxCommon - rare - 1, count: commonCount) else {
+        guard target > 0, let extra = try PromptFit.search(target: target, limit: maxCommon - rare - 1, task: spec.kind.rawValue,
+                                                           count: commonCount) else {
             throw TaskError.contextTooShort(task: spec.kind.rawValue, context: spec.context, minimum: commonCount(0) + maxNew)
         }
         let c = rare + 1 + extra
@@ -253,7 +255,8 @@ enum CommonWordsTask {
         p.append(list.enumerated().map { "\(style.number($0 + 1)). \($1)" }.joined(separator: " "))
         p.append(sep)
         if markQuestion { p.markQuestion() }
-        p.append("Question: What are the \(style.number(cw)) most common words in the above list? Answer: The top \(style.number(cw)) words that appear most often in the list are:")
+        let question = "Question: What are the \(style.number(cw)) most common words in the above list? Answer: The top \(style.number(cw)) words that appear most often in the list are:"
+        if markQuestion { p.appendQuestion(question) } else { p.append(question) }
     }
 }
 

@@ -82,6 +82,7 @@ public enum TaskFactory {
             }
             tokenizer = codec.map { PromptTokenizer($0, vocabularySize: vocabularySize, task: spec.kind.rawValue,
                                                     bos: options.style.bos) }
+            tokenizer?.chat = options.chat
             fileText = spec.kind == .mqar ? nil : try spec.textFile.map(TextFile.read)
             if spec.kind.needsTokenizer && fileText == nil && Haystack.words(options.style.filler).isEmpty {
                 throw TaskError.invalidSpec("prompt style '\(options.style.name)' has an empty filler")
@@ -171,14 +172,17 @@ public struct TaskOptions: Hashable, Sendable {
     public var mqarPairs: Int?
     /// Overrides the task's greedy decode length.
     public var maxNewTokens: Int?
+    /// Wraps text prompts in the model's chat template (nil: raw prompts).
+    public var chat: ChatFormat?
 
     public init(style: PromptStyle = .standard, haystack: Haystack = .noise, keys: Item = .words,
                 values: Item = .numbers, needles: Int = 4, hops: Int = 4, commonWords: Int = 10,
-                commonFrequency: Int? = nil, rareFrequency: Int? = nil, mqarPairs: Int? = nil, maxNewTokens: Int? = nil) {
+                commonFrequency: Int? = nil, rareFrequency: Int? = nil, mqarPairs: Int? = nil, maxNewTokens: Int? = nil,
+                chat: ChatFormat? = nil) {
         self.style = style; self.haystack = haystack; self.keys = keys; self.values = values
         self.needles = needles; self.hops = hops; self.commonWords = commonWords
         self.commonFrequency = commonFrequency; self.rareFrequency = rareFrequency
-        self.mqarPairs = mqarPairs; self.maxNewTokens = maxNewTokens
+        self.mqarPairs = mqarPairs; self.maxNewTokens = maxNewTokens; self.chat = chat
     }
 }
 

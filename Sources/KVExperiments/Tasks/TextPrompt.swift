@@ -7,6 +7,8 @@ final class PromptTokenizer {
     let task: String
     /// The style's start token, prepended when the codec does not emit it.
     let bos: Int?
+    /// The chat template prompts are wrapped in (`chat_template: true`), nil = raw prompts.
+    var chat: ChatFormat?
     /// Tokens emitted for "" (a BOS, say): not part of any word.
     private(set) var emptyCount = 0
     private var wordCounts: [String: Int] = [:]
@@ -45,11 +47,21 @@ final class PromptTokenizer {
 struct PromptText {
     var text = ""
     var questionStart: Int?
+    /// Where the answer prefix starts (what follows the user message under a chat template).
+    var answerStart: Int?
     var marks: [Int: Int] = [:]
 
     mutating func append(_ s: String) { text += s }
     mutating func mark(_ id: Int) { marks[id] = text.utf8.count }
     mutating func markQuestion() { questionStart = text.utf8.count }
+    mutating func markAnswer() { answerStart = text.utf8.count }
+
+    /// Appends a question that ends with its answer prefix ("What is the pass key? The pass key
+    /// is"), marking where the prefix starts: after the last "?" that text follows.
+    mutating func appendQuestion(_ q: String) {
+        guard let r = q.range(of: "?", options: .backwards), r.upperBound < q.endIndex else { append(q); return }
+        append(String(q[..<r.upperBound])); markAnswer(); append(String(q[r.upperBound...]))
+    }
 
     func prefix(utf8 offset: Int) -> String {
         String(text[..<text.utf8.index(text.utf8.startIndex, offsetBy: offset)])
@@ -88,38 +100,51 @@ enum PromptFit {
     /// largest n whose whole prompt is at most `target` tokens, then tokenizes it.
     static func fit(target: Int, limit: Int?, task: String, render: (Int) -> PromptText,
                     _ tok: PromptTokenizer) throws -> (n: Int, prompt: TokenizedPrompt) {
-        func count(_ n: Int) -> Int { tok.count(render(n).text) }
-        guard let n = search(target: target, limit: limit, count: count) else {
+        func rendered(_ n: Int) -> PromptText { tok.chat.map { $0.wrap(render(n)) } ?? render(n) }
+        func count(_ n: Int) -> Int { tok.count(rendered(n).text) }
+        guard let n = try search(target: target, limit: limit, task: task, count: count) else {
             throw TaskError.contextTooShort(task: task, context: target, minimum: count(0))
         }
-        return (n, try tokenize(render(n), tok))
+        return (n, try tokenize(rendered(n), tok))
     }
 
     /// The largest n in 0...limit with count(n) <= target, for count increasing in n; nil when
     /// count(0) > target. Secant steps on the measured tokens per unit (a handful of calls when
     /// the count is near linear, as it is), then galloping and bisection for the rest.
-    static func search(target: Int, limit: Int?, count: (Int) -> Int) -> Int? {
+    ///
+    /// Bounded: every unit (a word, a sentence) gives at least one token with any real tokenizer,
+    /// so an n beyond `maxUnits(target)` that still fits means the tokenizer drops the text (an
+    /// empty vocabulary, no unknown token): an error, not an endless search (issue 16).
+    static func search(target: Int, limit: Int?, task: String = "task", count: (Int) -> Int) throws -> Int? {
+        let cap = maxUnits(target)
+        let limit = limit.map { min($0, cap) } ?? cap
         let c0 = count(0)
         guard c0 <= target else { return nil }
         if limit == 0 { return 0 }
         var lo = 0, loCount = c0
         var hi: Int? = nil
-        var guess = limit.map { min($0, 64) } ?? 64
+        var guess = min(limit, 64)
         for _ in 0..<8 {
-            let upper = min((hi ?? Int.max) - 1, limit ?? Int.max)
+            let upper = min((hi ?? Int.max) - 1, limit)
             guess = max(lo + 1, min(guess, upper))
             guard guess <= upper else { return lo }
             let c = count(guess)
             let rate = max(Double(c - loCount) / Double(guess - lo), 1e-3)
             if c <= target { lo = guess; loCount = c } else { hi = guess }
             if let h = hi, h - lo <= 1 { return lo }
-            if lo == limit { return lo }
+            if lo == limit {
+                if lo >= cap { throw tokenizerDropsText(task: task, units: lo, tokens: loCount, target: target) }
+                return lo
+            }
             guess = lo + max(1, Int(Double(target - loCount) / rate))
         }
         var step = max(1, lo / 16)
         while hi == nil {
-            var next = lo + step
-            if let l = limit { if lo >= l { return lo }; next = min(next, l) }
+            if lo >= limit {
+                if lo >= cap { throw tokenizerDropsText(task: task, units: lo, tokens: count(lo), target: target) }
+                return lo
+            }
+            let next = min(lo + step, limit)
             if count(next) <= target { lo = next; step *= 2 } else { hi = next }
         }
         var h = hi!
@@ -239,6 +264,14 @@ final class Haystack {
 }
 
 extension PromptFit {
+    /// The most filler units a prompt of `target` tokens can need (64 per token, plus slack).
+    static func maxUnits(_ target: Int) -> Int { 64 * max(target, 0) + 1024 }
+
+    static func tokenizerDropsText(task: String, units: Int, tokens: Int, target: Int) -> TaskError {
+        .invalidSpec("task '\(task)': \(units) units of filler text came out as only \(tokens) tokens (target \(target)): " +
+                     "the tokenizer drops text (an empty vocabulary, or no unknown token?)")
+    }
+
     /// A user's file that ran out before the prompt reached its target length: an error naming
     /// the file. Tolerated: a shortfall of max(16, 1%) tokens.
     static func checkFileLength(_ hay: Haystack, used: Int, tokens: Int, target: Int) throws {
