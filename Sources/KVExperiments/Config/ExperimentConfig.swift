@@ -1,13 +1,17 @@
 import Foundation
+import KVCache
 import KVModel
 import KVPolicies
 import Yams
 
-/// A model of an experiment: a checkpoint folder, a GGUF file or a synthetic shape, under an id.
+/// A model of an experiment: a checkpoint folder, a GGUF file or a synthetic shape, under an id,
+/// with the precision of its KV cache (`kv_dtype`: every policy's stores and the full-cache
+/// reference it is compared with).
 public struct ModelEntry: Sendable {
     public var id: String
     public var spec: String            // folder or .gguf path, or synthetic:PRESET[,k=v...]
     public var source: ModelSource
+    public var kvDType: KVDType = .f32
 }
 
 /// A parsed, validated experiment config (docs/config.md). Every list-valued parameter is
@@ -92,7 +96,7 @@ public struct ExperimentConfig {
     }
 
     static func parseModel(_ f: Field, index: Int) throws -> ModelEntry {
-        let m = try f.mapping(allowed: ["id", "path", "synthetic"])
+        let m = try f.mapping(allowed: ["id", "path", "synthetic", "kv_dtype"])
         let spec: String
         switch (m["path"], m["synthetic"]) {
         case (let p?, nil):
@@ -110,8 +114,14 @@ public struct ExperimentConfig {
         do { source = try ModelSource.parse(spec) } catch {
             throw (m["synthetic"] ?? f).error(error.localizedDescription)
         }
+        var dtype = KVDType.f32
+        if let k = m["kv_dtype"] {
+            do { dtype = try KVDType(parsing: try k.string()) } catch let e as KVDTypeError {
+                throw k.error("expected one of \(KVDType.allCases.map(\.rawValue).joined(separator: ", ")) (the KV cache's precision), got '\(e.value)'")
+            }
+        }
         let id = try m["id"]?.string() ?? (spec.hasPrefix("synthetic:") ? "synthetic\(index)" : URL(fileURLWithPath: spec).lastPathComponent)
-        return ModelEntry(id: id, spec: spec, source: source)
+        return ModelEntry(id: id, spec: spec, source: source, kvDType: dtype)
     }
 
     /// Every grid point in run order: model-major, then task, then policy (so one model's full-cache
