@@ -7,6 +7,7 @@ at the end; K/V + selection metadata read per decode step), taken from the first
 Perplexity cells show the pooled PPL and its ratio to the full cache's.
 
     python3 experiments/results_table.py results/real/families_1k.h5 [more.h5 ...] [--tasks passkey@1024,...]
+        [--extra kl_mean,top1_agreement]     # more summary columns (first task point's value)
 
 The README's tables are this script's output (docs/real-model.md says which file gave which).
 """
@@ -24,10 +25,10 @@ def column(summary, name):
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-def read_rows(path):
+def read_rows(path, extra=()):
     with h5py.File(path, "r") as f:
         s = f["summary"]
-        names = ["label", "policy", "task", "context", "status", "score", "score_lo", "score_hi", "score_n",
+        names = list(extra) + ["label", "policy", "task", "context", "status", "score", "score_lo", "score_hi", "score_n",
                  "memory_fraction", "read_fraction", "ppl", "ppl_full", "budget_value", "budget_kind"]
         cols = {n: column(s, n) for n in names}
         n = len(cols["label"])
@@ -49,7 +50,7 @@ def cell(row):
     return f"{fmt(row['score'])} [{fmt(row['score_lo'])}, {fmt(row['score_hi'])}] n={int(row['score_n'])}"
 
 
-def table(rows, tasks=None):
+def table(rows, tasks=None, extra=()):
     task_points = []
     for r in rows:
         t = f"{r['task']}@{r['context']}"
@@ -62,14 +63,15 @@ def table(rows, tasks=None):
         if r["label"] not in policies:
             policies.append(r["label"])
     by = {(r["label"], f"{r['task']}@{r['context']}"): r for r in rows}
-    out = ["| policy | memory | read/step | " + " | ".join(task_points) + " |",
-           "|---|---|---|" + "---|" * len(task_points)]
+    out = ["| policy | memory | read/step | " + "".join(f"{e} | " for e in extra) + " | ".join(task_points) + " |",
+           "|---|---|---|" + "---|" * (len(extra) + len(task_points))]
     for p in policies:
         first = next((by[(p, t)] for t in task_points if (p, t) in by), None)
         if first is None:
             continue
         cells = [cell(by[(p, t)]) if (p, t) in by else "" for t in task_points]
-        out.append(f"| `{p}` | {fmt(first['memory_fraction'], 3)} | {fmt(first['read_fraction'], 3)} | " + " | ".join(cells) + " |")
+        extras = "".join(f"{fmt(first[e], 3)} | " for e in extra)
+        out.append(f"| `{p}` | {fmt(first['memory_fraction'], 3)} | {fmt(first['read_fraction'], 3)} | " + extras + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -77,15 +79,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
     ap.add_argument("--tasks", help="comma-separated task points to show, e.g. passkey@1024,niah_single@1024")
+    ap.add_argument("--extra", help="comma-separated summary metrics to add as columns, e.g. kl_mean,top1_agreement")
     a = ap.parse_args()
     tasks = a.tasks.split(",") if a.tasks else None
+    extra = a.extra.split(",") if a.extra else []
     for path in a.files:
         try:
-            rows = read_rows(path)
+            rows = read_rows(path, extra)
         except (OSError, KeyError) as e:
             sys.exit(f"{path}: not a KVLab results file ({e})")
         print(f"<!-- {path} -->")
-        print(table(rows, tasks))
+        print(table(rows, tasks, extra))
         print()
 
 

@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 bash scripts/setup.sh --plot --model
 swift build -c release --product kvlab
-.build/release/kvlab run experiments/quickstart.yaml "$@"
+.build/release/kvlab run experiments/quickstart.yaml --jobs 2 "$@"
 python3 experiments/plot.py results/out/quickstart.h5 --out results/out/quickstart-plots
 echo "results: results/out/quickstart.h5   plots: results/out/quickstart-plots/   ($(( $(date +%s) - start )) s in all)"

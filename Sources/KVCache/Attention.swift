@@ -2,7 +2,7 @@ import CPrefetch
 import Foundation
 import KVTensor
 
-/// Exact softmax attention kernels over a `HeadStore`, in its storage precision (Float32).
+/// Exact softmax attention kernels over a `HeadStore` (Float32 arithmetic over the stored elements).
 public enum Attention {
     /// Query/key block sizes of the chunked prefill kernel: scratch is queryBlock x keyBlock floats,
     /// so prefill memory grows linearly with the prompt ("Self-attention Does Not Need O(n^2) Memory").
@@ -25,14 +25,16 @@ public enum Attention {
     /// - out: [rows, ldo]  the head's slice of the output rows
     public static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                               scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
-        // Compact formats (KIVI codes, merged tokens): exact Float32 over a restored copy.
-        store.rows.withFloat32(0..<(visible.last ?? 0)) { keys, values in
-            causal(q: q, ldq: ldq, rows: rows, keys: keys, values: values, d: store.headDim, visible: visible, scale: scale, out: out, ldo: ldo)
-        }
+        // Float32 rows are read in place; 16-bit rows and compact formats (KIVI codes, merged
+        // tokens) as a Float32 copy of one key block at a time (BLAS-sized tiles).
+        causal(q: q, ldq: ldq, rows: rows, block: { range, body in store.rows.withFloat32(range) { body($0, $1) } },
+               d: store.headDim, visible: visible, scale: scale, out: out, ldo: ldo)
     }
 
-    /// The same over key and value rows [visible.last, d].
-    static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, d: Int,
+    /// The same over key and value rows [visible.last, d] read block by block: `block(range, body)`
+    /// calls body with the Float32 keys and values of the rows in `range`, each [range.count, d].
+    static func causal(q: UnsafePointer<Float>, ldq: Int, rows: Int,
+                       block: (Range<Int>, (UnsafePointer<Float>, UnsafePointer<Float>) -> Void) -> Void, d: Int,
                        visible: [Int], scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
         let bq = min(queryBlock, rows), bk = keyBlock
         let s = UnsafeMutablePointer<Float>.allocate(capacity: bq * bk)      // [bq, bk] scores / probs
@@ -48,8 +50,9 @@ public enum Attention {
             var k0 = 0
             while k0 < limit {
                 let k1 = min(k0 + bk, limit), nk = k1 - k0
+                block(k0..<k1) { keys, values in
                 BLAS.gemmNT(m: nq, n: nk, k: d, alpha: scale, a: q + q0 * ldq, lda: ldq,
-                            b: keys + k0 * d, ldb: d, c: s, ldc: bk)
+                            b: keys, ldb: d, c: s, ldc: bk)
                 for r in 0..<nq {
                     let row = s + r * bk
                     let seen = min(max(visible[q0 + r] - k0, 0), nk)          // columns this row sees
@@ -67,8 +70,9 @@ public enum Attention {
                     m[r] = mNew
                     if alpha != 1 { let a = acc + r * d; for t in 0..<d { a[t] *= alpha } }
                 }
-                BLAS.gemmNN(m: nq, n: d, k: nk, a: s, lda: bk, b: values + k0 * d, ldb: d,
+                BLAS.gemmNN(m: nq, n: d, k: nk, a: s, lda: bk, b: values, ldb: d,
                             beta: 1, c: acc, ldc: d)
+                }
                 k0 = k1
             }
             for r in 0..<nq {
@@ -96,9 +100,10 @@ public enum Attention {
     /// Dense value rows are added to the outputs in blocks of this many rows (outputs held in registers).
     static let valueBlock = 8
 
-    /// The Float32 decode kernel (`Float32Rows.decode`): one step for the g query heads of one KV head,
-    /// reading each key and value row once.
-    /// - q:     [g, d] queries (post-RoPE); keys, values: [rows, d]
+    /// The decode kernel of float rows (`ElementRows.decode`): one step for the g query heads of one KV
+    /// head, reading each key and value row once, in its element type (Float32, or 16-bit elements
+    /// converted in registers as they are loaded; the arithmetic is Float32 either way).
+    /// - q:     [g, d] queries (post-RoPE); keys, values: [rows, d] elements
     /// - probs: [g, n] receives the attention probabilities (n = number of attended rows)
     /// - out:   [g, d]
     ///
@@ -121,7 +126,7 @@ public enum Attention {
     /// random rows). Either way each output element receives the rows in order through the same
     /// fused multiply-adds, so the results are those of adding row by row.
     @inline(__always)
-    static func run<R: RowMap>(_ rows: R, q: UnsafePointer<Float>, g: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    static func run<R: RowMap, E: KVElement>(_ rows: R, q: UnsafePointer<Float>, g: Int, keys: UnsafePointer<E>, values: UnsafePointer<E>,
                                d: Int, n: Int, scale: Float, probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
         let ahead = prefetchDistance
         if R.gathers {
@@ -144,7 +149,7 @@ public enum Attention {
         }
         let B = valueBlock
         withUnsafeTemporaryAllocation(of: Float.self, capacity: g) { invBuf in
-        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: B) { ptrBuf in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<E>.self, capacity: B) { ptrBuf in
             let inv = invBuf.baseAddress!, ptrs = ptrBuf.baseAddress!
             for h in 0..<g { inv[h] = 1 / expShiftedToMax(probs + h * n, count: n) }
             if R.gathers {
@@ -173,9 +178,9 @@ public enum Attention {
             while j0 < n {
                 let cnt = min(B, n - j0)
                 // One sequential run over the block's bytes `vAhead` rows ahead (cheaper than per row).
-                let a = values + (j0 + vAhead) * d, e = min(cnt, max(n - j0 - vAhead, 0)) * d
+                let a = UnsafeRawPointer(values + (j0 + vAhead) * d), e = min(cnt, max(n - j0 - vAhead, 0)) * d * MemoryLayout<E>.stride
                 var i = 0
-                while i < e { kv_prefetch(a + i); i += 16 }
+                while i < e { kv_prefetch(a + i); i += 64 }
                 for r in 0..<cnt { ptrs[r] = UnsafePointer(values + rows.row(j0 + r) * d) }
                 for h in 0..<g {
                     let p = probs + h * n + j0, s = inv[h]

@@ -5,11 +5,12 @@ import KVTensor
 /// The per-row kernels of `Attention.decode` (scores, value accumulation, softmax pieces) and the
 /// row maps that tell the kernels which store rows to read.
 extension Attention {
-    /// Prefetches every 64-byte line of a row of d floats.
+    /// Prefetches every 64-byte line of a row of d elements.
     @inline(__always)
-    static func prefetchRow(_ p: UnsafePointer<Float>, _ d: Int) {
+    static func prefetchRow<E: KVElement>(_ p: UnsafePointer<E>, _ d: Int) {
+        let raw = UnsafeRawPointer(p), bytes = d * MemoryLayout<E>.stride
         var i = 0
-        while i < d { kv_prefetch(p + i); i += 16 }
+        while i < bytes { kv_prefetch(raw + i); i += 64 }
     }
 
     typealias V8 = SIMD8<Float>
@@ -31,7 +32,7 @@ extension Attention {
     /// summed, then the scalar tail. Heads go four at a time with the chunk loop outside, so each
     /// key chunk is loaded once for the four; `scoreFour` computes exactly the same per row.
     @inline(__always)
-    static func scoreOne(_ k: UnsafePointer<Float>, q: UnsafePointer<Float>, g: Int, d: Int, scale: Float,
+    static func scoreOne<E: KVElement>(_ k: UnsafePointer<E>, q: UnsafePointer<Float>, g: Int, d: Int, scale: Float,
                          probs: UnsafeMutablePointer<Float>, stride: Int) {
         let d8 = d & ~7
         var h = 0
@@ -40,7 +41,7 @@ extension Attention {
             var a0 = V8(), a1 = V8(), a2 = V8(), a3 = V8(), b0 = V8(), b1 = V8(), b2 = V8(), b3 = V8()
             var c = 0
             while c + 16 <= d8 {
-                let ka = load(k, c), kb = load(k, c + 8)
+                let ka = E.load8(k, c), kb = E.load8(k, c + 8)
                 a0.addProduct(load(q0, c), ka); b0.addProduct(load(q0, c + 8), kb)
                 a1.addProduct(load(q1, c), ka); b1.addProduct(load(q1, c + 8), kb)
                 a2.addProduct(load(q2, c), ka); b2.addProduct(load(q2, c + 8), kb)
@@ -48,15 +49,15 @@ extension Attention {
                 c += 16
             }
             if c < d8 {
-                let ka = load(k, c)
+                let ka = E.load8(k, c)
                 a0.addProduct(load(q0, c), ka); a1.addProduct(load(q1, c), ka)
                 a2.addProduct(load(q2, c), ka); a3.addProduct(load(q3, c), ka)
                 c += 8
             }
             var s0 = (a0 + b0).sum(), s1 = (a1 + b1).sum(), s2 = (a2 + b2).sum(), s3 = (a3 + b3).sum()
             while c < d {
-                s0 = s0.addingProduct(q0[c], k[c]); s1 = s1.addingProduct(q1[c], k[c])
-                s2 = s2.addingProduct(q2[c], k[c]); s3 = s3.addingProduct(q3[c], k[c])
+                s0 = s0.addingProduct(q0[c], k[c].float); s1 = s1.addingProduct(q1[c], k[c].float)
+                s2 = s2.addingProduct(q2[c], k[c].float); s3 = s3.addingProduct(q3[c], k[c].float)
                 c += 1
             }
             probs[h * stride] = s0 * scale; probs[(h + 1) * stride] = s1 * scale
@@ -67,17 +68,17 @@ extension Attention {
             let qh = q + h * d
             var a = V8(), b = V8()
             var c = 0
-            while c + 16 <= d8 { a.addProduct(load(qh, c), load(k, c)); b.addProduct(load(qh, c + 8), load(k, c + 8)); c += 16 }
-            if c < d8 { a.addProduct(load(qh, c), load(k, c)); c += 8 }
+            while c + 16 <= d8 { a.addProduct(load(qh, c), E.load8(k, c)); b.addProduct(load(qh, c + 8), E.load8(k, c + 8)); c += 16 }
+            if c < d8 { a.addProduct(load(qh, c), E.load8(k, c)); c += 8 }
             var s = (a + b).sum()
-            while c < d { s = s.addingProduct(qh[c], k[c]); c += 1 }
+            while c < d { s = s.addingProduct(qh[c], k[c].float); c += 1 }
             probs[h * stride] = s * scale
             h += 1
         }
     }
 
     @inline(__always)
-    static func scoreFour(_ k0: UnsafePointer<Float>, _ k1: UnsafePointer<Float>, _ k2: UnsafePointer<Float>, _ k3: UnsafePointer<Float>,
+    static func scoreFour<E: KVElement>(_ k0: UnsafePointer<E>, _ k1: UnsafePointer<E>, _ k2: UnsafePointer<E>, _ k3: UnsafePointer<E>,
                           q: UnsafePointer<Float>, g: Int, d: Int, scale: Float, probs: UnsafeMutablePointer<Float>, stride: Int) {
         let d8 = d & ~7
         for h in 0..<g {
@@ -87,22 +88,22 @@ extension Attention {
             var c = 0
             while c + 16 <= d8 {
                 let qa = load(qh, c), qb = load(qh, c + 8)
-                a0.addProduct(qa, load(k0, c)); a1.addProduct(qa, load(k1, c))
-                a2.addProduct(qa, load(k2, c)); a3.addProduct(qa, load(k3, c))
-                b0.addProduct(qb, load(k0, c + 8)); b1.addProduct(qb, load(k1, c + 8))
-                b2.addProduct(qb, load(k2, c + 8)); b3.addProduct(qb, load(k3, c + 8))
+                a0.addProduct(qa, E.load8(k0, c)); a1.addProduct(qa, E.load8(k1, c))
+                a2.addProduct(qa, E.load8(k2, c)); a3.addProduct(qa, E.load8(k3, c))
+                b0.addProduct(qb, E.load8(k0, c + 8)); b1.addProduct(qb, E.load8(k1, c + 8))
+                b2.addProduct(qb, E.load8(k2, c + 8)); b3.addProduct(qb, E.load8(k3, c + 8))
                 c += 16
             }
             if c < d8 {
                 let qa = load(qh, c)
-                a0.addProduct(qa, load(k0, c)); a1.addProduct(qa, load(k1, c))
-                a2.addProduct(qa, load(k2, c)); a3.addProduct(qa, load(k3, c))
+                a0.addProduct(qa, E.load8(k0, c)); a1.addProduct(qa, E.load8(k1, c))
+                a2.addProduct(qa, E.load8(k2, c)); a3.addProduct(qa, E.load8(k3, c))
                 c += 8
             }
             var s0 = (a0 + b0).sum(), s1 = (a1 + b1).sum(), s2 = (a2 + b2).sum(), s3 = (a3 + b3).sum()
             while c < d {
-                s0 = s0.addingProduct(qh[c], k0[c]); s1 = s1.addingProduct(qh[c], k1[c])
-                s2 = s2.addingProduct(qh[c], k2[c]); s3 = s3.addingProduct(qh[c], k3[c])
+                s0 = s0.addingProduct(qh[c], k0[c].float); s1 = s1.addingProduct(qh[c], k1[c].float)
+                s2 = s2.addingProduct(qh[c], k2[c].float); s3 = s3.addingProduct(qh[c], k3[c].float)
                 c += 1
             }
             let p = probs + h * stride
@@ -114,7 +115,7 @@ extension Attention {
     /// value chunk is loaded once for the four. `accumulateBlock` adds rows in the same order with
     /// the same operations, keeping the output chunks in registers.
     @inline(__always)
-    static func accumulateOne(_ v: UnsafePointer<Float>, probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int,
+    static func accumulateOne<E: KVElement>(_ v: UnsafePointer<E>, probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int,
                               out: UnsafeMutablePointer<Float>) {
         let d8 = d & ~7
         var h = 0
@@ -124,7 +125,7 @@ extension Attention {
             let o0 = out + h * d, o1 = o0 + d, o2 = o1 + d, o3 = o2 + d
             var c = 0
             while c < d8 {
-                let vc = load(v, c)
+                let vc = E.load8(v, c)
                 var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
                 x0.addProduct(w0, vc); x1.addProduct(w1, vc); x2.addProduct(w2, vc); x3.addProduct(w3, vc)
                 UnsafeMutableRawPointer(o0 + c).storeBytes(of: x0, as: V8.self)
@@ -134,8 +135,8 @@ extension Attention {
                 c += 8
             }
             while c < d {
-                o0[c] = o0[c].addingProduct(w0[0], v[c]); o1[c] = o1[c].addingProduct(w1[0], v[c])
-                o2[c] = o2[c].addingProduct(w2[0], v[c]); o3[c] = o3[c].addingProduct(w3[0], v[c])
+                o0[c] = o0[c].addingProduct(w0[0], v[c].float); o1[c] = o1[c].addingProduct(w1[0], v[c].float)
+                o2[c] = o2[c].addingProduct(w2[0], v[c].float); o3[c] = o3[c].addingProduct(w3[0], v[c].float)
                 c += 1
             }
             h += 4
@@ -145,11 +146,11 @@ extension Attention {
             var c = 0
             while c < d8 {
                 var acc = load(o, c)
-                acc.addProduct(w, load(v, c))
+                acc.addProduct(w, E.load8(v, c))
                 UnsafeMutableRawPointer(o + c).storeBytes(of: acc, as: V8.self)
                 c += 8
             }
-            while c < d { o[c] = o[c].addingProduct(w[0], v[c]); c += 1 }
+            while c < d { o[c] = o[c].addingProduct(w[0], v[c].float); c += 1 }
             h += 1
         }
     }
@@ -157,7 +158,7 @@ extension Attention {
     /// Four gathered rows added in order (per element the same fused multiply-adds as row by row),
     /// per head, with the output chunk held in a register over the four.
     @inline(__always)
-    static func accumulateFour(_ v0: UnsafePointer<Float>, _ v1: UnsafePointer<Float>, _ v2: UnsafePointer<Float>, _ v3: UnsafePointer<Float>,
+    static func accumulateFour<E: KVElement>(_ v0: UnsafePointer<E>, _ v1: UnsafePointer<E>, _ v2: UnsafePointer<E>, _ v3: UnsafePointer<E>,
                                probs p: UnsafePointer<Float>, stride: Int, g: Int, d: Int, out: UnsafeMutablePointer<Float>) {
         let d8 = d & ~7
         for h in 0..<g {
@@ -167,15 +168,15 @@ extension Attention {
             var c = 0
             while c < d8 {
                 var acc = load(o, c)
-                acc.addProduct(w0, load(v0, c)); acc.addProduct(w1, load(v1, c))
-                acc.addProduct(w2, load(v2, c)); acc.addProduct(w3, load(v3, c))
+                acc.addProduct(w0, E.load8(v0, c)); acc.addProduct(w1, E.load8(v1, c))
+                acc.addProduct(w2, E.load8(v2, c)); acc.addProduct(w3, E.load8(v3, c))
                 UnsafeMutableRawPointer(o + c).storeBytes(of: acc, as: V8.self)
                 c += 8
             }
             while c < d {
                 var x = o[c]
-                x = x.addingProduct(w0[0], v0[c]); x = x.addingProduct(w1[0], v1[c])
-                x = x.addingProduct(w2[0], v2[c]); x = x.addingProduct(w3[0], v3[c])
+                x = x.addingProduct(w0[0], v0[c].float); x = x.addingProduct(w1[0], v1[c].float)
+                x = x.addingProduct(w2[0], v2[c].float); x = x.addingProduct(w3[0], v3[c].float)
                 o[c] = x; c += 1
             }
         }
@@ -187,7 +188,7 @@ extension Attention {
     /// the block (heads four at a time, two chunks per step: 8 accumulators), so the outputs are
     /// loaded and stored once per block instead of once per row.
     @inline(__always)
-    static func accumulateBlock(_ v: UnsafePointer<UnsafePointer<Float>>, count cnt: Int, probs p: UnsafePointer<Float>, stride: Int,
+    static func accumulateBlock<E: KVElement>(_ v: UnsafePointer<UnsafePointer<E>>, count cnt: Int, probs p: UnsafePointer<Float>, stride: Int,
                                 g: Int, d: Int, out: UnsafeMutablePointer<Float>) {
         @inline(__always) func store(_ x: V8, _ o: UnsafeMutablePointer<Float>, _ c: Int) { UnsafeMutableRawPointer(o + c).storeBytes(of: x, as: V8.self) }
         var h = 0
@@ -199,7 +200,7 @@ extension Attention {
                 var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
                 var y0 = load(o0, c + 8), y1 = load(o1, c + 8), y2 = load(o2, c + 8), y3 = load(o3, c + 8)
                 for r in 0..<cnt {
-                    let vr = v[r], va = load(vr, c), vb = load(vr, c + 8)
+                    let vr = v[r], va = E.load8(vr, c), vb = E.load8(vr, c + 8)
                     let w0 = V8(repeating: p0[r]), w1 = V8(repeating: p1[r]), w2 = V8(repeating: p2[r]), w3 = V8(repeating: p3[r])
                     x0.addProduct(w0, va); y0.addProduct(w0, vb)
                     x1.addProduct(w1, va); y1.addProduct(w1, vb)
@@ -213,7 +214,7 @@ extension Attention {
             if c + 8 <= d {
                 var x0 = load(o0, c), x1 = load(o1, c), x2 = load(o2, c), x3 = load(o3, c)
                 for r in 0..<cnt {
-                    let va = load(v[r], c)
+                    let va = E.load8(v[r], c)
                     x0.addProduct(V8(repeating: p0[r]), va); x1.addProduct(V8(repeating: p1[r]), va)
                     x2.addProduct(V8(repeating: p2[r]), va); x3.addProduct(V8(repeating: p3[r]), va)
                 }
@@ -223,7 +224,7 @@ extension Attention {
             while c < d {
                 var x0 = o0[c], x1 = o1[c], x2 = o2[c], x3 = o3[c]
                 for r in 0..<cnt {
-                    let vc = v[r][c]
+                    let vc = v[r][c].float
                     x0 = x0.addingProduct(p0[r], vc); x1 = x1.addingProduct(p1[r], vc)
                     x2 = x2.addingProduct(p2[r], vc); x3 = x3.addingProduct(p3[r], vc)
                 }
@@ -239,21 +240,21 @@ extension Attention {
                 var x0 = load(o, c), x1 = load(o, c + 8), x2 = load(o, c + 16), x3 = load(o, c + 24)
                 for r in 0..<cnt {
                     let w = V8(repeating: ph[r]), vr = v[r]
-                    x0.addProduct(w, load(vr, c)); x1.addProduct(w, load(vr, c + 8))
-                    x2.addProduct(w, load(vr, c + 16)); x3.addProduct(w, load(vr, c + 24))
+                    x0.addProduct(w, E.load8(vr, c)); x1.addProduct(w, E.load8(vr, c + 8))
+                    x2.addProduct(w, E.load8(vr, c + 16)); x3.addProduct(w, E.load8(vr, c + 24))
                 }
                 store(x0, o, c); store(x1, o, c + 8); store(x2, o, c + 16); store(x3, o, c + 24)
                 c += 32
             }
             while c + 8 <= d {
                 var x0 = load(o, c)
-                for r in 0..<cnt { x0.addProduct(V8(repeating: ph[r]), load(v[r], c)) }
+                for r in 0..<cnt { x0.addProduct(V8(repeating: ph[r]), E.load8(v[r], c)) }
                 store(x0, o, c)
                 c += 8
             }
             while c < d {
                 var x = o[c]
-                for r in 0..<cnt { x = x.addingProduct(ph[r], v[r][c]) }
+                for r in 0..<cnt { x = x.addingProduct(ph[r], v[r][c].float) }
                 o[c] = x
                 c += 1
             }

@@ -22,14 +22,15 @@ extension Attention {
     public static func addColumnSums(q: UnsafePointer<Float>, ldq: Int, rows: Int, store: HeadStore, visible: [Int],
                                      scale: Float, into colSums: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
-        store.rows.withFloat32(0..<(visible.last ?? 0)) { keys, _ in
-            addColumnSums(q: q, ldq: ldq, rows: rows, keys: keys, d: store.headDim, visible: visible, scale: scale, into: colSums)
-        }
+        // Key blocks as Float32 one at a time (in place for Float32 rows), as `Attention.causal` reads them.
+        addColumnSums(q: q, ldq: ldq, rows: rows, block: { range, body in store.rows.withFloat32(range) { k, _ in body(k) } },
+                      d: store.headDim, visible: visible, scale: scale, into: colSums)
     }
 
-    /// The same over key rows [visible.last, d].
-    static func addColumnSums(q: UnsafePointer<Float>, ldq: Int, rows: Int, keys: UnsafePointer<Float>, d: Int, visible: [Int],
-                              scale: Float, into colSums: UnsafeMutablePointer<Float>) {
+    /// The same over key rows [visible.last, d], read block by block (`block(range, body)`: body gets
+    /// the Float32 keys [range.count, d] of the rows in `range`).
+    static func addColumnSums(q: UnsafePointer<Float>, ldq: Int, rows: Int, block: (Range<Int>, (UnsafePointer<Float>) -> Void) -> Void,
+                              d: Int, visible: [Int], scale: Float, into colSums: UnsafeMutablePointer<Float>) {
         let bq = min(queryBlock, rows), bk = keyBlock
         let s = UnsafeMutablePointer<Float>.allocate(capacity: bq * bk)
         defer { s.deallocate() }
@@ -42,8 +43,9 @@ extension Attention {
                 var k0 = 0
                 while k0 < limit {
                     let k1 = min(k0 + bk, limit), nk = k1 - k0
-                    BLAS.gemmNT(m: nq, n: nk, k: d, alpha: scale, a: q + q0 * ldq, lda: ldq,
-                                b: keys + k0 * d, ldb: d, c: s, ldc: bk)
+                    block(k0..<k1) { keys in
+                        BLAS.gemmNT(m: nq, n: nk, k: d, alpha: scale, a: q + q0 * ldq, lda: ldq, b: keys, ldb: d, c: s, ldc: bk)
+                    }
                     for r in 0..<nq {
                         let row = s + r * bk
                         let seen = min(max(visible[q0 + r] - k0, 0), nk)

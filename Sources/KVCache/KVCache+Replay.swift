@@ -29,6 +29,9 @@ public final class PrefillRecording: @unchecked Sendable {
     }
     /// The model geometry the calls were made with.
     public let modelShape: CacheShape
+    /// The precision of the recording cache's rows: what later layers' inputs were computed over, so
+    /// a replay is exact only into a cache of the same `kvDType`.
+    public let kvDType: KVDType
     /// Tokens the recording cache had seen before the prefill (a replay must start from the same count).
     public let startTokens: Int
     /// The calls in the order the model made them (chunk-major, then layer).
@@ -36,8 +39,8 @@ public final class PrefillRecording: @unchecked Sendable {
     /// Hidden states [rows, D] entering each recorded layer, per chunk (`PrefillRecorder.hiddenLayers`).
     public let hidden: [Int: [[Float]]]
 
-    init(modelShape: CacheShape, startTokens: Int, calls: [Call], hidden: [Int: [[Float]]]) {
-        self.modelShape = modelShape; self.startTokens = startTokens; self.calls = calls; self.hidden = hidden
+    init(modelShape: CacheShape, kvDType: KVDType, startTokens: Int, calls: [Call], hidden: [Int: [[Float]]]) {
+        self.modelShape = modelShape; self.kvDType = kvDType; self.startTokens = startTokens; self.calls = calls; self.hidden = hidden
     }
 
     /// Tokens the recorded prefill fed (rows of layer 0's calls).
@@ -67,6 +70,7 @@ public struct PrefillResume {
 public final class PrefillRecorder {
     private var calls: [PrefillRecording.Call] = []
     private var shape: CacheShape?
+    private var kvDType: KVDType = .f32
     private let startTokens: Int
     /// Layers whose entering hidden state the model records (for resumed prefills).
     public let hiddenLayers: Set<Int>
@@ -81,8 +85,9 @@ public final class PrefillRecorder {
     }
 
     func record(layer: Int, rows: Int, isStepEnd: Bool, pendingRows: Int, queries: UnsafePointer<Float>,
-                keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: [Int], modelShape: CacheShape) {
-        shape = modelShape
+                keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: [Int], modelShape: CacheShape,
+                kvDType: KVDType) {
+        shape = modelShape; self.kvDType = kvDType
         let qw = modelShape.queryHeads * modelShape.headDim, kw = modelShape.kvHeads * modelShape.headDim
         calls.append(.init(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, positions: positions,
                            queries: Array(UnsafeBufferPointer(start: queries, count: rows * qw)),
@@ -92,7 +97,7 @@ public final class PrefillRecorder {
 
     /// The recording so far (the calls of the prefill that ran while this recorder was set).
     public func finish() -> PrefillRecording {
-        PrefillRecording(modelShape: shape ?? CacheShape(layers: 0, queryHeads: 1, kvHeads: 1, headDim: 0),
+        PrefillRecording(modelShape: shape ?? CacheShape(layers: 0, queryHeads: 1, kvHeads: 1, headDim: 0), kvDType: kvDType,
                          startTokens: startTokens, calls: calls, hidden: hidden)
     }
 }
@@ -132,6 +137,7 @@ extension KVCache {
     public func replayPrefix(chunk: Int, rows: Int) -> (layer: Int, hidden: [Float])? {
         guard let r = resume else { return nil }
         let L = modelShape.layers, rec = r.recording
+        precondition(rec.kvDType == kvDType, "resumed prefill: recorded in \(rec.kvDType.rawValue), the cache stores \(kvDType.rawValue)")
         precondition(r.layer <= denseLayerPrefix, "resumed prefill: \(policy.name) does not prefill layers below \(r.layer) densely")
         precondition(stats.tokensSeen == rec.startTokens || chunk > 0, "resumed prefill: recorded after \(rec.startTokens) tokens, the cache has seen \(stats.tokensSeen)")
         precondition((chunk + 1) * L <= rec.calls.count && rec.calls[chunk * L].rows == rows,
@@ -171,6 +177,8 @@ extension KVCache {
     public func replay(_ recording: PrefillRecording) {
         if let problem = replayablePrefillProblem { preconditionFailure("replayed prefill: \(problem)") }
         precondition(recording.modelShape == modelShape, "replayed prefill: recorded for another model shape")
+        precondition(recording.kvDType == kvDType,
+                     "replayed prefill: recorded in \(recording.kvDType.rawValue), the cache stores \(kvDType.rawValue)")
         precondition(stats.tokensSeen == recording.startTokens,
                      "replayed prefill: recorded after \(recording.startTokens) tokens, the cache has seen \(stats.tokensSeen)")
         replay(recording.calls[...])

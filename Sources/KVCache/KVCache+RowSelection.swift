@@ -48,10 +48,11 @@ extension KVCache {
         }
     }
 
-    /// Logical prefill reads: `rowsRead` key rows and as many value rows (Float32) of one KV head.
+    /// Logical prefill reads: `rowsRead` key rows and as many value rows of one KV head, in the
+    /// cache's element type (`kvDType`).
     func meterPrefill(rowsRead: Int) {
-        meter.keyBytes += rowsRead * shape.headDim * MemoryLayout<Float>.stride
-        meter.valueBytes += rowsRead * shape.headDim * MemoryLayout<Float>.stride
+        meter.keyBytes += rowsRead * shape.headDim * kvDType.bytes
+        meter.valueBytes += rowsRead * shape.headDim * kvDType.bytes
     }
 
     /// One query row of g heads, each attending its own list (nil = the first `visible` tokens).

@@ -38,6 +38,8 @@ public final class KVCache {
     var meter = ReadMeter()
     /// Rows of the current forward call after the chunk being attended (set by the model; see `LayerStep.pendingRows`).
     public var pendingRows = 0
+    /// The precision of the stores' float rows (`kv_dtype`): keys and values are rounded to it on append.
+    public let kvDType: KVDType
     /// The layout's work around each layer step (pooling, key basis, codes, position shift, merging).
     let steps: LayoutSteps
     var scratch: [UnsafeMutablePointer<Float>] = []           // per KV head: probabilities [g, n]
@@ -53,7 +55,8 @@ public final class KVCache {
     public var resume: PrefillResume?
     var replaying = false
 
-    public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) {
+    public init(shape modelShape: CacheShape, policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64,
+                kvDType: KVDType = .f32) {
         let layout = policy.layout
         let stored = layout.kvHeads(model: modelShape.kvHeads)
         precondition(stored >= 1 && modelShape.kvHeads % stored == 0, "\(policy.name): stored KV heads must divide the model's")
@@ -63,8 +66,9 @@ public final class KVCache {
         self.modelShape = modelShape
         self.policy = policy
         self.layout = layout
+        self.kvDType = kvDType
         policy.bind(shape: shape)
-        stores = layout.makeStores(shape: shape, owns: { policy.sourceLayer($0) == $0 }, initialCapacity: initialCapacity)
+        stores = layout.makeStores(shape: shape, owns: { policy.sourceLayer($0) == $0 }, initialCapacity: initialCapacity, dtype: kvDType)
         steps = LayoutSteps(layout: layout, shape: shape, modelKVHeads: modelShape.kvHeads)
         recent = Array(repeating: [], count: shape.layers)
         layerPayload = Array(repeating: 0, count: shape.layers)
@@ -88,7 +92,7 @@ public final class KVCache {
         let hkv = shape.kvHeads
         if phase == .prefill, let rec = recorder {
             rec.record(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, queries: queries,
-                       keys: keys, values: values, positions: positions, modelShape: modelShape)
+                       keys: keys, values: values, positions: positions, modelShape: modelShape, kvDType: kvDType)
         }
         let source = policy.sourceLayer(layer)
         let owns = source == layer

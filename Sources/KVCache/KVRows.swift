@@ -6,13 +6,14 @@ public struct RowsRead: Equatable, Sendable {
     public init(rows: Int, keyBytes: Int, valueBytes: Int) { self.rows = rows; self.keyBytes = keyBytes; self.valueBytes = valueBytes }
 }
 
-/// The keys and values of one (layer, KV head), in a storage format: Float32 rows (`Float32Rows`,
-/// the default), KIVI codes with a Float32 residual (`QuantizedRows`), MiniCache's merged rows
-/// (`MergedRows`). The store (`HeadStore`) keeps the tokens' positions; the rows keep K/V in their
-/// format, give them back as Float32, run the decode kernel over their own format and measure their
-/// bytes. A new format (say Float16 rows) is one new type and one line where the layout picks it
-/// (`StorageLayout.makeStores`). Token i is index i everywhere; formats that keep a compact prefix
-/// (codes, merged tokens) index it first, Float32 rows after it.
+/// The keys and values of one (layer, KV head), in a storage format: float rows (`ElementRows`:
+/// `Float32Rows`, the default, or `Float16Rows` / `BFloat16Rows` under `kv_dtype`), KIVI codes with
+/// a float residual (`QuantizedRows`), MiniCache's merged rows (`MergedRows`). The store
+/// (`HeadStore`) keeps the tokens' positions; the rows keep K/V in their format, give them back as
+/// Float32, run the decode kernel over their own format and measure their bytes. A new format is
+/// one new type and one line where the layout picks it (`StorageLayout.makeStores`). Token i is
+/// index i everywhere; formats that keep a compact prefix (codes, merged tokens) index it first,
+/// the float rows after it.
 public protocol KVRows: AnyObject {
     var headDim: Int { get }                 // d
     var count: Int { get }                   // T, tokens held
@@ -53,11 +54,12 @@ public protocol KVRows: AnyObject {
     var allocatedBytes: Int { get }
 }
 
-/// A compact prefix (codes, merged tokens) followed by Float32 rows: what KIVI and MiniCache share.
-/// Token i < prefixCount is in the prefix; token i >= prefixCount is residual row i - prefixCount.
+/// A compact prefix (codes, merged tokens) followed by float rows in the cache's `KVDType`: what KIVI
+/// and MiniCache share. Token i < prefixCount is in the prefix; token i >= prefixCount is residual
+/// row i - prefixCount.
 protocol PrefixedRows: KVRows {
     var prefixCount: Int { get }
-    var residual: Float32Rows { get }
+    var residual: any ElementRows { get }
     func prefixKey(_ i: Int, into out: UnsafeMutablePointer<Float>)
     func prefixValue(_ i: Int, into out: UnsafeMutablePointer<Float>)
     func retainPrefix(_ indices: [Int])

@@ -4,8 +4,9 @@ import KVTensor
 extension StorageLayout {
     /// The stores of a cache, [layer][kvHead], each holding its rows in the layout's format: KIVI
     /// codes, merged rows for the layer pairs MiniCache merges (one shared set of directions per
-    /// pair and KV head), Float32 rows otherwise. A layer that reads another's store gets room for one token.
-    func makeStores(shape: CacheShape, owns: (Int) -> Bool, initialCapacity: Int) -> [[HeadStore]] {
+    /// pair and KV head), float rows otherwise. A layer that reads another's store gets room for one token.
+    /// Float rows (the full cache's, KIVI's residual, MiniCache's unmerged rows) are in `dtype`.
+    func makeStores(shape: CacheShape, owns: (Int) -> Bool, initialCapacity: Int, dtype: KVDType = .f32) -> [[HeadStore]] {
         var shared: [Int: [MergedDirections]] = [:]               // layer -> per KV head, for both layers of a pair
         for (a, b) in layerMerge?.pairs(layers: shape.layers) ?? [] {
             let dirs = (0..<shape.kvHeads).map { _ in MergedDirections(headDim: shape.headDim) }
@@ -16,9 +17,9 @@ extension StorageLayout {
             return (0..<shape.kvHeads).map { h in
                 let d = shape.headDim
                 let rows: KVRows
-                if let q = quantization { rows = QuantizedRows(spec: q, headDim: d, initialCapacity: cap) }
-                else if let dirs = shared[l] { rows = MergedRows(shared: dirs[h], headDim: d, initialCapacity: cap) }
-                else { rows = Float32Rows(headDim: d, initialCapacity: cap) }
+                if let q = quantization { rows = QuantizedRows(spec: q, headDim: d, initialCapacity: cap, dtype: dtype) }
+                else if let dirs = shared[l] { rows = MergedRows(shared: dirs[h], headDim: d, initialCapacity: cap, dtype: dtype) }
+                else { rows = dtype.makeRows(headDim: d, initialCapacity: cap) }
                 return HeadStore(headDim: d, initialCapacity: cap, rows: rows)
             }
         }

@@ -5,12 +5,13 @@
 /// merged representation (`MergedAttention`); a prefill over the store reads a restored copy.
 public final class MergedRows: PrefixedRows {
     public let merged: MergedSection
-    public let residual: Float32Rows
+    /// The unmerged tokens, as float rows of the cache's `KVDType`.
+    public let residual: any ElementRows
 
     /// Rows whose merged tokens' directions live in `shared` (the pair's, one per KV head).
-    public init(shared: MergedDirections, headDim: Int, initialCapacity: Int = 64) {
+    public init(shared: MergedDirections, headDim: Int, initialCapacity: Int = 64, dtype: KVDType = .f32) {
         merged = MergedSection(shared: shared)
-        residual = Float32Rows(headDim: headDim, initialCapacity: initialCapacity)
+        residual = dtype.makeRows(headDim: headDim, initialCapacity: initialCapacity)
     }
 
     var prefixCount: Int { merged.count }

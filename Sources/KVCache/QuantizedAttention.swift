@@ -24,10 +24,21 @@ enum QuantizedAttention {
     static func decode(q: UnsafePointer<Float>, groups g: Int, rows: QuantizedRows,
                        indices: UnsafeBufferPointer<Int32>?, scale: Float,
                        probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> RowsRead {
+        // The residual's element type, statically (a kernel specialised per element).
+        switch rows.residual {
+        case let r as Float16Rows: return decode(q: q, groups: g, rows: rows, residual: r, indices: indices, scale: scale, probs: probs, out: out)
+        case let r as BFloat16Rows: return decode(q: q, groups: g, rows: rows, residual: r, indices: indices, scale: scale, probs: probs, out: out)
+        default: return decode(q: q, groups: g, rows: rows, residual: rows.residual as! Float32Rows, indices: indices, scale: scale, probs: probs, out: out)
+        }
+    }
+
+    static func decode<F: ElementRows>(q: UnsafePointer<Float>, groups g: Int, rows: QuantizedRows, residual: F,
+                                       indices: UnsafeBufferPointer<Int32>?, scale: Float,
+                                       probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> RowsRead {
         switch rows.codes.spec.bits {
-        case 2: return decode(Codes2.self, q: q, groups: g, rows: rows, indices: indices, scale: scale, probs: probs, out: out)
-        case 4: return decode(Codes4.self, q: q, groups: g, rows: rows, indices: indices, scale: scale, probs: probs, out: out)
-        default: return decode(Codes8.self, q: q, groups: g, rows: rows, indices: indices, scale: scale, probs: probs, out: out)
+        case 2: return decode(Codes2.self, q: q, groups: g, rows: rows, residual: residual, indices: indices, scale: scale, probs: probs, out: out)
+        case 4: return decode(Codes4.self, q: q, groups: g, rows: rows, residual: residual, indices: indices, scale: scale, probs: probs, out: out)
+        default: return decode(Codes8.self, q: q, groups: g, rows: rows, residual: residual, indices: indices, scale: scale, probs: probs, out: out)
         }
     }
 
@@ -35,8 +46,8 @@ enum QuantizedAttention {
     static let prefetchDistance = 16
 
     @inline(never)
-    static func decode<C: CodeLayout>(_ layout: C.Type, q: UnsafePointer<Float>, groups g: Int, rows: QuantizedRows,
-                                      indices: UnsafeBufferPointer<Int32>?, scale: Float,
+    static func decode<C: CodeLayout, F: ElementRows>(_ layout: C.Type, q: UnsafePointer<Float>, groups g: Int, rows: QuantizedRows,
+                                                      residual: F, indices: UnsafeBufferPointer<Int32>?, scale: Float,
                                       probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> RowsRead {
         let qs = rows.codes, d = rows.headDim, n = indices?.count ?? rows.count, qn = qs.count
         out.initialize(repeating: 0, count: g * d)
@@ -61,12 +72,12 @@ enum QuantizedAttention {
         let accQ = UnsafeMutablePointer<Float>.allocate(capacity: fastValues ? g * d : 1)
         defer { accQ.deallocate() }
         if fastValues { accQ.initialize(repeating: 0, count: g * d) }
-        let fpRow = d * MemoryLayout<Float>.stride
+        let fpRow = d * MemoryLayout<F.Element>.stride
         let keyGroupBytes = 2 * d * MemoryLayout<Float>.stride
         let valueRowBytes = rb + pv * MemoryLayout<Float>.stride
         var keyBytes = 0, valueBytes = 0
-        // Float32 (residual) token i is residual row i - qn.
-        let fpKeys = rows.residual.keys, fpValues = rows.residual.values, keyCodes = qs.keyCodes, valueCodes = qs.valueCodes
+        // Float (residual) token i is residual row i - qn, in the cache's element type.
+        let fpKeys = residual.keys, fpValues = residual.values, keyCodes = qs.keyCodes, valueCodes = qs.valueCodes
         let ahead = prefetchDistance
         // q * scale with the codes' lane factors folded in (see `CodeLayout`), once per call; per key
         // group q~ = that * s.
@@ -201,12 +212,12 @@ enum QuantizedAttention {
     }
 
     @inline(__always)
-    static func prefetchKey(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<Float>, d: Int) {
+    static func prefetchKey<E: KVElement>(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<E>, d: Int) {
         if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + (i - qn) * d, d) }
     }
 
     @inline(__always)
-    static func prefetchValue(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<Float>, d: Int) {
+    static func prefetchValue<E: KVElement>(_ i: Int, qn: Int, codes: UnsafeMutablePointer<UInt8>, rowBytes: Int, fp: UnsafeMutablePointer<E>, d: Int) {
         if i < qn { let p = codes + i * rowBytes; kv_prefetch(p); kv_prefetch(p + rowBytes - 1) } else { Attention.prefetchRow(fp + (i - qn) * d, d) }
     }
 

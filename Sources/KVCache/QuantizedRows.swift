@@ -6,11 +6,12 @@
 /// restored Float32 copy.
 public final class QuantizedRows: PrefixedRows {
     public let codes: QuantizedStore
-    public let residual: Float32Rows
+    /// The newest tokens, as float rows of the cache's `KVDType`.
+    public let residual: any ElementRows
 
-    public init(spec: QuantizationSpec, headDim: Int, initialCapacity: Int = 64) {
+    public init(spec: QuantizationSpec, headDim: Int, initialCapacity: Int = 64, dtype: KVDType = .f32) {
         codes = QuantizedStore(spec: spec, headDim: headDim)
-        residual = Float32Rows(headDim: headDim, initialCapacity: initialCapacity)
+        residual = dtype.makeRows(headDim: headDim, initialCapacity: initialCapacity)
     }
 
     var prefixCount: Int { codes.count }
@@ -26,12 +27,13 @@ public final class QuantizedRows: PrefixedRows {
 
     public func removeAll() { residual.removeAll(); codes.removeAll() }
 
-    /// Moves full groups of the oldest Float32 rows to codes (indices do not change).
+    /// Moves full groups of the oldest float rows to codes (indices do not change); 16-bit rows are
+    /// quantized from their stored (rounded) values.
     public func endStep() {
-        let g = codes.spec.groupSize, d = headDim
+        let g = codes.spec.groupSize
         var moved = 0
         while residual.count - moved >= codes.spec.residual + g {
-            codes.appendGroup(keys: residual.keys + moved * d, values: residual.values + moved * d, rows: g)
+            residual.withFloat32(moved..<(moved + g)) { codes.appendGroup(keys: $0, values: $1, rows: g) }
             moved += g
         }
         residual.dropFirst(moved)

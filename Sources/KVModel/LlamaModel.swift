@@ -17,6 +17,8 @@ public final class LlamaModel {
     public let rope: RotaryEmbedding
     /// Rows per prefill chunk: activations are O(chunk), attention memory O(chunk x key block).
     public var prefillChunk = 512
+    /// The precision of the caches `makeCache` builds (`kv_dtype`; Float32 by default).
+    public var kvDType: KVDType = .f32
     /// Query heads switched off inside attention (head ablation, HeadMask.swift); nil = none.
     public var headMask: HeadMask?
 
@@ -47,9 +49,10 @@ public final class LlamaModel {
         CacheShape(layers: config.layers, queryHeads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim)
     }
 
-    /// A fresh, empty cache for this model, managed by `policy` (default: the full cache).
-    public func makeCache(policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64) -> KVCache {
-        let cache = KVCache(shape: cacheShape, policy: policy, initialCapacity: initialCapacity)
+    /// A fresh, empty cache for this model, managed by `policy` (default: the full cache), its float
+    /// rows in `kvDType` (default: the model's `kvDType`).
+    public func makeCache(policy: CachePolicy = FullCachePolicy(), initialCapacity: Int = 64, kvDType: KVDType? = nil) -> KVCache {
+        let cache = KVCache(shape: cacheShape, policy: policy, initialCapacity: initialCapacity, kvDType: kvDType ?? self.kvDType)
         cache.rotary = rope
         return cache
     }

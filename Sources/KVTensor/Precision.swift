@@ -10,6 +10,17 @@ public enum Precision {
         #endif
     }
 
+    /// Float32 -> IEEE binary16, round to nearest even (hardware F16C with -target-cpu haswell);
+    /// beyond the largest half (65504) to infinity, NaN kept a NaN.
+    @inline(__always)
+    public static func floatToHalf(_ x: Float) -> UInt16 {
+        #if arch(x86_64) || arch(arm64)
+        return Float16(x).bitPattern
+        #else
+        return floatToHalfSoftware(x)
+        #endif
+    }
+
     /// bfloat16 -> Float32: the upper 16 bits of a Float32.
     @inline(__always)
     public static func bfloat16ToFloat(_ bits: UInt16) -> Float {
@@ -35,5 +46,25 @@ public enum Precision {
         }
         if exp == 31 { return Float(bitPattern: sign | 0x7F80_0000 | (mant << 13)) }
         return Float(bitPattern: sign | UInt32(exp - 15 + 127) << 23 | (mant << 13))
+    }
+
+    static func floatToHalfSoftware(_ x: Float) -> UInt16 {
+        let b = x.bitPattern, sign = UInt16((b >> 16) & 0x8000)
+        let e = Int((b >> 23) & 0xFF), m = b & 0x7F_FFFF
+        if e == 0xFF { return sign | 0x7C00 | (m != 0 ? 0x200 : 0) }
+        let he = e - 127 + 15
+        if he >= 31 { return sign | 0x7C00 }
+        if he <= 0 {                                               // subnormal half (or zero)
+            if he < -10 { return sign }
+            let mant = m | 0x80_0000, shift = UInt32(14 - he)
+            var h = mant >> shift
+            let rem = mant & ((1 << shift) - 1), halfway = UInt32(1) << (shift - 1)
+            if rem > halfway || (rem == halfway && h & 1 == 1) { h += 1 }
+            return sign | UInt16(h)
+        }
+        var h = UInt32(he) << 10 | (m >> 13)
+        let rem = m & 0x1FFF
+        if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) { h += 1 }   // a carry into the exponent is right
+        return sign | UInt16(h)
     }
 }

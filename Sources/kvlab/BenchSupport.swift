@@ -49,14 +49,15 @@ func timeDecodeSteps(_ caches: [KVCache], steps: Int, layers: Int, firstPosition
 
 /// One cache per policy, each holding the same `context` tokens per (layer, KV head) from `draw()`
 /// (layer l's keys [T, Hkv*d], then its values, drawn in that order), stored at the step end as a
-/// prefill would leave them (KIVI quantizes its older tokens; other stores are unchanged).
+/// prefill would leave them (KIVI quantizes its older tokens; other stores are unchanged). `dtypes`:
+/// each cache's `kv_dtype` (default Float32).
 func prefilledCaches(_ policies: [CachePolicy], shape: CacheShape, context T: Int, reserve: Int, threads: Int,
-                     draw: () -> Float) -> [KVCache] {
+                     dtypes: [KVDType]? = nil, draw: () -> Float) -> [KVCache] {
     let width = shape.kvHeads * shape.headDim, d = shape.headDim
     var kv = [Float](repeating: 0, count: shape.layers * T * width * 2)
     for i in kv.indices { kv[i] = draw() }
-    return policies.map { p in
-        let c = KVCache(shape: shape, policy: p, initialCapacity: T + reserve)
+    return policies.enumerated().map { i, p in
+        let c = KVCache(shape: shape, policy: p, initialCapacity: T + reserve, kvDType: dtypes?[i] ?? .f32)
         c.threads = threads
         kv.withUnsafeBufferPointer { b in
             for l in 0..<shape.layers {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KVCache
 import KVExperiments
 import KVModel
 import KVHDF5
@@ -61,6 +62,8 @@ struct GenerateCommand: ParsableCommand {
     var retentionOut: String?
     @Option(name: .customLong("logits-out"), help: "Write the logits of every prompt position to this HDF5 file (dataset 'logits', float32, [prompt tokens, vocab]).")
     var logitsOut: String?
+    @Option(name: .customLong("kv-dtype"), help: ArgumentHelp("Precision of the KV cache's float rows: f32, f16 or bf16 (keys and values rounded when stored; byte figures measured in it).", valueName: "dtype"))
+    var kvDType: String = "f32"
     @Option(help: "BLAS and attention threads (default: all cores).")
     var threads: Int?
 
@@ -70,6 +73,7 @@ struct GenerateCommand: ParsableCommand {
         guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens: expected >= 0, got \(maxNewTokens)") }
         guard temperature >= 0 else { throw ValidationError("--temperature: expected >= 0, got \(temperature)") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p: expected a value in (0, 1], got \(topP)") }
+        do { _ = try KVDType(parsing: kvDType) } catch { throw ValidationError("--kv-dtype: expected one of f32, f16, bf16, got '\(kvDType)'") }
     }
 
     func run() throws {
@@ -88,6 +92,7 @@ struct GenerateCommand: ParsableCommand {
             ids = try parseIds(promptIds!, field: "--prompt-ids")
         }
         let lm = try loadModel(model, threads: threads, weights: weights)
+        lm.kvDType = try KVDType(parsing: kvDType)
         if let bad = ids.first(where: { $0 >= lm.config.vocabSize }) {
             throw ValidationError("prompt token \(bad) is outside the model's vocabulary (size \(lm.config.vocabSize))")
         }
@@ -111,8 +116,8 @@ struct GenerateCommand: ParsableCommand {
             print(r.tokens.map(String.init).joined(separator: ","))
         }
         let decodeRate = r.tokens.count > 1 ? Double(r.tokens.count - 1) / r.decodeSeconds : 0
-        note(String(format: "policy %@; prefill %d tokens in %.3f s; decode %d tokens at %.1f tok/s",
-                    policy.label, ids.count, r.prefillSeconds, r.tokens.count, decodeRate))
+        note(String(format: "policy %@; KV cache %@; prefill %d tokens in %.3f s; decode %d tokens at %.1f tok/s",
+                    policy.label, lm.kvDType.rawValue, ids.count, r.prefillSeconds, r.tokens.count, decodeRate))
         let kept = run.retained.flatMap { $0.map(\.count) }
         note(String(format: "KV cache (measured): stored %@ (peak %@), read %@/decode step; %d tokens seen, %.1f kept per layer and KV head after the prompt",
                     formatBytes(r.stats.bytesStored), formatBytes(r.stats.peakBytesStored),

@@ -17,6 +17,8 @@ final class ConfigErrorTests: XCTestCase {
         ("model with path and synthetic", "models:\n  - path: x\n    synthetic: tiny\n" + tasks + policies, 2, ["models[0]", "exactly one of 'path'"]),
         ("checkpoint folder missing", "models:\n  - path: /no/such/model\n" + tasks + policies, 2, ["models[0].path", "/no/such/model", "not found"]),
         ("unknown synthetic preset", "models:\n  - synthetic: huge\n" + tasks + policies, 2, ["models[0].synthetic", "expected one of"]),
+        ("bad kv_dtype", "models:\n  - synthetic: tiny\n    kv_dtype: fp8\n" + tasks + policies, 3, ["models[0].kv_dtype", "expected one of f32, f16, bf16", "'fp8'"]),
+        ("kv_dtype not a string", "models:\n  - synthetic: tiny\n    kv_dtype: [f16, f32]\n" + tasks + policies, 3, ["models[0].kv_dtype"]),
         ("duplicate model id", "models:\n  - {id: a, synthetic: tiny}\n  - {id: a, synthetic: small}\n" + tasks + policies, 3, ["'models[1]'", "'a' appears twice"]),
         ("unknown task", models + "tasks:\n  - task: trivia\n    context: 128\n" + policies, 4, ["tasks[0].task", "expected one of", "trivia"]),
         ("context not an integer", models + "tasks:\n  - task: fidelity\n    context: long\n" + policies, 5, ["tasks[0].context", "expected an integer", "'long'"]),

@@ -68,6 +68,11 @@ final class GGUFModelConfigTests: XCTestCase {
         XCTAssertFalse(stored.grid[0].key.contains("weights"))
         XCTAssertTrue(f32.grid[0].key.contains("|weights=f32"))
         XCTAssertEqual(try ExperimentConfig.parse(yaml("stored"), file: "s.yaml").grid[0].key, stored.grid[0].key)
+        // Beside kv_dtype: both in the key, weights first; each entry's own.
+        let both = try ExperimentConfig.parse(yaml("f32\n    kv_dtype: f16"), file: "b.yaml")
+        XCTAssertEqual(both.models[0].weights, .f32)
+        XCTAssertEqual(both.models[0].kvDType, .f16)
+        XCTAssertTrue(both.grid[0].key.contains("|weights=f32|kv_dtype=f16"), both.grid[0].key)
         XCTAssertThrowsError(try ExperimentConfig.parse(yaml("f8"), file: "x.yaml")) { e in
             let m = (e as? LocalizedError)?.errorDescription ?? "\(e)"
             XCTAssertTrue(m.contains("models[0].weights") && m.contains("f8"), m)

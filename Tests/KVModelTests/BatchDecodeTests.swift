@@ -11,12 +11,13 @@ final class BatchDecodeTests: XCTestCase {
 
     /// Decodes `tokens` of sequence 0 after a prompt, in lockstep with `others` other sequences
     /// (each its own prompt and tokens); returns sequence 0's logits of every step.
-    func decode(others: Int, threads: Int = 1, offset: Int = 0) -> [Float] {
+    /// Sequence 0's cache stores `dtype` rows (`kv_dtype`); the others are Float32.
+    func decode(others: Int, threads: Int = 1, offset: Int = 0, dtype: KVDType = .f32) -> [Float] {
         BLAS.setThreads(threads)
         defer { BLAS.setThreads(1) }
         let m = Self.model
         let n = others + 1
-        let caches = (0..<n).map { _ in m.makeCache() }
+        let caches = (0..<n).map { m.makeCache(kvDType: $0 == 0 ? dtype : .f32) }
         for (i, c) in caches.enumerated() {
             let prompt = (0..<(40 + 7 * i)).map { ($0 * 31 + 7 * i + 3) % m.config.vocabSize }
             _ = m.forward(prompt, startPosition: 0, cache: c, phase: .prefill)
@@ -39,6 +40,16 @@ final class BatchDecodeTests: XCTestCase {
         for (others, offset, threads) in [(3, 2, 1), (18, 17, 2)] {
             let together = decode(others: others, threads: threads, offset: offset)
             XCTAssertEqual(alone.map(\.bitPattern), together.map(\.bitPattern), "\(others) others, at \(offset), \(threads) threads")
+        }
+    }
+
+    /// Half-precision caches decode in lockstep beside Float32 ones as alone (and really differ from Float32).
+    func testHalfPrecisionCachesDecodeInLockstepAsAlone() {
+        let f32 = decode(others: 0)
+        for dtype in [KVDType.f16, .bf16] {
+            let alone = decode(others: 0, dtype: dtype)
+            XCTAssertNotEqual(alone, f32, "\(dtype)")
+            XCTAssertEqual(alone.map(\.bitPattern), decode(others: 3, offset: 1, dtype: dtype).map(\.bitPattern), "\(dtype)")
         }
     }
 

@@ -12,12 +12,15 @@ import KVTestSupport
 /// them) and every pair of them a stack accepts: a new policy is in these tests by being registered.
 final class PrefillReplayTests: XCTestCase {
     typealias H = PolicyHarness
-    /// The harness's model (its Loki calibration file fits), with the 96-token prompt in 3 chunks.
-    static let model: LlamaModel = {
-        let m = try! ModelSource.parse("synthetic:tiny,std=0.15,seed=3").load()
+    /// The harness's model (its Loki calibration file fits), with the 96-token prompt in 3 chunks,
+    /// its caches in `dtype` (`kv_dtype`: the reference and every policy of a model entry share it).
+    static func makeModel(_ dtype: KVDType, spec: String = "synthetic:tiny,std=0.15,seed=3") -> LlamaModel {
+        let m = try! ModelSource.parse(spec).load()
         m.prefillChunk = 40
+        m.kvDType = dtype
         return m
-    }()
+    }
+    static let model = makeModel(.f32)
     static let budget = 40        // tokens kept or read per KV head, of 96 + 8: eviction acts in prefill and decode
 
     /// Every registered policy's example configs, lossless and compressing.
@@ -57,12 +60,12 @@ final class PrefillReplayTests: XCTestCase {
 
     /// The policy's own prefill and the shared one (replayed whole, or resumed below its first shared
     /// layer, as its declaration says) give the same logits, stores and figures, bit for bit.
-    func assertSharedEqualsOwn(_ spec: PolicySpec, _ rec: (recording: PrefillRecording, logits: [Float]),
+    func assertSharedEqualsOwn(_ spec: PolicySpec, _ rec: (recording: PrefillRecording, logits: [Float]), model m: LlamaModel = model,
                                file: StaticString = #filePath, line: UInt = #line) throws {
-        let m = Self.model
         let prefix = m.makeCache(policy: try spec.make()).denseLayerPrefix
         let shared: Prefill = prefix == m.config.layers ? .replay(rec.recording, rec.logits) : .resume(rec.recording, prefix)
-        let (own, a) = try Self.run(spec, .own), (replayed, b) = try Self.run(spec, shared)
+        let (own, a) = try Self.run(spec, .own, model: m), (replayed, b) = try Self.run(spec, shared, model: m)
+        XCTAssertEqual(b.kvDType, m.kvDType, spec.label, file: file, line: line)
         XCTAssertEqual(own.map(\.bitPattern), replayed.map(\.bitPattern), "\(spec.label): logits differ", file: file, line: line)
         // bytesAllocated follows Swift array capacities (allocator rounding) and is not a result.
         var (sa, sb) = (a.stats, b.stats)
@@ -155,8 +158,10 @@ final class PrefillReplayTests: XCTestCase {
     /// Cross-layer sharing on a 5-layer model: the layers below the first one that reads another's
     /// store are replayed and the model resumes from that layer on the recorded hidden state.
     func testResumedPrefillStartsAtTheFirstSharedLayer() throws {
-        let m = try ModelSource.parse("synthetic:tiny,layers=5,std=0.15,seed=4").load()
-        m.prefillChunk = 40
+        for dtype in [KVDType.f32, .bf16] { try assertResumes(Self.makeModel(dtype, spec: "synthetic:tiny,layers=5,std=0.15,seed=4")) }
+    }
+
+    func assertResumes(_ m: LlamaModel) throws {
         let specs: [(PolicySpec, Int)] = [
             (PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .all)), 1),
             (PolicySpec(CrossLayerSharing.Config(shareFactor: 2, layers: .upperHalf)), 3),
@@ -167,7 +172,7 @@ final class PrefillReplayTests: XCTestCase {
             XCTAssertEqual(spec.prefillSharing, .leadingLayers, spec.label)
             XCTAssertEqual(m.makeCache(policy: try spec.make()).denseLayerPrefix, layer, spec.label)
             let (own, a) = try Self.run(spec, .own, model: m), (resumed, b) = try Self.run(spec, .resume(rec.recording, layer), model: m)
-            XCTAssertEqual(own.map(\.bitPattern), resumed.map(\.bitPattern), "\(spec.label): logits differ")
+            XCTAssertEqual(own.map(\.bitPattern), resumed.map(\.bitPattern), "\(spec.label) \(m.kvDType): logits differ")
             var (sa, sb) = (a.stats, b.stats)
             (sa.bytesAllocated, sb.bytesAllocated) = (0, 0)
             XCTAssertEqual(sa, sb, spec.label)
@@ -183,6 +188,7 @@ final class PrefillReplayTests: XCTestCase {
         for l in 0..<a.shape.layers { for h in 0..<a.shape.kvHeads {
             let x = a.stores[l][h], y = b.stores[l][h]
             XCTAssertEqual(x.count, y.count, "\(label): layer \(l) head \(h) count", file: file, line: line)
+            XCTAssertTrue(type(of: Self.elementRows(x.rows)) == type(of: Self.elementRows(y.rows)), "\(label): row types", file: file, line: line)
             XCTAssertEqual(x.payloadBytes, y.payloadBytes, "\(label): layer \(l) head \(h) payload", file: file, line: line)
             guard x.count == y.count else { continue }
             for i in 0..<x.count {
@@ -193,5 +199,42 @@ final class PrefillReplayTests: XCTestCase {
                 }
             }
         } }
+    }
+
+    /// The float rows of a store: the rows themselves, or the residual of KIVI codes / merged rows.
+    static func elementRows(_ rows: KVRows) -> KVRows {
+        if let q = rows as? QuantizedRows { return q.residual }
+        if let m = rows as? MergedRows { return m.residual }
+        return rows
+    }
+
+    /// Half-precision caches (issue 15 item 4): the reference records over its Float16 stores and
+    /// every sharing policy's replay into a Float16 cache equals its own Float16 prefill, bit for
+    /// bit; the replayed stores hold Float16 rows (codes' and merged rows' residuals too).
+    func testSharedPrefillEqualsOwnInFloat16ForEveryRegisteredPolicy() throws {
+        let m = Self.makeModel(.f16)
+        let rec = Self.record(m)
+        XCTAssertEqual(rec.recording.kvDType, .f16)
+        XCTAssertNotEqual(rec.logits, Self.record(Self.model).logits, "f16 rows change the prefill (the rounding is real)")
+        let sharing = Self.examples.filter { $0.prefillSharing != .none }
+        XCTAssertGreaterThan(sharing.count, 20)
+        for spec in sharing {
+            try assertSharedEqualsOwn(spec, rec, model: m)
+            guard spec.prefillSharing == .whole else { continue }
+            let cache = m.makeCache(policy: try spec.make())
+            cache.replay(rec.recording)
+            for layer in cache.stores { for st in layer where st.count > 0 {
+                XCTAssertTrue(Self.elementRows(st.rows) is Float16Rows, "\(spec.label): \(type(of: st.rows))")
+            } }
+        }
+    }
+
+    /// A few policies (eviction, KIVI codes, merged rows) in BFloat16.
+    func testSharedPrefillEqualsOwnInBFloat16() throws {
+        let m = Self.makeModel(.bf16)
+        let rec = Self.record(m)
+        let specs = Self.examples.filter { ["snapkv", "kivi", "minicache", "h2o"].contains($0.kind) && $0.prefillSharing == .whole }
+        XCTAssertGreaterThanOrEqual(specs.count, 4)
+        for spec in specs { try assertSharedEqualsOwn(spec, rec, model: m) }
     }
 }

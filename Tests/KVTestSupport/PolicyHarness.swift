@@ -48,8 +48,8 @@ public enum PolicyHarness {
 
     /// What is wrong with the stores, one line each (empty: nothing): a position held twice, an order
     /// claimed that positions do not have (in each section: MiniCache's merged prefix, then the rows
-    /// after it), bytes reported that differ from the stores', Float32 rows whose payload is not
-    /// count x d x 8 bytes.
+    /// after it), bytes reported that differ from the stores', float rows whose payload is not
+    /// count x d x 2 x the element's bytes.
     public static func storeProblems(_ cache: KVCache) -> [String] {
         var out: [String] = [], payload = 0
         for (l, layer) in cache.stores.enumerated() {
@@ -61,8 +61,8 @@ public enum PolicyHarness {
                 if s.isOrdered && [Array(pos[..<prefix]), Array(pos[prefix...])].contains(where: { $0 != $0.sorted() }) {
                     out.append("layer \(l) head \(h) claims order but positions are not increasing")
                 }
-                if s.rows is Float32Rows && s.payloadBytes != s.count * s.headDim * 8 {
-                    out.append("layer \(l) head \(h): Float32 payload \(s.payloadBytes) for \(s.count) tokens")
+                if s.rows is (any ElementRows) && s.payloadBytes != s.count * s.headDim * 2 * cache.kvDType.bytes {
+                    out.append("layer \(l) head \(h): \(cache.kvDType.rawValue) payload \(s.payloadBytes) for \(s.count) tokens")
                 }
             }
         }

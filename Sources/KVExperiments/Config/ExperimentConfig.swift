@@ -1,15 +1,19 @@
 import Foundation
+import KVCache
 import KVModel
 import KVPolicies
 import Yams
 
-/// A model of an experiment: a checkpoint folder, a GGUF file or a synthetic shape, under an id.
+/// A model of an experiment: a checkpoint folder, a GGUF file or a synthetic shape, under an id,
+/// with the precision of its KV cache (`kv_dtype`: every policy's stores and the full-cache
+/// reference it is compared with).
 public struct ModelEntry: Sendable {
     public var id: String
     public var spec: String            // folder or .gguf path, or synthetic:PRESET[,k=v...]
     public var source: ModelSource
     /// How the matrices are held: as the file stores them (default) or dequantized to Float32.
     public var weights: WeightPrecision = .stored
+    public var kvDType: KVDType = .f32
 }
 
 /// A parsed, validated experiment config (docs/config.md). Every list-valued parameter is
@@ -94,7 +98,7 @@ public struct ExperimentConfig {
     }
 
     static func parseModel(_ f: Field, index: Int) throws -> ModelEntry {
-        let m = try f.mapping(allowed: ["id", "path", "synthetic", "weights"])
+        let m = try f.mapping(allowed: ["id", "path", "synthetic", "weights", "kv_dtype"])
         let spec: String
         switch (m["path"], m["synthetic"]) {
         case (let p?, nil):
@@ -112,9 +116,15 @@ public struct ExperimentConfig {
         do { source = try ModelSource.parse(spec) } catch {
             throw (m["synthetic"] ?? f).error(error.localizedDescription)
         }
+        var dtype = KVDType.f32
+        if let k = m["kv_dtype"] {
+            do { dtype = try KVDType(parsing: try k.string()) } catch let e as KVDTypeError {
+                throw k.error("expected one of \(KVDType.allCases.map(\.rawValue).joined(separator: ", ")) (the KV cache's precision), got '\(e.value)'")
+            }
+        }
         let id = try m["id"]?.string() ?? (spec.hasPrefix("synthetic:") ? "synthetic\(index)" : URL(fileURLWithPath: spec).lastPathComponent)
         let weights = try m["weights"]?.choice(WeightPrecision.self) ?? .stored
-        return ModelEntry(id: id, spec: spec, source: source, weights: weights)
+        return ModelEntry(id: id, spec: spec, source: source, weights: weights, kvDType: dtype)
     }
 
     /// Every grid point in run order: model-major, then task, then policy (so one model's full-cache

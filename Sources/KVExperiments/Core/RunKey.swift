@@ -4,7 +4,8 @@ import Foundation
 /// fractional budgets as compression_ratio). Results files and baselines hold it as the JSON text
 /// `text`, by which resume skips finished runs and compare and merge match runs.
 public struct RunKey: Codable, Hashable, Sendable {
-    /// "id|spec": the model's id and where it comes from.
+    /// "id|spec": the model's id and where it comes from, then "|kv_dtype=f16" (or bf16) when the
+    /// KV cache is not Float32 (Float32 keys are the same as before the key existed).
     public var model: String
     public var task: TaskSpec
     /// nil: the (model, task) pair's full-cache reference, which every policy of the pair shares.
@@ -15,10 +16,10 @@ public struct RunKey: Codable, Hashable, Sendable {
     enum CodingKeys: String, CodingKey { case model, task, policy, ablateHeads = "ablate_heads" }
 
     public init(model: ModelEntry, task: TaskSpec, policy: String?) {
-        // Float32 weights compute other logits (summation order): a point of their own. The default
-        // adds nothing, so results of earlier versions keep their keys.
+        // Float32 weights compute other logits (summation order), a half KV cache others again:
+        // points of their own. The defaults add nothing, so results of earlier versions keep their keys.
         let weights = model.weights == .stored ? "" : "|weights=\(model.weights.rawValue)"
-        self.model = "\(model.id)|\(model.spec)\(weights)"
+        self.model = "\(model.id)|\(model.spec)\(weights)" + (model.kvDType == .f32 ? "" : "|kv_dtype=\(model.kvDType.rawValue)")
         var t = task
         t.ablation = nil   // held as its label, which the text writes after the policy
         self.task = t

@@ -29,7 +29,7 @@ enum ModelIdentity {
         }
         return ModelRecord(id: entry.id, source: entry.spec, configJSON: configJSON,
                            parameterCount: model.config.parameterCount,
-                           kvBytesPerToken: model.config.kvBytesPerToken(elementBytes: 4),
+                           kvBytesPerToken: model.config.kvBytesPerToken(elementBytes: entry.kvDType.bytes),
                            configHash: SHA256.hex(configJSON), weightsHash: weightsHash)
     }
 }

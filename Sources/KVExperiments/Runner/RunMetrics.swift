@@ -59,7 +59,8 @@ enum RunFractions {
         return [.init("budget_kind", point.policy.budgetForm?.kind ?? ""),
                 .init("setup", PolicySetup.name(of: point.policy)),
                 .init("suffix", suffix),
-                .init("text_source", textSource)]
+                .init("text_source", textSource),
+                .init("kv_dtype", point.model.kvDType.rawValue)]
     }
 
     /// Provenance of a task's text file as JSON: a Debian corpus (name, package, files, sha256 of

@@ -95,6 +95,7 @@ public final class SweepRunner {
             if let l = loaded, l.id == entry.id { return (l.model, l.codec, l.style) }
             loaded = nil
             let m = try entry.source.load(weights: entry.weights)
+            m.kvDType = entry.kvDType          // every cache of this entry's runs, the full-cache reference included
             var codec: TextCodec? = nil, codecError: String? = nil
             var style = PromptStyle.standard
             if let path = entry.source.path {
