@@ -1,6 +1,6 @@
 import Foundation
 import KVTensor
-import KVCache
+import KVCacheCore
 
 /// How the next token is chosen.
 public enum Sampling: Equatable, Sendable {

@@ -2,7 +2,7 @@
 // (Wu et al., arXiv 2404.15574). Reference: nightdessert/Retrieval_Head, needle_in_haystack_with_mask.py
 // with faiss_attn/source/modeling_llama.py (`block_list`).
 import Foundation
-import KVCache
+import KVCacheCore
 
 /// A set of query heads whose attention is switched off inside the decoder. Not a cache policy:
 /// the cache and its policy never know; the model applies it around `KVCache.attention`.

@@ -1,6 +1,6 @@
 import Foundation
 import KVTensor
-import KVCache
+import KVCacheCore
 
 extension LlamaModel {
     /// One decode step of several independent sequences in lockstep: sequence i feeds `tokens[i]`

@@ -1,6 +1,6 @@
 import Foundation
 import KVTensor
-import KVCache
+import KVCacheCore
 
 /// Which logits a forward pass returns; `.hidden` returns the final normed hidden states
 /// [rows, D] of every row instead (what the LM head reads; e.g. KVSharer's calibration).

@@ -1,7 +1,7 @@
 // Support file, not a policy. Budget conventions follow the references: token counts (H2O, SnapKV),
 // and kvpress's compression_ratio (reference: NVIDIA/kvpress, utils compute_n_kept).
 import Foundation
-import KVCache
+import KVCacheCore
 
 /// How many tokens a policy may keep: an absolute count, kvpress's `compression_ratio` (the
 /// fraction removed: kept = int(T * (1 - ratio)), T the prompt length), or the fraction kept

@@ -1,7 +1,7 @@
 // Cross-layer KV sharing, CLA style, applied without training (the "naive" baseline).
 // Paper: Brandon et al., "Reducing Transformer Key-Value Cache Size with Cross-Layer Attention", arXiv 2405.12981.
 // Reference: the paper's CLA2/CLA3 grouping (no public reference implementation); layer map as in KVSharer (arXiv 2410.18517).
-import KVCache
+import KVCacheCore
 
 /// Groups the participating layers in runs of `shareFactor`; the first layer of each group
 /// computes and stores K/V, the others attend with their own queries over that store and store

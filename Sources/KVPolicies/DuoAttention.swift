@@ -3,7 +3,7 @@
 // Reference: github.com/mit-han-lab/duo-attention (duo_attn/utils.py sparsify_attention_heads: a pattern per layer and KV
 // head, the `sparsity` share of lowest-scoring heads become streaming heads; streaming heads keep sink_size + recent_size tokens).
 import Foundation
-import KVCache
+import KVCacheCore
 
 /// Per (layer, KV head): a retrieval head keeps every token; a streaming head keeps the first
 /// `sinks` positions and the `recent` newest tokens, evicting the rest at every step end (prefill

@@ -1,7 +1,7 @@
 // H2O: Heavy-Hitter Oracle.
 // Paper: Zhang et al., "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of LLMs", arXiv 2306.14048.
 // Reference: github.com/FMInference/H2O (h2o_hf/utils_real_drop); kvpress ObservedAttentionPress (the `.observed` scoring).
-import KVCache
+import KVCacheCore
 
 /// Keeps the `recent` newest tokens plus the `capacity - recent` older tokens with the most
 /// accumulated attention, per KV head.

@@ -1,7 +1,7 @@
 // Head pooling: converting multi-head (or wider GQA) KV to fewer groups by mean-pooling, without uptraining.
 // Paper: Ainslie et al., "GQA: Training Generalized Multi-Query Transformer Models from Multi-Head Checkpoints", arXiv 2305.13245.
 // Reference: the paper's checkpoint conversion (mean of the K and V projection heads of each group).
-import KVCache
+import KVCacheCore
 
 /// Stores `kvHeads` KV heads instead of the model's Hkv: each stored head holds the mean of its
 /// group of Hkv / kvHeads adjacent heads' keys and values, and the query heads of the whole group

@@ -1,7 +1,7 @@
 // KIVI: tuning-free asymmetric 2-bit KV-cache quantization (keys per channel, values per token, full-precision residual).
 // Paper: Liu, Yuan et al., "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", ICML 2024, arXiv 2402.02750.
 // Reference: jy-yuan/KIVI (models/llama_kivi.py and quant/: per-channel key groups along tokens, per-token value groups along channels, residual kept in fp16).
-import KVCache
+import KVCacheCore
 
 /// Tells the cache to keep older tokens as packed b-bit codes (`QuantizationSpec`): asymmetric
 /// min-max, scale = (max - min) / (2^b - 1), zero point = min; keys per channel in groups of G

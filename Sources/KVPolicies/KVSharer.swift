@@ -6,7 +6,7 @@
 // similarity to the unshared model (flattened per sample, averaged over samples) exceeds THRESHOLD,
 // skipping a pair whose i is already shared, chains resolved by `re_map`, stop at SHARE_LAYERS).
 import Foundation
-import KVCache
+import KVCacheCore
 import KVHDF5
 
 /// The result of a KVSharer search: which layers reuse which layer's cache, and how it was found.

@@ -3,7 +3,7 @@
 // test_llama.ipynb cell 12 (avg_past_key_values: the samples' caches summed position by position and divided by
 // the sample count), cell 13 (compute_euclidean_distance: torch.norm(k_i - k_j, p=2, dim=-1).mean(), the two
 // distances of K and V averaged), cell 14 (pairs ranked by np.argsort(...)[::-1]: descending).
-import KVCache
+import KVCacheCore
 
 /// A policy that keeps everything (a dense run) and averages each layer's post-RoPE keys and values
 /// over calibration sequences, position by position: the reference's averaged KV cache [Hkv, T, d].

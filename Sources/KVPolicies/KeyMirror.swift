@@ -1,6 +1,6 @@
 // Support file, not a policy: what Quest (arXiv 2406.10774, page key bounds) and Loki (arXiv
 // 2406.02542, low-rank key rows) keep beside the stores, derived from the stored keys.
-import KVCache
+import KVCacheCore
 
 /// Data a policy derives from the keys of one store (Quest's page bounds, Loki's low-rank rows),
 /// kept in step with it: tokens appended since the last `sync` are folded in, `remap` follows the

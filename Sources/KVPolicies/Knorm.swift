@@ -1,7 +1,7 @@
 // Knorm: keep the keys with the smallest L2 norm.
 // Paper: Devoto et al., "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression", arXiv 2406.11430.
 // Reference: NVIDIA/kvpress KnormPress (score = -||k||).
-import KVCache
+import KVCacheCore
 import KVTensor
 
 /// Scores each stored key by its negated L2 norm (per KV head) and keeps the top `capacity`.

@@ -4,7 +4,7 @@
 // scores from the first r dims scaled by 1/sqrt(d), top-k per query head (after repeat_kv) on every query
 // row of every forward, prefill included (modify_llama.py l. 78-98, utils.py mask_attn_pca_topk), no
 // sink/recent forcing).
-import KVCache
+import KVCacheCore
 import KVTensor
 
 /// The cache stores every key rotated into its (layer, KV head)'s calibrated principal basis P

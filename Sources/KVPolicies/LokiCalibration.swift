@@ -3,7 +3,7 @@
 // Reference: github.com/hpcgroup/loki (sklearn PCA per head on saved post-rotary keys: centred
 // covariance, components in descending variance, means and explained-variance ratios saved).
 import Foundation
-import KVCache
+import KVCacheCore
 import KVHDF5
 import KVTensor
 

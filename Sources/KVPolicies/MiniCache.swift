@@ -1,7 +1,7 @@
 // MiniCache: training-free KV-cache compression in depth, by merging adjacent layers.
 // Paper: Liu et al., "MiniCache: KV Cache Compression in Depth Dimension for Large Language Models", NeurIPS 2024, arXiv 2405.14366.
 // Reference: the paper's Sec. 4 and Algorithm 1 (SLERP of the pair's directions, per-layer norms, retention of divergent tokens); no official code.
-import KVCache
+import KVCacheCore
 
 /// From `startLayer` (default L/2) layers are paired (s, s+1), (s+2, s+3), ...; per token and KV
 /// head the pair stores one merged key direction and one merged value direction (SLERP at t,

@@ -1,7 +1,7 @@
 // Oracle top-k: exact scores over every token, keep the k best (the upper bound of selection).
 // Paper: none (the ideal selector Quest and Loki are measured against; Loki's "exact top-k" baseline).
 // Reference: hpcgroup/loki methods/topk (topk over the exact attention scores, per head).
-import KVCache
+import KVCacheCore
 import KVTensor
 
 /// At every decode step in every layer, scores every candidate token exactly (q.k over all d

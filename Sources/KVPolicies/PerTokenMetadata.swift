@@ -1,6 +1,6 @@
 // Support file, not a policy: per-token metadata bookkeeping shared by H2O, TOVA and Knorm
 // (their papers and reference repositories are on their own files).
-import KVCache
+import KVCacheCore
 
 /// Moves per-token policy metadata the way the store moved its tokens (`CachePolicy.didRetain`:
 /// new index i holds old index kept[i]). The decode-time case (one token dropped, the last slot

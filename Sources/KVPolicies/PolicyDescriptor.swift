@@ -1,7 +1,7 @@
 // Support file, not a policy: the declaration every policy makes once, after kvpress's presses,
 // each a dataclass that is its own spec (reference: NVIDIA/kvpress, presses/*.py), and its
 // registry of default presses that the tests iterate (tests/default_presses.py).
-import KVCache
+import KVCacheCore
 
 /// What a policy saves (../shared/POLICIES.md families): plots draw one line per family.
 public enum PolicyFamily: String, Sendable, CaseIterable {

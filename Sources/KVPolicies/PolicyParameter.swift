@@ -1,7 +1,7 @@
 // Support file, not a policy: typed parameters of the policy descriptors (keys, defaults, bounds,
 // help) and how they are read from a config entry and written into labels (the policies' papers and
 // reference repositories are on their own files).
-import KVCache
+import KVCacheCore
 
 /// One given value of a policy entry (a YAML scalar of a config or of `--policy`): typed reads whose
 /// errors point at the value.

@@ -1,6 +1,6 @@
 // Support file, not a policy: the list of registered policies (kvpress's tests/default_presses.py
 // plays this part there). Each policy's paper and reference repository are named on its own file.
-import KVCache
+import KVCacheCore
 
 /// Every policy configs, `--policy` and the docs know, in documentation order. Adding a policy is
 /// its own file (a class, its `Config` with the descriptor) plus one line here.

@@ -1,6 +1,6 @@
 // Support file, not a policy: which policies can take a shared dense prefill (issue 15 item 1).
 // Each policy declares it on its Config (`PolicyConfig.prefillSharing`); a stack takes the least.
-import KVCache
+import KVCacheCore
 
 /// How much of a shared dense prefill a policy can take: a sweep computes each sample's dense
 /// prefill once (the full-cache reference, recorded) and replays it into the caches of the policies

@@ -1,6 +1,6 @@
 // Support file, not a policy: a policy or a stack of policies as a value, for configs and results.
 // Each policy's paper and reference repository are named on its own file.
-import KVCache
+import KVCacheCore
 
 /// A policy and its parameters as a value (one policy's typed `PolicyConfig`, or a stack): what
 /// configs sweep, what results record, and what `make()` turns into a live `CachePolicy`.

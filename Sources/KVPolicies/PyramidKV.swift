@@ -2,7 +2,7 @@
 // Paper: Cai et al., "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling", arXiv 2406.02069.
 // Reference: github.com/Zefan-Cai/KVCache-Factory, pyramidkv/pyramidkv_utils.py, PyramidKVCluster.update_kv
 // (the default, `variant: authors`); NVIDIA/kvpress presses/pyramidkv_press.py, get_layer_budget (`variant: kvpress`).
-import KVCache
+import KVCacheCore
 
 /// SnapKV's scores (observation window, pooling, GQA mean), kept per layer with a pyramid of budgets.
 /// C is the budget's capacity for the prompt (tokens, or int(T keep) for a fraction), w the window.

@@ -1,7 +1,7 @@
 // Quest: query-aware page selection from per-page key bounds.
 // Paper: Tang et al., "Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference", arXiv 2406.10774.
 // Reference: github.com/mit-han-lab/Quest (kernel path: top P-1 pages by bound plus the last page, layers < 2 dense).
-import KVCache
+import KVCacheCore
 import KVTensor
 
 /// Pages of `pageSize` store indices (aligned to index 0). Per layer, KV head and page the

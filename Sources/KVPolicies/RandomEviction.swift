@@ -1,7 +1,7 @@
 // Random eviction: keeps a uniformly random subset of the tokens, the baseline an eviction policy must beat.
 // Paper: none (the random baseline of the eviction papers' ablations).
 // Reference: NVIDIA/kvpress presses/random_press.py (RandomPress: i.i.d. uniform scores through ScorerPress, optional seed).
-import KVCache
+import KVCacheCore
 
 /// Scores every stored token with a uniform random number and keeps the `capacity` best per KV
 /// head (kvpress's RandomPress through its ScorerPress): a uniformly random subset of the budget's

@@ -3,7 +3,7 @@
 // the RoPE-compatible key map here is the least-squares RoPE-commuting one, see KVHeadProjection).
 // The baseline is mean pooling (HeadPooling.swift, the GQA paper's conversion).
 import Foundation
-import KVCache
+import KVCacheCore
 import KVHDF5
 
 /// Stores the calibration's number of KV heads: each stored head is the low-rank projection of its

@@ -1,7 +1,7 @@
 // SVD KV-head compression: the calibration (fit on real text) and its file.
 // Paper: Yu et al., "Effectively Compress KV Heads for LLM", arXiv 2406.07056 (no public code found).
 import Foundation
-import KVCache
+import KVCacheCore
 import KVHDF5
 import KVTensor
 

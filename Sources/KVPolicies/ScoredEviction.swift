@@ -1,7 +1,7 @@
 // Support file, not a policy: the scored-eviction template, after kvpress's ScorerPress
 // (reference: NVIDIA/kvpress, presses/scorer_press.py).
 import Foundation
-import KVCache
+import KVCacheCore
 
 /// The template every scored eviction policy shares (kvpress's ScorerPress): score each stored
 /// token of a KV head, keep the `capacity` best (ties to the older token), physically remove the

@@ -1,7 +1,7 @@
 // Support file, not a policy (references: Quest arXiv 2406.10774, Loki arXiv 2406.02542).
 // Shared pieces of the query-aware selection policies (Quest, Loki, oracle top-k): how many
 // tokens to keep, how a GQA group chooses, SIMD row scoring and linear-time top-k.
-import KVCache
+import KVCacheCore
 
 /// How the query heads of a GQA group choose the tokens their KV head reads.
 public enum SelectionGQA: String, Hashable, Sendable, CaseIterable {

@@ -1,7 +1,7 @@
 // SnapKV: an observation window of the prompt's last queries votes for the tokens to keep.
 // Paper: Li et al., "SnapKV: LLM Knows What You are Looking for Before Generation", arXiv 2404.14469.
 // Reference: github.com/FasterDecoding/SnapKV; kvpress SnapKVPress (followed here, incl. its GQA mean).
-import KVCache
+import KVCacheCore
 
 /// Once, at the end of prefill, when the prompt exceeds the capacity: the last `window` prompt
 /// queries attend causally over the prompt; each prefix token's score is the mean of its

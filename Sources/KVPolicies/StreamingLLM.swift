@@ -1,7 +1,7 @@
 // StreamingLLM: attention sinks + a recent window.
 // Paper: Xiao et al., "Efficient Streaming Language Models with Attention Sinks", arXiv 2309.17453.
 // Reference: github.com/mit-han-lab/streaming-llm (StartRecentKVCache); kvpress StreamingLLMPress.
-import KVCache
+import KVCacheCore
 
 /// Keeps the first `sinks` tokens and the most recent `capacity - sinks` tokens; the same
 /// positions for every head. With ratio r at prefill this is exactly kvpress's StreamingLLMPress

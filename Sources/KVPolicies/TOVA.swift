@@ -1,7 +1,7 @@
 // TOVA: Token Omission Via Attention.
 // Paper: Oren et al., "Transformers are Multi-State RNNs", arXiv 2401.06104.
 // Reference: github.com/schwartz-lab-NLP/TOVA (tova_cache.py); kvpress TOVAPress.
-import KVCache
+import KVCacheCore
 
 /// Scores tokens by the newest query's attention, averaged over *all* query heads of the layer,
 /// and keeps the same top tokens for every head; the newest token is always kept (kvpress pads

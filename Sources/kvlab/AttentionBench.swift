@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import KVCache
+import KVCacheCore
 import KVPolicies
 import KVTensor
 

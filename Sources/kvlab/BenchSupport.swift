@@ -1,4 +1,4 @@
-import KVCache
+import KVCacheCore
 
 /// One decode attention step of every layer through `cache`, with step `s`'s rows of pre-drawn
 /// random queries [steps*layers, H*d] and keys/values [steps*layers, Hkv*d]; returns the seconds

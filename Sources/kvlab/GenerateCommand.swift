@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import KVCache
+import KVCacheCore
 import KVExperiments
 import KVModel
 import KVHDF5

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import KVCache
+@testable import KVCacheCore
 import KVModel
 import KVPolicies
 import KVTestSupport

@@ -1,5 +1,5 @@
 import XCTest
-import KVCache
+import KVCacheCore
 import KVPolicies
 
 /// Loki's reference protocol (top-k per query head on every query row, prefill included) against

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import KVCache
+import KVCacheCore
 import KVModel
 import KVPolicies
 

@@ -1,4 +1,4 @@
-import KVCache
+import KVCacheCore
 
 /// What tests read of a store's format: KIVI's codes, MiniCache's merged section, their count.
 extension HeadStore {

@@ -1,6 +1,6 @@
 import XCTest
 @testable import KVExperiments
-import KVCache
+import KVCacheCore
 import KVModel
 
 /// Retrieval and long-context scores of `kvlab calibrate heads` against a brute-force computation

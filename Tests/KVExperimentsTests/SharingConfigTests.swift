@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 @testable import KVExperiments
-import KVCache
+import KVCacheCore
 import KVPolicies
 
 /// `policy: cla` in configs: defaults, the layers forms, map files, and located errors.

@@ -1,6 +1,6 @@
 import XCTest
 import KVModel
-import KVCache
+import KVCacheCore
 
 /// Logit and greedy-decoding parity with HF transformers on tiny random checkpoints
 /// (fixtures from scripts/fixtures/make_hf_fixtures.py).

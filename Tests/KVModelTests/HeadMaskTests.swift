@@ -1,5 +1,5 @@
 import XCTest
-import KVCache
+import KVCacheCore
 import KVModel
 
 /// Head ablation really switches heads off: an empty mask changes nothing, a mask changes the

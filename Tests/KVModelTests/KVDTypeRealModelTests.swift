@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import KVCache
+import KVCacheCore
 import KVModel
 
 /// The real SmolLM2-135M-Instruct Q4_1 GGUF with a 16-bit KV cache against its Float32 KV cache on

@@ -1,5 +1,5 @@
 import XCTest
-import KVCache
+import KVCacheCore
 import KVModel
 import KVPolicies
 import KVTestSupport

@@ -1,5 +1,5 @@
 import XCTest
-import KVCache
+import KVCacheCore
 @testable import KVPolicies
 import KVTestSupport
 

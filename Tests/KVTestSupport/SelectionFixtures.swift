@@ -1,4 +1,4 @@
-import KVCache
+import KVCacheCore
 import KVModel
 import KVPolicies
 import KVTensor

@@ -1,7 +1,7 @@
 // SVD KV-head compression: calibration run and weight folding.
 // Paper: Yu et al., "Effectively Compress KV Heads for LLM", arXiv 2406.07056 (no public code found).
 import Foundation
-import KVCache
+import KVCacheCore
 import KVModel
 import KVPolicies
 import KVTensor

@@ -3,7 +3,7 @@
 import Foundation
 import KVModel
 import KVPolicies
-import KVCache
+import KVCacheCore
 import KVTokenizer
 
 public enum Preflight {

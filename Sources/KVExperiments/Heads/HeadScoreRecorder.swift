@@ -3,7 +3,7 @@
 // reference nightdessert/Retrieval_Head); Donhauser et al., "Unveiling Simplicities of Attention:
 // Adaptive Long-Context Head Identification" (arXiv 2502.09647, no public code found).
 import Foundation
-import KVCache
+import KVCacheCore
 
 /// A cache policy that keeps everything and only looks (the pattern of `PremiseRecorder`): at each
 /// armed decode step it records every query head's top-1 attended position (retrieval scores) and

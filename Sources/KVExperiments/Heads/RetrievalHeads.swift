@@ -3,7 +3,7 @@
 // Reference: nightdessert/Retrieval_Head, retrieval_head_detection.py (retrieval_calculate, decode,
 // find_needle_idx, evaluate_and_log).
 import Foundation
-import KVCache
+import KVCacheCore
 import KVModel
 import KVTensor
 

@@ -1,5 +1,5 @@
 import Foundation
-import KVCache
+import KVCacheCore
 import KVHDF5
 import KVModel
 import KVPolicies

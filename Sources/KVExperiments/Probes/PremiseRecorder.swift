@@ -1,5 +1,5 @@
 import Foundation
-import KVCache
+import KVCacheCore
 import KVTensor
 
 /// Records, during dense prefills, what the premises of the compression families need

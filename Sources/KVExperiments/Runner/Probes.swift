@@ -1,4 +1,4 @@
-import KVCache
+import KVCacheCore
 
 /// Records what a run's attention did at each decode step, for fidelity metrics.
 /// The full-cache reference keeps probabilities per original position; a policy run keeps

@@ -1,5 +1,5 @@
 import Foundation
-import KVCache
+import KVCacheCore
 import KVModel
 import KVPolicies
 import KVTensor
