@@ -92,13 +92,44 @@ final class ShardPlanTests: XCTestCase {
         XCTAssertGreaterThan(cost(2048, "full"), 2 * cost(1024, "full"), "attention makes cost superlinear in context")
         XCTAssertLessThan(cost(2048, "full"), 4 * cost(1024, "full"))
         // full reuses the reference; H2O's causal scoring adds a multiple of the prefill attention.
-        XCTAssertLessThan(cost(512, "full"), 0.1 * cost(512, "kivi"))
+        let full512 = g.first { $0.task.context == 512 && $0.policy.kind == "full" }!
+        XCTAssertLessThan(cost(512, "full"), 0.1 * CostModel.referenceCost(full512, shape: shape))
+        XCTAssertLessThan(cost(512, "kivi"), CostModel.referenceCost(full512, shape: shape), "kivi replays the shared prefill")
         XCTAssertEqual(cost(512, "kivi"), cost(512, "streaming_llm"))
         let attention = Double(c.grid[0].task.samples) * CostModel.sampleCost(g.first { $0.task.context == 512 }!.task, shape: shape).prefillAttention
         XCTAssertGreaterThan(attention, 0)
         XCTAssertEqual(cost(512, "h2o") - cost(512, "kivi"), 4 * attention, accuracy: 1e-6 * attention)
         var twice = g[0]; twice.task.samples *= 2
         XCTAssertEqual(CostModel.cost(twice, shape: shape), 2 * CostModel.cost(g[0], shape: shape), accuracy: 1)
+    }
+
+    /// A policy that replays the reference's dense prefill is not charged the prefill's weights;
+    /// one that runs its own prefill (head pooling stores other heads from the first token) is.
+    func testSharedPrefillIsNotChargedTwice() throws {
+        let c = try parse("""
+        name: shared
+        output: out/shared.h5
+        models:
+          - id: small
+            synthetic: small,layers=2,seed=1
+        tasks:
+          - task: passkey
+            context: 512
+            samples: 3
+        policies:
+          - policy: kivi
+          - policy: head_pooling
+            kv_heads: 1
+        """)
+        let shape = CostModel.Shape.of(c.models[0])
+        let (kivi, pooled) = (c.grid[0], c.grid[1])
+        XCTAssertTrue(kivi.policy.sharesDensePrefill)
+        XCTAssertFalse(pooled.policy.sharesDensePrefill)
+        let s = CostModel.sampleCost(kivi.task, shape: shape)
+        XCTAssertGreaterThan(s.prefillWeights, 0)
+        XCTAssertEqual(CostModel.cost(pooled, shape: shape) - CostModel.cost(kivi, shape: shape), 3 * s.prefillWeights,
+                       accuracy: 1e-9 * s.total)
+        XCTAssertEqual(CostModel.cost(kivi, shape: shape), 3 * (s.total - s.prefillWeights), accuracy: 1e-9 * s.total)
     }
 
     func testTooManyShardsIsAnErrorNamingTheGridSize() throws {

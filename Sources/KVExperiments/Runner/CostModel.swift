@@ -10,6 +10,7 @@ import KVPolicies
 ///     prefill attention A = 2·L·H·d·p²                  (causal QK and PV over p prompt tokens)
 ///     sample S = p·2P + A + n·(kappa·2P + 4·L·H·d·(p + n/2))   (weights, attention, n decode steps)
 ///     run      = samples x (class.run x S + class.attention x A)
+///     (S without p·2P for a policy that replays the reference's dense prefill)
 ///
 /// P = parameters per token (decoder matrices and the output head, `ModelConfig`), L layers,
 /// H query heads of size d. kappa (`decodeWeight`) is how many prefill tokens' worth of time one
@@ -109,20 +110,28 @@ public enum CostModel {
         }
     }
 
-    /// FLOP-equivalents of one sample through the full cache, and its prefill attention part.
-    public static func sampleCost(_ task: TaskSpec, shape: Shape) -> (total: Double, prefillAttention: Double) {
+    /// FLOP-equivalents of one sample through the full cache, its prefill attention part and its
+    /// prefill weights part (p x the weights' FLOPs per token).
+    public static func sampleCost(_ task: TaskSpec, shape: Shape) -> (total: Double, prefillAttention: Double, prefillWeights: Double) {
         let (p, n) = tokens(for: task, vocabularySize: shape.vocabularySize)
         let attention = 2 * shape.attentionWidth * Double(p) * Double(p)
         let decode = Double(n) * (decodeWeight * shape.weightFLOPs + 4 * shape.attentionWidth * (Double(p) + Double(n) / 2))
-        return (Double(p) * shape.weightFLOPs + attention + decode, attention)
+        let weights = Double(p) * shape.weightFLOPs
+        return (weights + attention + decode, attention, weights)
     }
 
     /// Estimated FLOP-equivalents of one grid point (its policy's run, without the reference).
+    /// A policy that shares the dense prefill (`PolicySpec.sharesDensePrefill`, docs/config.md "How a
+    /// sweep runs") does not run the prefill's weights: the reference's recording is replayed into its
+    /// cache, which costs the prefill attention again (the cache's own kernels), not the matrices.
+    /// Ablated runs (their own model) and the other policies pay their whole prefill.
     public static func cost(_ point: GridPoint, shape: Shape) -> Double {
         let s = sampleCost(point.task, shape: shape)
         // An ablated task runs its full-cache point too (the reference is the intact model).
         let c = point.policy == .full && point.task.ablation != nil ? PolicyClass(name: "light", run: 1, attention: 0) : policyClass(point.policy)
-        return Double(point.task.samples) * (c.run * s.total + c.attention * s.prefillAttention)
+        let replays = point.policy != .full && point.policy.sharesDensePrefill && point.task.ablation == nil
+        let run = replays ? s.total - s.prefillWeights : s.total
+        return Double(point.task.samples) * (c.run * run + c.attention * s.prefillAttention)
     }
 
     /// The full-cache reference a shard computes once for each (model, task) it runs.
