@@ -37,6 +37,15 @@ public enum ModelSource: Equatable, Sendable {
                 throw ModelError.invalidConfig(file: text, field: pair.first ?? kv,
                     message: "expected key=number with key one of \(keys.joined(separator: ", "))")
             }
+            // Shapes and the seed become integers: a fractional, non-finite or absurd value is an
+            // error here, not a trap converting it (found by the YAML fuzzer: layers=2666...6).
+            let real = ["rope_theta", "std"].contains(pair[0])
+            let limit = pair[0] == "seed" ? 9.007_199_254_740_992e15 : 1e9   // 2^53 for seeds
+            guard num.isFinite, real ? num > 0 : (num == num.rounded() && num >= 0 && num <= limit) else {
+                throw ModelError.invalidConfig(file: text, field: pair[0],
+                    message: real ? "expected a positive finite number, got \(pair[1])"
+                                  : "expected a whole number from 0 to \(Int(limit)), got \(pair[1])")
+            }
             v[pair[0]] = num
         }
         let config = try ModelConfig(

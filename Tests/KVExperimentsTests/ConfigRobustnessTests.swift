@@ -72,6 +72,18 @@ final class ConfigRobustnessTests: XCTestCase {
 
     // MARK: Bounds of values
 
+    /// Found by FuzzYAMLConfig: a synthetic shape beyond Int trapped converting Double to Int.
+    func testAbsurdSyntheticShapesAreErrorsNotTraps() {
+        for (spec, field) in [("tiny,layers=2666666666666666666666666666", "layers"), ("tiny,hidden=1e300", "hidden"),
+                              ("tiny,heads=2.5", "heads"), ("tiny,seed=-1", "seed"), ("tiny,std=nan", "std"),
+                              ("tiny,rope_theta=inf", "rope_theta")] {
+            let yaml = "models:\n  - {id: t, synthetic: \"\(spec)\"}\ntasks:\n  - {task: fidelity, context: 64}\npolicies:\n  - {policy: full}\n"
+            XCTAssertThrowsError(try ExperimentConfig.parse(yaml, file: "s.yaml"), spec) {
+                XCTAssertTrue("\($0)".contains(field), "\(spec): \($0)")
+            }
+        }
+    }
+
     func testHugeSamplesAndContextAreRefused() {
         assertContains(parseError(Self.models + "tasks:\n  - task: fidelity\n    context: 64\n    samples: 1000000000\n" + Self.policies),
                        ["bad.yaml:6:", "tasks[0].samples", "<= 1048576"])
