@@ -84,6 +84,16 @@ final class ConfigRobustnessTests: XCTestCase {
         }
     }
 
+    /// Found by FuzzYAMLConfig: Yams traps converting an overflowing base-60 integer ("1:...").
+    func testBase60NumbersAreErrorsNotTraps() {
+        for (field, value) in [("seed", "0200000000000000000000:0200000000000000000000"), ("seed", "1:20"), ("threads", "3:00")] {
+            let yaml = "\(field): \(value)\n" + Self.models + "tasks:\n  - {task: fidelity, context: 64}\npolicies:\n  - {policy: full}\n"
+            XCTAssertThrowsError(try ExperimentConfig.parse(yaml, file: "b.yaml"), value) {
+                XCTAssertTrue("\($0)".contains(field) && "\($0)".contains("expected an integer"), "\($0)")
+            }
+        }
+    }
+
     func testHugeSamplesAndContextAreRefused() {
         assertContains(parseError(Self.models + "tasks:\n  - task: fidelity\n    context: 64\n    samples: 1000000000\n" + Self.policies),
                        ["bad.yaml:6:", "tasks[0].samples", "<= 1048576"])

@@ -81,12 +81,18 @@ struct Field {
         return s.string
     }
     func int(min: Int? = nil) throws -> Int {
-        guard case .scalar = node, let v = node.int else { throw error("expected an integer, got \(shown)") }
+        // Yams reads YAML 1.1's base-60 integers ("1:20") and traps when one overflows Int (found by
+        // FuzzYAMLConfig); no config value is written that way, so a ':' never reaches it.
+        guard case .scalar(let s) = node, !s.string.contains(":"), let v = node.int else {
+            throw error("expected an integer, got \(shown)")
+        }
         if let min, v < min { throw error("expected an integer >= \(min), got \(v)") }
         return v
     }
     func double() throws -> Double {
-        guard case .scalar = node, let v = node.float, v.isFinite else { throw error("expected a number, got \(shown)") }
+        guard case .scalar(let s) = node, !s.string.contains(":"), let v = node.float, v.isFinite else {
+            throw error("expected a number, got \(shown)")
+        }
         return v
     }
     func bool() throws -> Bool {
