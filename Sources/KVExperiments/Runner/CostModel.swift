@@ -124,7 +124,8 @@ public enum CostModel {
     /// A policy that shares the dense prefill (`PolicySpec.sharesDensePrefill`, docs/config.md "How a
     /// sweep runs") does not run the prefill's weights: the reference's recording is replayed into its
     /// cache, which costs the prefill attention again (the cache's own kernels), not the matrices.
-    /// Ablated runs (their own model) and the other policies pay their whole prefill.
+    /// Ablated runs and the other policies are charged their whole prefill (conservative for a
+    /// decode-only mask, whose runs the sweep does replay).
     public static func cost(_ point: GridPoint, shape: Shape) -> Double {
         let s = sampleCost(point.task, shape: shape)
         // An ablated task runs its full-cache point too (the reference is the intact model).
