@@ -40,6 +40,8 @@ struct DecoderBench: ParsableCommand {
     var json = false
     @Flag(name: .customLong("no-finite-checks"), help: "Skip the NaN/inf checks of hidden states and logits that runs and generate make (to measure their cost: scripts/robustness/finite_check_cost.sh).")
     var noFiniteChecks = false
+    @Option(name: .customLong("kv-dtype"), help: "KV cache element type: f32, f16 or bf16 (llama.cpp's default cache is f16).")
+    var kvDType: KVDType = .f32
 
     func run() throws {
         let contexts = try parseIds(decodeContexts, field: "--decode-contexts")
@@ -66,7 +68,7 @@ struct DecoderBench: ParsableCommand {
         var prefillTimes: [Double] = []
         var maxKVAllocated = 0
         for _ in 0..<repeats {
-            let cache = KVCache(shape: lm.cacheShape, initialCapacity: prefill)
+            let cache = KVCache(shape: lm.cacheShape, initialCapacity: prefill, kvDType: kvDType)
             let t = try clock { try step(lm, prompt, 0, cache, .prefill) }
             prefillTimes.append(t)
             maxKVAllocated = max(maxKVAllocated, cache.stats.bytesAllocated)
@@ -75,11 +77,11 @@ struct DecoderBench: ParsableCommand {
         for ctx in contexts {
             let ctxTokens = randomTokens(ctx), steps = randomTokens(decodeTokens)
             var rates: [Double] = []
-            var cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens * (prefillOnce ? repeats : 1))
+            var cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens * (prefillOnce ? repeats : 1), kvDType: kvDType)
             for r in 0..<repeats {
                 let start = prefillOnce ? ctx + r * decodeTokens : ctx
                 if !prefillOnce || r == 0 {
-                    if r > 0 { cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens) }
+                    if r > 0 { cache = KVCache(shape: lm.cacheShape, initialCapacity: ctx + decodeTokens, kvDType: kvDType) }
                     try step(lm, ctxTokens, 0, cache, .prefill)
                 }
                 let t = try clock {
@@ -103,12 +105,12 @@ struct DecoderBench: ParsableCommand {
         if json {
             let decode = contexts.map { "\"\($0)\": \(decodeRates[$0]!)" }.joined(separator: ", ")
             print("{\"model\": \"\(model)\", \"weights\": \"\(weights.rawValue)\", \"weight_types\": \"\(lm.weights.storageSummary)\", " +
-                  "\"finite_checks\": \(checks), \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
+                  "\"finite_checks\": \(checks), \"kv_dtype\": \"\(kvDType.rawValue)\", \"threads\": \(threads), \"prefill_tokens\": \(prefill), \"prefill_tok_s\": \(prefillRate), " +
                   "\"decode_tok_s\": {\(decode)}, \"peak_rss_bytes\": \(peak), \"accounted_bytes\": \(accounted), " +
                   "\"weights_bytes\": \(weightBytes), \"kv_bytes\": \(maxKVAllocated), \"activation_bytes\": \(activations), " +
                   "\"baseline_rss_bytes\": \(baseline), \"load_s\": \(loadSeconds), \"weights_finite_scan_s\": \(scanSeconds)}")
         } else {
-            print("model \(model), weights \(weights.rawValue) (\(lm.weights.storageSummary)), \(threads) threads, median of \(repeats), finite checks \(checks ? "on" : "off")")
+            print("model \(model), weights \(weights.rawValue) (\(lm.weights.storageSummary)), KV \(kvDType.rawValue), \(threads) threads, median of \(repeats), finite checks \(checks ? "on" : "off")")
             print(String(format: "load %.2f s; NaN/inf scan of the weights %.1f ms (%.1f GB/s)", loadSeconds, scanSeconds * 1000,
                          Double(weightBytes) / scanSeconds / 1e9))
             print(String(format: "prefill %5d tokens : %8.1f tok/s", prefill, prefillRate))

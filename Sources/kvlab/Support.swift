@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KVCacheCore
 import KVExperiments
 import KVModel
 import KVTensor
@@ -28,6 +29,8 @@ func loadModel(_ spec: String, threads: Int?, weights: WeightPrecision = .stored
     if let threads { BLAS.setThreads(threads) }
     return try ModelSource.parse(spec).load(weights: weights)
 }
+
+extension KVDType: ExpressibleByArgument {}
 
 extension WeightPrecision: ExpressibleByArgument {
     static let help = "Matrices as the file stores them (stored: F16/BF16 16-bit, GGUF blocks packed) or f32 (dequantized at load)."

@@ -24,8 +24,8 @@ the per-round values and their range, and the median and range of the per-round 
 the median ratio reaches it; the table also says in how many rounds it did.
 
 KV cache: llama.cpp's is F16 (its default; --llama-kv-type). KVLab's is set by --kv-dtype, passed
-to `kvlab bench decoder --kv-dtype` when not f32 (the hook for the kv_dtype work of issue 15;
-today KVLab's cache is F32 only).
+to `kvlab bench decoder --kv-dtype` when not f32 (f32, f16 or bf16;
+the 4096 target is with f16).
 
     swift build -c release --product kvlab
     python3 scripts/bench/decode_vs_llamacpp.py --rounds 3
@@ -170,7 +170,7 @@ def main():
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--contexts", default="512,4096")
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--kv-dtype", default="f32", help="KVLab's KV cache dtype (f32 today)")
+    ap.add_argument("--kv-dtype", default="f32", help="KVLab's KV cache dtype (f32, f16, bf16)")
     ap.add_argument("--llama-kv-type", default="f16", choices=sorted(GGML_TYPES))
     ap.add_argument("--llama-flash-attn", action="store_true")
     ap.add_argument("--f32-decode", action="store_true", help="also measure decode for the f32 pair (prefill only by default)")
