@@ -81,7 +81,7 @@ struct AttentionBench: ParsableCommand {
         let keysFrom = model.map { "keys/values/queries captured from \($0) on \(text)" } ?? "seeded random keys/values/queries"
         print("attention: \(layers) layers, \(shape.queryHeads) query heads, \(shape.kvHeads) KV heads, d \(shape.headDim), fp32; \(threads) threads; median of \(repeats) steps; \(keysFrom)")
         print("policies: quest(budget \(questFraction.map { "\($0) T" } ?? "\(questBudget)"), page \(pageSize), dense layers \(questDenseLayers)), " +
-              "loki(r = \(lokiRank) d, k = \(lokiK) T), oracle_topk(k \(oracleK)); all kv_group")
+              "loki(r = \(lokiRank) d, k = \(lokiK) T), oracle_topk(k \(questFraction == nil ? "\(oracleK)" : "Quest's budget")); all kv_group")
         print("bandwidth: streaming read of \(bandwidthMiB) MiB with \(threads) threads, once per repeat next to the steps")
         print("")
         print("context    full ms   quest ms (x)      loki ms (x)       oracle ms (x)     bw GB/s  full GB/s (% bw)  MiB read/step full/quest/loki/oracle")
