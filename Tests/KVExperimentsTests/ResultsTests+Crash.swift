@@ -56,8 +56,8 @@ extension ResultsTests {
     /// by it (with KVLAB_RESULTS_KILL_WRITER set); then commits runs 1, 2, ... until killed.
     func testKillWriterChild() throws {
         guard let target = ProcessInfo.processInfo.environment[Self.writerEnv] else { return }
-        ResultsStore.alwaysRewrite = ProcessInfo.processInfo.environment[Self.writerEnv + "_REWRITE"] != nil
         let store = try ResultsStore.open(path: target, provenance: Self.provenance(), models: Self.models, force: false)
+        if ProcessInfo.processInfo.environment[Self.writerEnv + "_REWRITE"] != nil { store.commitMode = .rewriteEveryCommit }
         FileHandle.standardOutput.write(Data("\n\(Self.readyMarker)\n".utf8))
         for index in 1 ... 400 where !store.isFinished(index: index, key: Self.killRun(index).key) {
             try store.commit(Self.killRun(index))

@@ -22,9 +22,8 @@ extension ResultsTests {
             store.close()
         }
         for rewrite in [false, true] {
-            ResultsStore.alwaysRewrite = rewrite
-            defer { ResultsStore.alwaysRewrite = false }
             let store = try openStore(p)
+            if rewrite { store.commitMode = .rewriteEveryCommit }
             XCTAssertEqual(store.failedIndices, rewrite ? [] : [4])
             if !rewrite {
                 failed.status = "ok"
@@ -39,13 +38,12 @@ extension ResultsTests {
             XCTAssertEqual(file.runs.map(\.index), [1, 4])
             XCTAssertEqual(file.run(index: 4)?.status, "ok")
         }
-        // The same through the compaction path: fail again, retry with alwaysRewrite.
+        // The same through the compaction path: fail again, retry with every commit a rewrite.
         let p2 = path("retry2.h5")
         var again = Self.run(9)
         do { let s = try openStore(p2); try s.commit(again); s.close() }
-        ResultsStore.alwaysRewrite = true
-        defer { ResultsStore.alwaysRewrite = false }
         let s = try openStore(p2)
+        s.commitMode = .rewriteEveryCommit
         XCTAssertTrue(s.isFailed(index: 9))
         again.status = "ok"
         try s.commit(again)

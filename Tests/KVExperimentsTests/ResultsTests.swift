@@ -386,8 +386,7 @@ final class ResultsTests: XCTestCase {
         let compacted = try FileManager.default.attributesOfItem(atPath: p)[.size] as! NSNumber
         XCTAssertLessThan(compacted.intValue, grown.intValue)
         XCTAssertEqual(try ResultsFile.read(p), before)
-        ResultsStore.alwaysRewrite = true
-        defer { ResultsStore.alwaysRewrite = false }
+        store.commitMode = .rewriteEveryCommit
         try store.commit(Self.run(31))
         store.close()
         XCTAssertEqual(try ResultsFile.read(p).runs, (1 ... 31).map { Self.run($0) })

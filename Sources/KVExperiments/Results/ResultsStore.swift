@@ -140,7 +140,7 @@ public final class ResultsStore {
         }
         try checkUnchanged()
         let size = FileOps.fileSize(path)
-        if Self.alwaysRewrite || size - compactSize > max(compactSize, Self.slack) {
+        if commitMode == .rewriteEveryCommit || size - compactSize > max(compactSize, Self.slack) {
             try rewrite(adding: runs, replacing: replaced)
         } else {
             try append(runs, replacing: replaced)
@@ -164,8 +164,11 @@ public final class ResultsStore {
 
     /// Growth (bytes) tolerated before a commit compacts, on top of the size after the last rewrite.
     static let slack = 1 << 20
-    /// Tests: make every commit a full rewrite (the compaction path).
-    static var alwaysRewrite = false
+    /// How a commit writes the file: by default it appends the run and rewrites (compacts) only
+    /// once appends have grown the file by more than `slack`; `.rewriteEveryCommit` takes the
+    /// compaction path every time (what the crash tests exercise). Per store, set after `open`.
+    public enum CommitMode: Sendable { case appendUntilSlack, rewriteEveryCommit }
+    public var commitMode: CommitMode = .appendUntilSlack
 
     // MARK: - Internals
 
