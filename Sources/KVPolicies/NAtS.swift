@@ -106,7 +106,7 @@ public final class NAtS: CachePolicy, ConfiguredPolicy, ModelShapeChecked, Vocab
             throw PolicyError.invalidParameter(policy: "nats", field: "source",
                 message: "source: rules types tokens by their text and needs the model's tokenizer, which is not available; use source: file")
         }
-        ruleTypes = pieces.map(NAtSRules.type(of:))
+        ruleTypes = pieces.map(NAtSRules.classify)
     }
 
     /// Binds the rules to `pieces` directly (tests, callers without a `PolicySpec`).

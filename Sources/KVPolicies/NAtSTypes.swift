@@ -26,7 +26,7 @@ public enum NAtSTokenType: UInt8, Sendable, CaseIterable {
 public enum NAtSRules {
     static let sentenceEnds: Set<Character> = [".", "!", "?", ";", ":", "。", "！", "？", "；", "："]
 
-    public static func type(of piece: String) -> NAtSTokenType {
+    public static func classify(_ piece: String) -> NAtSTokenType {
         if piece.contains(where: { $0.isNewline || sentenceEnds.contains($0) }) { return .global }
         if piece.unicodeScalars.contains(where: { CharacterSet.punctuationCharacters.contains($0) }) { return .local }
         return .sliding

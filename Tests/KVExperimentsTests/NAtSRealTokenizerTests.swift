@@ -22,7 +22,7 @@ final class NAtSRealTokenizerTests: XCTestCase {
         let codec = try XCTUnwrap(try TokenizerCodec.load(model: Self.realModel))
         let text = "The pass key is 68217. Remember it, please!\nWhat is the pass key? (It is: 68217)"
         let ids = codec.encode(text)
-        let typed = ids.map { (piece: pieces[$0], type: NAtSRules.type(of: pieces[$0])) }
+        let typed = ids.map { (piece: pieces[$0], type: NAtSRules.classify(pieces[$0])) }
         // The pieces are text (byte-level BPE decoded: a line break is "\n", not "Ċ"), and they join back to the text.
         XCTAssertEqual(typed.map(\.piece).joined(), text)
         XCTAssertTrue(typed.contains { $0.piece.contains("\n") && $0.type == .global }, "\(typed)")
@@ -39,7 +39,7 @@ final class NAtSRealTokenizerTests: XCTestCase {
         // Over the whole vocabulary: special tokens (ids 0...16) decode to no text and slide; a few
         // percent of pieces are global or local.
         XCTAssertEqual(pieces[1], "")
-        let all = pieces.map(NAtSRules.type(of:))
+        let all = pieces.map(NAtSRules.classify)
         let share = { (t: NAtSTokenType) in Double(all.filter { $0 == t }.count) / Double(all.count) }
         XCTAssertGreaterThan(share(.global), 0.005); XCTAssertLessThan(share(.global), 0.2)
         XCTAssertGreaterThan(share(.local), 0.005); XCTAssertLessThan(share(.local), 0.2)

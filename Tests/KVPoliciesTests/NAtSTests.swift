@@ -98,7 +98,7 @@ final class NAtSTests: XCTestCase {
             (",", .local), (" (", .local), ("'s", .local), ("-", .local), ("\"", .local),
             (" the", .sliding), ("123", .sliding), ("", .sliding), (" +", .sliding), ("$", .sliding),
         ]
-        for (piece, type) in cases { XCTAssertEqual(NAtSRules.type(of: piece), type, "'\(piece)'") }
+        for (piece, type) in cases { XCTAssertEqual(NAtSRules.classify(piece), type, "'\(piece)'") }
     }
 
     /// Rules bound to pieces: every token whose text is a sentence end is kept, commas until the next
@@ -112,7 +112,7 @@ final class NAtSTests: XCTestCase {
         }
         try policy.bind(pieces: pieces)
         let sequence = H.prompt + H.decodeTokens
-        let types = sequence.enumerated().map { p, id in p < 2 ? NAtSTokenType.global : NAtSRules.type(of: pieces[id]) }
+        let types = sequence.enumerated().map { p, id in p < 2 ? NAtSTokenType.global : NAtSRules.classify(pieces[id]) }
         _ = H.run(policy) { cache, steps in
             let t = H.prompt.count + steps - 1
             let s = cache.stores[1][0]

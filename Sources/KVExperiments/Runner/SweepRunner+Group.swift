@@ -27,7 +27,7 @@ extension SweepRunner {
     func evaluateGroup(_ points: [GridPoint], model m: LlamaModel, samples: [TaskSample], stop: StopRule,
                        vocabulary: (() -> TokenVocabulary?)? = nil,
                        progress: (String) -> Void) -> [Result<[SampleResult], Error>] {
-        let vocabulary = vocabulary ?? { TokenVocabulary(size: m.config.vocabSize) }
+        let vocabulary: () -> TokenVocabulary? = vocabulary ?? { TokenVocabulary(size: m.config.vocabSize) }
         let task = points[0].task
         // Checked before any work: a policy that cannot be built for this model (bad parameters, a
         // calibration or score file that does not load or does not fit the model's shape, head

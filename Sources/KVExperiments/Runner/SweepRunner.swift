@@ -152,7 +152,7 @@ public final class SweepRunner {
                         source = textSources[file]!
                     }
                     let stop = StopRule(eos: Set(m.config.eosTokenIds), strings: first.task.stop, codec: codec)
-                    let vocabulary = TokenVocabulary.lazy(codec: codec, size: m.config.vocabSize)
+                    let vocabulary = LazyVocabulary { TokenVocabulary.of(codec: codec, size: m.config.vocabSize) }
                     let outcomes = evaluateGroup(pending, model: m, samples: samples, stop: stop, vocabulary: vocabulary.get) { line in
                         if options.progress { log(line) }
                     }

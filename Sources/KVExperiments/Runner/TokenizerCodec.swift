@@ -43,12 +43,10 @@ extension TokenVocabulary {
     public static func load(model path: String, size: Int) throws -> TokenVocabulary {
         .of(codec: try TokenizerCodec.load(model: path), size: size)
     }
-
-    /// Built on first use, once (thread-safe: samples run concurrently with --jobs).
-    static func lazy(codec: TextCodec?, size: Int) -> LazyVocabulary { LazyVocabulary { .of(codec: codec, size: size) } }
 }
 
-/// A vocabulary built on first use (a sweep without a policy that types tokens never decodes the pieces).
+/// A vocabulary built on first use, once (a sweep without a policy that types tokens never decodes
+/// the pieces; thread-safe, as samples run concurrently with --jobs).
 final class LazyVocabulary: @unchecked Sendable {
     private let lock = NSLock()
     private var value: TokenVocabulary?
