@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "KVTestSupport", dependencies: ["KVCacheCore", "KVModel", "KVPolicies", "KVTensor", "KVGGUF"],
                 path: "Tests/KVTestSupport", swiftSettings: cpuFlags),
         .testTarget(name: "KVTensorTests", dependencies: ["KVTensor"], swiftSettings: cpuFlags),
-        .testTarget(name: "KVPoliciesTests", dependencies: ["KVPolicies", "KVCacheCore", "KVModel", "KVTestSupport"],
+        .testTarget(name: "KVPoliciesTests", dependencies: ["KVPolicies", "KVCacheCore", "KVModel", "KVTestSupport", "KVHDF5"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "KVModelTests", dependencies: ["KVModel", "KVCacheCore", "KVHDF5", "KVGGUF", "KVTestSupport"],
                     exclude: ["Fixtures"], swiftSettings: cpuFlags),

@@ -12,6 +12,9 @@ public struct LayerStep {
     public let rows: Int                          // new tokens this call
     public let queries: UnsafePointer<Float>      // [rows, H*d] post-RoPE
     public let positions: [Int]                   // [rows] absolute positions
+    /// [rows] token ids of the new tokens, when the feeder gave them (the model does, and a replayed
+    /// prefill carries the recorded ids); nil otherwise. Policies that type tokens (NAtS) read them.
+    public var tokens: [Int]? = nil
     /// The last `recentCount` query rows of this layer, across prefill chunks (see `queryWindow`).
     public let recentQueries: UnsafePointer<Float>  // [recentCount, H*d]
     public let recentCount: Int

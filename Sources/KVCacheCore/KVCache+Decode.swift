@@ -60,8 +60,10 @@ extension KVCache {
 extension LayerStep {
     /// The same step metering into `m` (per-head meters while heads select in parallel).
     func with(meter m: ReadMeter) -> LayerStep {
-        LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compress, rows: rows, queries: queries,
-                  positions: positions, recentQueries: recentQueries, recentCount: recentCount, stores: stores,
-                  shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, pendingRows: pendingRows, prefillEnd: prefillEnd, meter: m)
+        var step = LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compress, rows: rows, queries: queries,
+                             positions: positions, recentQueries: recentQueries, recentCount: recentCount, stores: stores,
+                             shape: shape, tokensSeen: tokensSeen, promptLength: promptLength, pendingRows: pendingRows, prefillEnd: prefillEnd, meter: m)
+        step.tokens = tokens
+        return step
     }
 }

@@ -23,6 +23,7 @@ public final class PrefillRecording: @unchecked Sendable {
         public let isStepEnd: Bool
         public let pendingRows: Int
         public let positions: [Int]          // [rows]
+        public let tokens: [Int]?            // [rows] token ids, when the model passed them
         public let queries: [Float]          // [rows, H * d]   post-RoPE, as the model computed them
         public let keys: [Float]             // [rows, Hkv * d] post-RoPE
         public let values: [Float]           // [rows, Hkv * d]
@@ -85,11 +86,11 @@ public final class PrefillRecorder {
     }
 
     func record(layer: Int, rows: Int, isStepEnd: Bool, pendingRows: Int, queries: UnsafePointer<Float>,
-                keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: [Int], modelShape: CacheShape,
+                keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: [Int], tokens: [Int]?, modelShape: CacheShape,
                 kvDType: KVDType) {
         shape = modelShape; self.kvDType = kvDType
         let qw = modelShape.queryHeads * modelShape.headDim, kw = modelShape.kvHeads * modelShape.headDim
-        calls.append(.init(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, positions: positions,
+        calls.append(.init(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, positions: positions, tokens: tokens,
                            queries: Array(UnsafeBufferPointer(start: queries, count: rows * qw)),
                            keys: Array(UnsafeBufferPointer(start: keys, count: rows * kw)),
                            values: Array(UnsafeBufferPointer(start: values, count: rows * kw))))
@@ -160,7 +161,7 @@ extension KVCache {
                     call.values.withUnsafeBufferPointer { v in
                         attention(layer: call.layer, phase: .prefill, rows: call.rows, isStepEnd: call.isStepEnd,
                                   queries: q.baseAddress!, keys: k.baseAddress!, values: v.baseAddress!,
-                                  positions: call.positions, output: output)
+                                  positions: call.positions, output: output, tokens: call.tokens)
                     }
                 }
             }

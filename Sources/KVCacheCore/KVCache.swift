@@ -86,13 +86,15 @@ public final class KVCache {
     /// - positions: [rows]          absolute positions of the new tokens
     /// - isStepEnd: last chunk of a prefill, or a decode step (retention runs then)
     /// - output:    [rows, H * d]
+    /// - tokens:    [rows]          token ids of the new tokens (nil: not known); policies see them in `LayerStep.tokens`
     public func attention(layer: Int, phase: Phase, rows: Int, isStepEnd: Bool = true,
                           queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                          positions: [Int], output: UnsafeMutablePointer<Float>) {
+                          positions: [Int], output: UnsafeMutablePointer<Float>, tokens: [Int]? = nil) {
+        precondition(tokens.map { $0.count == rows } ?? true, "attention: one token id per row")
         let hkv = shape.kvHeads
         if phase == .prefill, let rec = recorder {
             rec.record(layer: layer, rows: rows, isStepEnd: isStepEnd, pendingRows: pendingRows, queries: queries,
-                       keys: keys, values: values, positions: positions, modelShape: modelShape, kvDType: kvDType)
+                       keys: keys, values: values, positions: positions, tokens: tokens, modelShape: modelShape, kvDType: kvDType)
         }
         let source = policy.sourceLayer(layer)
         let owns = source == layer
@@ -118,11 +120,12 @@ public final class KVCache {
         steps.queries(layer: source, rows: rows, queries) { queries in
             rememberQueries(layer: layer, queries: queries, rows: rows)
             recent[layer].withUnsafeBufferPointer { recentBuf in
-                let step = LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compressionEnabled,
+                var step = LayerStep(layer: layer, phase: phase, isStepEnd: isStepEnd, compress: compressionEnabled,
                                      rows: rows, queries: queries, positions: positions,
                                      recentQueries: recentBuf.baseAddress ?? queries, recentCount: recentBuf.count / (shape.queryHeads * shape.headDim),
                                      stores: heads, shape: shape, tokensSeen: stats.tokensSeen, promptLength: promptLength,
                                      pendingRows: phase == .decode ? 0 : pendingRows, prefillEnd: prefillEnd, meter: meter)
+                step.tokens = tokens
                 if owns { policy.didAppend(step) }
                 attend(step, owns: owns, output: output)
                 if !replaying {

@@ -68,7 +68,7 @@ extension LlamaModel {
                 applyHeadMask(masks[i], layer: l, phase: .decode, rows: 1, queries: ws.q + i * qDim)
                 caches[i].attention(layer: l, phase: .decode, rows: 1, isStepEnd: true, queries: ws.q + i * qDim,
                                     keys: ws.k + i * kvDim, values: ws.v + i * kvDim, positions: [positions[i]],
-                                    output: ws.attn + i * qDim)
+                                    output: ws.attn + i * qDim, tokens: [tokens[i]])
                 applyHeadMask(masks[i], layer: l, phase: .decode, rows: 1, output: ws.attn + i * qDim)
             }
             tiles(ws.attn, rows, w.wo, w.bo, ws.x, accumulate: true)

@@ -144,7 +144,7 @@ public final class LlamaModel {
             rope.apply(ws.k, rows: T, heads: c.kvHeads, positions: positions)
             applyHeadMask(mask, layer: l, phase: phase, rows: T, queries: ws.q)
             cache.attention(layer: l, phase: phase, rows: T, isStepEnd: isStepEnd, queries: ws.q, keys: ws.k, values: ws.v,
-                            positions: positions, output: ws.attn)
+                            positions: positions, output: ws.attn, tokens: tokens)
             applyHeadMask(mask, layer: l, phase: phase, rows: T, output: ws.attn)
             linear(ws.attn, T, w.wo, w.bo, ws.x, ws.tile, accumulate: true)
             w.postNorm.withUnsafeBufferPointer { Ops.rmsNorm(ws.x, weight: $0.baseAddress!, rows: T, dim: D, eps: c.rmsNormEps, into: ws.h) }

@@ -124,6 +124,14 @@ extension PolicyParameter {
              write: { c, _ in [(key, c[keyPath: kp].rawValue)] })
     }
 
+    /// A string (a file path) that may stay empty: written into labels only when set, so labels
+    /// without it read back to themselves.
+    public static func optionalString(_ key: String, _ kp: WritableKeyPath<Config, String>, help: String) -> Self {
+        Self(keys: [key], type: "string", help: help,
+             read: { c, p in if let v = p[key] { c[keyPath: kp] = try v.stringValue() } },
+             write: { c, _ in c[keyPath: kp].isEmpty ? [] : [(key, c[keyPath: kp])] })
+    }
+
     /// A string (a file path); `required` ones have no default.
     public static func string(_ key: String, _ kp: WritableKeyPath<Config, String>, required: Bool = false, help: String) -> Self {
         Self(keys: [key], type: "string", help: help, required: required,

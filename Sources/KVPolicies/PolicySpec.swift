@@ -70,13 +70,18 @@ public struct PolicySpec: Hashable, Sendable {
     /// Builds the policy for a model of cache shape `model`: as `make(modelKVHeads:)`, and a KV-head
     /// projection (svd_heads) must have been fitted for the model's layers, KV heads and head_dim, and a policy
     /// reading a per-head file (`ModelShapeChecked`) must fit the model.
-    public func make(model shape: CacheShape) throws -> CachePolicy {
+    /// A policy that types tokens by id (`VocabularyBound`: NAtS) is bound to `vocabulary()`, asked
+    /// for only then (nil: the model's vocabulary is unknown; such a policy that needs it throws).
+    public func make(model shape: CacheShape, vocabulary: (() -> TokenVocabulary?)? = nil) throws -> CachePolicy {
         let policy = try make(modelKVHeads: shape.kvHeads)
         if let p = policy.layout.kvHeadProjection, p.layers != shape.layers || p.modelKVHeads != shape.kvHeads || p.headDim != shape.headDim {
             throw PolicyError.invalidParameter(policy: kind, field: "calibration",
                 message: "fitted for \(p.layers) layers x \(p.modelKVHeads) KV heads x head_dim \(p.headDim); the model has \(shape.layers) x \(shape.kvHeads) x \(shape.headDim)")
         }
-        for p in [policy] + ((policy as? PolicyStack)?.children ?? []) { try (p as? ModelShapeChecked)?.check(model: shape) }
+        for p in [policy] + ((policy as? PolicyStack)?.children ?? []) {
+            try (p as? ModelShapeChecked)?.check(model: shape)
+            try (p as? VocabularyBound)?.bind(vocabulary: vocabulary?())
+        }
         return policy
     }
 

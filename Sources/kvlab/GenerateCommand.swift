@@ -100,7 +100,8 @@ struct GenerateCommand: ParsableCommand {
         if let t = tok, !ignoreEOS { eos = Set(lm.config.eosTokenIds + [t.eosTokenId].compactMap { $0 }) }
         let sampling: Sampling = temperature > 0 ? .sample(temperature: temperature, topP: topP, seed: seed) : .greedy
         let run = try PromptRun.run(model: lm, prompt: ids, policy: policy, maxNewTokens: maxNewTokens,
-                                    sampling: sampling, stopAt: eos, allPromptLogits: logitsOut != nil)
+                                    sampling: sampling, stopAt: eos, allPromptLogits: logitsOut != nil,
+                                    vocabulary: tok.map { t in TokenVocabulary(size: lm.config.vocabSize) { t.decode([$0], skipSpecialTokens: true) } })
         let r = run.generation
         if let bad = r.nonFinite {
             // No ids from NaN logits (their argmax is 0), no logits file: the model is broken.

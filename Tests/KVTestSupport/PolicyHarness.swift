@@ -29,6 +29,10 @@ public enum PolicyHarness {
         let L = model.config.layers, H = model.config.heads
         try! HeadScoreFile(layers: L, queryHeads: H, maps: ["retrieval_score": (0..<(L * H)).map { _ in rng.nextUniform() }])
             .save(to: DuoAttention.Config.exampleFile(path))
+        // NAtS types per vocabulary id for nats: ids divisible by 13 global, by 7 local, the rest sliding.
+        let V = model.config.vocabSize
+        try! NAtSTypeFile(vocabularySize: V, types: (0..<V).map { $0 % 13 == 0 ? 0 : $0 % 7 == 0 ? 1 : 2 })
+            .save(to: NAtS.Config.exampleFile(path))
         return path
     }()
 

@@ -17,8 +17,8 @@ public struct PromptRun {
 
     public static func run(model: LlamaModel, prompt: [Int], policy: PolicySpec, maxNewTokens: Int,
                            sampling: Sampling = .greedy, stopAt eos: Set<Int> = [],
-                           allPromptLogits: Bool = false) throws -> PromptRun {
-        let live = try policy.make(model: model.cacheShape)
+                           allPromptLogits: Bool = false, vocabulary: TokenVocabulary? = nil) throws -> PromptRun {
+        let live = try policy.make(model: model.cacheShape) { vocabulary ?? TokenVocabulary(size: model.config.vocabSize) }
         let cache = model.makeCache(policy: live, initialCapacity: prompt.count + maxNewTokens + 1)
         var retained: [[[Int]]] = []
         let result = model.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampling: sampling, cache: cache,

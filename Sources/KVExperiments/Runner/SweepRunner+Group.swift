@@ -22,8 +22,12 @@ extension SweepRunner {
     /// lives only while its sample is evaluated. With `jobs` > 1, samples are spread over
     /// that many workers (each sample on its own caches, BLAS and attention single-threaded);
     /// every number equals a serial run's, only timings differ.
+    ///
+    /// `vocabulary`: the model's vocabulary for policies that type tokens (NAtS), built on first use.
     func evaluateGroup(_ points: [GridPoint], model m: LlamaModel, samples: [TaskSample], stop: StopRule,
+                       vocabulary: (() -> TokenVocabulary?)? = nil,
                        progress: (String) -> Void) -> [Result<[SampleResult], Error>] {
+        let vocabulary: () -> TokenVocabulary? = vocabulary ?? { TokenVocabulary(size: m.config.vocabSize) }
         let task = points[0].task
         // Checked before any work: a policy that cannot be built for this model (bad parameters, a
         // calibration or score file that does not load or does not fit the model's shape, head
@@ -33,7 +37,7 @@ extension SweepRunner {
         var masks = [HeadMask?](repeating: nil, count: points.count)
         for (i, p) in points.enumerated() {
             do {
-                _ = try p.policy.make(model: m.cacheShape)
+                _ = try p.policy.make(model: m.cacheShape, vocabulary: vocabulary)
                 masks[i] = try p.task.ablation?.resolve(layers: m.config.layers, queryHeads: m.config.heads)
             } catch { failures[i] = error }
         }
@@ -80,7 +84,7 @@ extension SweepRunner {
                 var runs: [(point: Int, run: SequenceRun)] = []
                 for pi in batch {
                     let policy: CachePolicy
-                    do { policy = try points[pi].policy.make() } catch { table.fail(pi, error); continue }
+                    do { policy = try points[pi].policy.make(model: m.cacheShape, vocabulary: vocabulary) } catch { table.fail(pi, error); continue }
                     let run = makeRun(m, policy: policy, sample: s, task: task, reference: false, stop: stop, threads: threads,
                                       headMask: masks[pi])
                     do {

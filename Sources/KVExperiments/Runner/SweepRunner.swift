@@ -152,7 +152,8 @@ public final class SweepRunner {
                         source = textSources[file]!
                     }
                     let stop = StopRule(eos: Set(m.config.eosTokenIds), strings: first.task.stop, codec: codec)
-                    let outcomes = evaluateGroup(pending, model: m, samples: samples, stop: stop) { line in
+                    let vocabulary = LazyVocabulary { TokenVocabulary.of(codec: codec, size: m.config.vocabSize) }
+                    let outcomes = evaluateGroup(pending, model: m, samples: samples, stop: stop, vocabulary: vocabulary.get) { line in
                         if options.progress { log(line) }
                     }
                     return zip(pending, outcomes).map { point, outcome in

@@ -1,4 +1,5 @@
 import Foundation
+import KVPolicies
 import KVTokenizer
 
 /// A model's tokenizer (a folder's tokenizer.json or a GGUF file's metadata) as the text codec
@@ -28,4 +29,32 @@ struct TokenizerCodec: TextCodec {
     var bosText: String { tokenizer.bosTokenId.map { tokenizer.decode([$0], skipSpecialTokens: false) } ?? "" }
     var eosText: String { tokenizer.eosTokenId.map { tokenizer.decode([$0], skipSpecialTokens: false) } ?? "" }
     func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
+}
+
+extension TokenVocabulary {
+    /// A model's vocabulary for policies that type tokens: every id's text (the tokenizer's decode of
+    /// the id alone, special tokens as no text) when `codec` is there, else the size only.
+    static func of(codec: TextCodec?, size: Int) -> TokenVocabulary {
+        guard let codec else { return TokenVocabulary(size: size) }
+        return TokenVocabulary(size: size) { codec.decode([$0]) }
+    }
+
+    /// The vocabulary of the model at `path` (a folder or a .gguf file) with `size` ids, as sweeps bind it.
+    public static func load(model path: String, size: Int) throws -> TokenVocabulary {
+        .of(codec: try TokenizerCodec.load(model: path), size: size)
+    }
+}
+
+/// A vocabulary built on first use, once (a sweep without a policy that types tokens never decodes
+/// the pieces; thread-safe, as samples run concurrently with --jobs).
+final class LazyVocabulary: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: TokenVocabulary?
+    private let build: () -> TokenVocabulary
+    init(_ build: @escaping () -> TokenVocabulary) { self.build = build }
+    func get() -> TokenVocabulary? {
+        lock.lock(); defer { lock.unlock() }
+        if value == nil { value = build() }
+        return value
+    }
 }
