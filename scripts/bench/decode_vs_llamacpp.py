@@ -43,25 +43,12 @@ import subprocess
 import sys
 import time
 
+from common import SplitMix64, run_json
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 Q4_1 = os.path.join(REPO, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2}
 TARGETS = {"q4_1": 1.0, "f16": 1.0}
-
-
-class SplitMix64:
-    """KVLab's SeededRandom (Sources/KVTensor/Random.swift)."""
-    MASK = (1 << 64) - 1
-
-    def __init__(self, seed):
-        self.state = seed & self.MASK
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & self.MASK
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self.MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self.MASK
-        return z ^ (z >> 31)
 
 
 def token_plan(vocab, prefill, contexts, steps):
@@ -112,24 +99,13 @@ def llama_worker(spec):
 
 
 # ------------------------------------------------------------------ runs
-def loadavg():
-    return round(os.getloadavg()[0], 2)
-
-
 def run_kvlab(args, model, contexts):
     cmd = [args.kvlab, "bench", "decoder", "--model", model, "--weights", "stored", "--prefill", str(args.prefill),
            "--decode-contexts", ",".join(map(str, contexts)), "--decode-tokens", str(args.steps),
            "--repeats", str(args.repeats), "--threads", str(args.threads), "--prefill-once", "--json"]
     if args.kv_dtype != "f32":
         cmd += ["--kv-dtype", args.kv_dtype]
-    before = loadavg()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr)
-        raise SystemExit(f"kvlab exited with {p.returncode}: {' '.join(cmd)}")
-    res = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
-    res.update(command=" ".join(cmd), load_before=before, load_after=loadavg())
-    return res
+    return run_json(cmd)
 
 
 def run_llama(args, model, contexts):
@@ -137,13 +113,8 @@ def run_llama(args, model, contexts):
             "kv_type": GGML_TYPES[args.llama_kv_type], "flash_attn": args.llama_flash_attn, "prefill": args.prefill,
             "contexts": contexts, "steps": args.steps, "repeats": args.repeats}
     cmd = [args.llama_python, os.path.abspath(__file__), "--llama-worker", json.dumps(spec)]
-    before = loadavg()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr)
-        raise SystemExit(f"llama.cpp worker exited with {p.returncode}")
-    res = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
-    res.update(load_before=before, load_after=loadavg(), kv_type=args.llama_kv_type, flash_attn=args.llama_flash_attn)
+    res = run_json(cmd, what="llama.cpp worker")
+    res.update(kv_type=args.llama_kv_type, flash_attn=args.llama_flash_attn)
     return res
 
 

@@ -22,26 +22,17 @@ import statistics
 import subprocess
 import sys
 
+from common import run_json
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIGS = [("stored", 1), ("stored", 2), ("f32", 1), ("f32", 2)]
-
-
-def loadavg():
-    return round(os.getloadavg()[0], 2)
 
 
 def run(args, weights, threads):
     cmd = [args.kvlab, "bench", "decoder", "--model", args.model, "--weights", weights, "--prefill", "16",
            "--decode-contexts", args.contexts, "--decode-tokens", str(args.steps), "--repeats", str(args.repeats),
            "--threads", str(threads), "--prefill-once", "--json"]
-    before = loadavg()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr)
-        raise SystemExit(f"kvlab exited with {p.returncode}: {' '.join(cmd)}")
-    res = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
-    res.update(command=" ".join(cmd), load_before=before, load_after=loadavg())
-    return res
+    return run_json(cmd)
 
 
 def summary(values):

@@ -75,6 +75,8 @@ import subprocess
 import sys
 import time
 
+from common import SplitMix64
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL_DIRNAME = "smollm2-135m-shape-random"
 
@@ -96,22 +98,6 @@ TARGETS = {"decode_ratio_min": 1.5, "prefill_ratio_min": 1.0, "rss_rel_tolerance
 
 
 # ---------------------------------------------------------------- token ids
-class SplitMix64:
-    """Same generator as KVLab's SeededRandom (Sources/KVTensor/Random.swift)."""
-
-    MASK = (1 << 64) - 1
-
-    def __init__(self, seed):
-        self.state = seed & self.MASK
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & self.MASK
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self.MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self.MASK
-        return z ^ (z >> 31)
-
-
 def token_plan(vocab, prefill, contexts, steps):
     """Token ids in the order `kvlab bench decoder` draws them."""
     rng = SplitMix64(1234)
