@@ -23,6 +23,7 @@ public enum PolicyRegistry {
         MiniCache.Config.descriptor,
         RandomEviction.Config.descriptor,
         DuoAttention.Config.descriptor,
+        QAdA.Config.descriptor,
     ]
 
     /// The registered descriptor named `name` (as configs write it).
