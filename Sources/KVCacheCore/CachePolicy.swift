@@ -84,6 +84,9 @@ public protocol CachePolicy: AnyObject {
     var metadataBytes: Int { get }
     /// Forget all state (new sequence).
     func reset()
+    /// Figures the policy measured over the sequence (name, value), recorded per sample and averaged
+    /// per run beside the cache's own (e.g. QAdA's share of full-cache decisions). Default none.
+    var runMetrics: [(String, Double)] { get }
 }
 
 extension CachePolicy {
@@ -100,6 +103,7 @@ extension CachePolicy {
     public func didRetain(layer: Int, head: Int, kept: [Int]) {}
     public var metadataBytes: Int { 0 }
     public func reset() {}
+    public var runMetrics: [(String, Double)] { [] }
 
     /// The basis the layout stores `head`'s keys of `layer` in (nil = the identity).
     public func keyBasis(layer: Int, head: Int) -> [Float]? { layout.keyBasis?(layer, head) }

@@ -5,7 +5,7 @@
 /// - `select`: each child narrows the previous child's selection (selections compose);
 /// - `selectRows`: the first child that selects rows in the phase;
 /// - `retain`: retentions intersect (a token stays only if every child keeps it);
-/// - `didAppend`, `observe`, `didRetain`, `bind`, `reset`: every child, in order.
+/// - `didAppend`, `observe`, `didRetain`, `bind`, `reset`: every child, in order; `runMetrics`: every child's.
 ///
 /// Where it stops being sound: intersecting two evictions can keep fewer tokens than either
 /// budget (the stack's measured bytes show it; nothing is multiplied from ratios); a scorer
@@ -51,6 +51,7 @@ public final class PolicyStack: CachePolicy {
     }
     public var metadataBytes: Int { children.reduce(0) { $0 + $1.metadataBytes } }
     public func reset() { children.forEach { $0.reset() } }
+    public var runMetrics: [(String, Double)] { children.flatMap(\.runMetrics) }
 
     /// Intersection of two increasing index lists.
     static func intersect(_ a: [Int], _ b: [Int]) -> [Int] {

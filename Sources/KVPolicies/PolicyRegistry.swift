@@ -24,6 +24,7 @@ public enum PolicyRegistry {
         RandomEviction.Config.descriptor,
         DuoAttention.Config.descriptor,
         NAtS.Config.descriptor,
+        QAdA.Config.descriptor,
     ]
 
     /// The registered descriptor named `name` (as configs write it).

@@ -28,6 +28,8 @@ struct SampleOutcome {
     var ownBytes: [[Int]] = []
     /// Mean tokens a layer x KV head can read at the end of the run.
     var finalTokens = 0.0
+    /// The policy's own figures over the sequence (`CachePolicy.runMetrics`).
+    var policyMetrics: [(String, Double)] = []
     var probe: RecordingProbe?
     /// The dense prefill this run recorded for others to replay (`PrefillSource.record`).
     var shared: SharedPrefill?
@@ -225,6 +227,7 @@ final class SequenceRun {
             out.stats = cache.stats
             let counts = (0..<cache.shape.layers).flatMap { l in (0..<cache.shape.kvHeads).map { cache.count(layer: l, head: $0) } }
             out.finalTokens = Double(counts.reduce(0, +)) / Double(max(counts.count, 1))
+            out.policyMetrics = cache.policy.runMetrics
             cache.probe = nil
         }
         cache = nil                                  // the outcome is all that is kept

@@ -62,6 +62,7 @@ struct SampleResult {
         add("prefill_replay_s_per_token", out.replaySeconds.map { $0 / Double(max(out.prefillTokens, 1)) } ?? .nan)
         add("decode_s_per_token", out.decodeSteps > 0 ? out.decodeSeconds / Double(out.decodeSteps) : .nan)
         if !kind.isTeacherForced { add("generated_tokens", Double(out.generated.count)) }
+        for (key, v) in out.policyMetrics { add(key, v) }              // the policy's own (QAdA: qada_full_fraction)
         for (key, v) in s.meta.sorted(by: { $0.key < $1.key }) { add("meta_" + key, v) }
         (ownBytes, referenceOwnBytes) = (out.ownBytes, ref.ownBytes)
         retained = keepRetained ? out.retained : nil
