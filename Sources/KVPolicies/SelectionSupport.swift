@@ -127,8 +127,46 @@ public enum SelectionKernels {
         return (b ^ flip) & (UInt32(truncatingIfNeeded: greater(mag, 0x7F80_0000)) &- 1)  // NaN -> 0
     }
 
-    /// The k-th largest of keys[0..<n] (1-based k < n): three histogram passes.
+    /// The k-th largest of keys[0..<n] (1-based k < n). Short lists (Quest's page scores: T/16 of
+    /// them) take four 8-bit digit passes with 256-bin histograms; long ones (Loki's and the
+    /// oracle's token scores) three 11-bit passes, whose 2048-bin histograms (48 KB to clear and
+    /// sum per call) would cost more than the scan itself on a few hundred scores.
     static func kthLargestKey(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
+        n <= 4096 ? kthLargestKeyShort(keys, count: n, k: k) : kthLargestKeyLong(keys, count: n, k: k)
+    }
+
+    /// Radix select over 8-bit digits, most significant first: each pass histograms the digit of
+    /// the keys that match the digits fixed so far, fixes the digit holding the rank still to find,
+    /// and compacts the matching keys.
+    static func kthLargestKeyShort(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
+        var remaining = k
+        let hist = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * 256)   // two interleaved histograms
+        let bucket = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
+        defer { hist.deallocate(); bucket.deallocate() }
+        var src = UnsafePointer(keys), m = n
+        var result: UInt32 = 0
+        for shift in stride(from: 24, through: 0, by: -8) {
+            hist.initialize(repeating: 0, count: 512)
+            let sh = UInt32(shift)
+            var i = 0
+            while i + 2 <= m {
+                hist[Int((src[i] >> sh) & 0xFF)] &+= 1; hist[256 + Int((src[i + 1] >> sh) & 0xFF)] &+= 1
+                i += 2
+            }
+            if i < m { hist[Int((src[i] >> sh) & 0xFF)] &+= 1 }
+            var b = 255
+            while Int(hist[b] &+ hist[256 + b]) < remaining { remaining -= Int(hist[b] &+ hist[256 + b]); b -= 1 }
+            result |= UInt32(b) << sh
+            if shift == 0 { break }
+            var c = 0
+            for j in 0..<m { let key = src[j]; bucket[c] = key; c &+= equal((key >> sh) & 0xFF, UInt32(b)) }   // c <= j: in place is safe
+            src = UnsafePointer(bucket); m = c
+        }
+        return result
+    }
+
+    /// The same with three histogram passes of 11, 11 and 10 bits.
+    static func kthLargestKeyLong(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
         var remaining = k                                     // rank still to find inside the chosen bucket
         let hist = UnsafeMutablePointer<Int>.allocate(capacity: 2048)
         let bucket = UnsafeMutablePointer<UInt32>.allocate(capacity: n)

@@ -233,6 +233,20 @@ final class SelectionTests: XCTestCase {
         }
     }
 
+    /// Both radix-select paths (short lists: 8-bit digits; long: 11-bit) on continuous scores
+    /// against a sort, at sizes around the switch (4096) and Quest's page counts.
+    func testTopKOnContinuousScoresBothPaths() {
+        var rng = SeededRandom(seed: 11)
+        for n in [3, 255, 511, 4095, 4096, 4097, 9000] {
+            let s = (0..<n).map { _ in rng.nextNormal() * 3 }
+            for k in [1, 63, n / 8, n / 2, n - 1] where k >= 1 && k < n {
+                let got = s.withUnsafeBufferPointer { SelectionKernels.topK($0.baseAddress!, count: n, k: k) }
+                let ref = s.indices.sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }.prefix(k).sorted().map { Int32($0) }
+                XCTAssertEqual(got, ref, "n \(n) k \(k)")
+            }
+        }
+    }
+
     // MARK: Budgets, subsets, composition
 
     func testSelectionsAreSubsetsWithinBudget() throws {
