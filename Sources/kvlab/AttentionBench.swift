@@ -72,7 +72,7 @@ struct AttentionBench: ParsableCommand {
             }
             source = (lm, ids)
         }
-        let shape = source.map { $0.model.makeCache().modelShape }
+        let shape = source.map { $0.model.cacheShape }
             ?? CacheShape(layers: layers, queryHeads: heads, kvHeads: kvHeads, headDim: headDim)
         let layers = shape.layers
         let lokiBasis = try lokiCalibration.map { try LokiCalibration.load($0) }
