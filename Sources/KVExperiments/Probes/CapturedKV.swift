@@ -3,10 +3,10 @@ import KVCacheCore
 import KVModel
 import KVTensor
 
-/// Keys, values and queries of a model (for the benchmarks: a real one) on real text, for the attention benchmarks: one dense
-/// prefill of `context + steps` tokens, after which the first `context` tokens' K/V fill the
-/// benchmark caches and the last `steps` tokens give each decode step its query, key and value
-/// rows (all post-RoPE, as the cache sees them).
+/// Keys, values and queries of a model on text, for the attention benchmarks: one dense prefill
+/// of `context + steps` tokens, after which the first `context` tokens' K/V fill the benchmark
+/// caches and the last `steps` tokens give each decode step its query, key and value rows (all
+/// post-RoPE, as the cache sees them).
 public struct CapturedKV {
     public let shape: CacheShape
     public let context: Int
@@ -25,20 +25,17 @@ public struct CapturedKV {
         _ = model.forward(ids, startPosition: 0, cache: cache, phase: .prefill, logits: .none)
         let shape = cache.modelShape, L = shape.layers
         let width = shape.kvHeads * shape.headDim, qWidth = shape.queryHeads * shape.headDim
-        var prefix = [Float](repeating: 0, count: L * context * width * 2)
-        var q = [Float](repeating: 0, count: steps * L * qWidth)
-        var nk = [Float](repeating: 0, count: steps * L * width), nv = nk
-        for l in 0..<L {
-            let (k, v, rq) = (recorder.keys[l], recorder.values[l], recorder.queries[l])   // [T, width], [T, width], [steps, qWidth]
-            let base = l * context * width * 2
-            for i in 0..<(context * width) { prefix[base + i] = k[i]; prefix[base + context * width + i] = v[i] }
-            for s in 0..<steps {
-                let o = s * L + l
-                for i in 0..<qWidth { q[o * qWidth + i] = rq[s * qWidth + i] }
-                for i in 0..<width {
-                    nk[o * width + i] = k[(context + s) * width + i]
-                    nv[o * width + i] = v[(context + s) * width + i]
-                }
+        var prefix: [Float] = [], q: [Float] = [], nk: [Float] = [], nv: [Float] = []
+        prefix.reserveCapacity(L * context * width * 2)
+        for l in 0..<L {   // keys [T, width], values [T, width]: the first `context` rows of each
+            prefix += recorder.keys[l][0..<(context * width)]
+            prefix += recorder.values[l][0..<(context * width)]
+        }
+        for s in 0..<steps {   // row s * L + l: step s's query [qWidth] and new key/value [width] of layer l
+            for l in 0..<L {
+                q += recorder.queries[l][(s * qWidth)..<((s + 1) * qWidth)]
+                nk += recorder.keys[l][((context + s) * width)..<((context + s + 1) * width)]
+                nv += recorder.values[l][((context + s) * width)..<((context + s + 1) * width)]
             }
         }
         return CapturedKV(shape: shape, context: context, steps: steps, prefix: prefix, queries: q, keys: nk, values: nv)
