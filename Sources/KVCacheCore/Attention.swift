@@ -92,8 +92,18 @@ public enum Attention {
         store.rows.decode(q: q, groups: g, indices: indices, scale: scale, probs: probs, out: out).rows
     }
 
-    /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows at a time).
+    /// Gathered rows are prefetched this many rows ahead of use (rolling, four rows at a time) into
+    /// every cache level...
     static let prefetchDistance = 16
+    /// ...and, further ahead, this many bytes of rows (at least 2 x `prefetchDistance` rows) into the
+    /// outer caches only: the two-level prefetch of the gathered path (see `run`).
+    static let farPrefetchBytes = 16 << 10
+
+    /// Rows ahead of use that the gathered path prefetches into the outer caches, for rows of d elements.
+    @inline(__always)
+    static func farPrefetchRows<E: KVElement>(_: E.Type, d: Int) -> Int {
+        max(2 * prefetchDistance, farPrefetchBytes / max(d * MemoryLayout<E>.stride, 1))
+    }
     /// Dense key rows are prefetched this many rows ahead; dense value blocks this many rows ahead.
     static let denseKeyAhead = 16
     static let denseValueAhead = 16
@@ -111,29 +121,36 @@ public enum Attention {
     /// (each key chunk loaded once for the four), a vectorised exp normalises, and value rows are
     /// added in blocks of eight with the four heads' output chunks held in registers. Every row is
     /// software-prefetched ahead of use (dense rows as one sequential run per value block; gathered
-    /// rows — selection policies — row by row, 16 rows ahead, so their cache misses overlap). Each
+    /// rows — selection policies — row by row at two distances, so their cache misses overlap). Each
     /// row's score, and the order in which rows are added to the output, do not depend on which
     /// other rows are attended: attending every index gives exactly the dense result.
     ///
     /// Key pass: each row's scores for the g heads (scaled) into probs[h, j]. Dense rows stream row
     /// by row with each row `denseKeyAhead` rows ahead software-prefetched; gathered rows go four
-    /// at a time (independent misses overlap) with the rows `prefetchDistance` ahead prefetched. Per
-    /// row the arithmetic is the same either way. Softmax: max and e^(s - max) per head, then 1/sum.
+    /// at a time (independent misses overlap) with a two-level rolling prefetch: the rows
+    /// `prefetchDistance` ahead into every cache level (PREFETCHT0), and the rows `farPrefetchBytes`
+    /// ahead (16 KB: 64 rows at d 64) into the outer caches only (PREFETCHT2). The far hint starts
+    /// the DRAM misses without holding a first-level miss buffer each, which the near prefetches
+    /// alone exhaust (the dense path has the hardware stream prefetcher for this; gathered Quest
+    /// pages and Loki rows do not: docs/selection.md, "Two-level prefetch"). Per row the arithmetic
+    /// is the same either way. Softmax: max and e^(s - max) per head, then 1/sum.
     /// Value pass, dense: blocks of `valueBlock` rows, each block's probabilities normalised just
     /// before its rows are added, with the outputs held in registers over the block (one sequential
     /// prefetch run per block, `denseValueAhead` rows ahead). Gathered: probabilities normalised in
-    /// one pass, rows four at a time with a rolling prefetch (blocks of eight measured slower on
+    /// one pass, rows four at a time with the same two-level rolling prefetch (blocks of eight measured slower on
     /// random rows). Either way each output element receives the rows in order through the same
     /// fused multiply-adds, so the results are those of adding row by row.
     @inline(__always)
     static func run<R: RowMap, E: KVElement>(_ rows: R, q: UnsafePointer<Float>, g: Int, keys: UnsafePointer<E>, values: UnsafePointer<E>,
                                d: Int, n: Int, scale: Float, probs: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        let ahead = prefetchDistance
+        let ahead = prefetchDistance, far = farPrefetchRows(E.self, d: d)
         if R.gathers {
             for t in 0..<min(ahead, n) { prefetchRow(keys + rows.row(t) * d, d) }
+            for t in min(ahead, n)..<min(far, n) { prefetchRowFar(keys + rows.row(t) * d, d) }
             var j = 0
             while j + 4 <= n {
                 for t in min(j + ahead, n)..<min(j + ahead + 4, n) { prefetchRow(keys + rows.row(t) * d, d) }
+                for t in min(j + far, n)..<min(j + far + 4, n) { prefetchRowFar(keys + rows.row(t) * d, d) }
                 scoreFour(keys + rows.row(j) * d, keys + rows.row(j + 1) * d, keys + rows.row(j + 2) * d,
                           keys + rows.row(j + 3) * d, q: q, g: g, d: d, scale: scale, probs: probs + j, stride: n)
                 j += 4
@@ -162,9 +179,11 @@ public enum Attention {
                     while r < n { p[r] *= s; r += 1 }
                 }
                 for t in 0..<min(ahead, n) { prefetchRow(values + rows.row(t) * d, d) }
+                for t in min(ahead, n)..<min(far, n) { prefetchRowFar(values + rows.row(t) * d, d) }
                 var j = 0
                 while j + 4 <= n {
                     for t in min(j + ahead, n)..<min(j + ahead + 4, n) { prefetchRow(values + rows.row(t) * d, d) }
+                    for t in min(j + far, n)..<min(j + far + 4, n) { prefetchRowFar(values + rows.row(t) * d, d) }
                     accumulateFour(values + rows.row(j) * d, values + rows.row(j + 1) * d, values + rows.row(j + 2) * d,
                                    values + rows.row(j + 3) * d, probs: probs + j, stride: n, g: g, d: d, out: out)
                     j += 4

@@ -13,6 +13,14 @@ extension Attention {
         while i < bytes { kv_prefetch(raw + i); i += 64 }
     }
 
+    /// Prefetches every 64-byte line of a row of d elements into the outer caches (`kv_prefetch_far`).
+    @inline(__always)
+    static func prefetchRowFar<E: KVElement>(_ p: UnsafePointer<E>, _ d: Int) {
+        let raw = UnsafeRawPointer(p), bytes = d * MemoryLayout<E>.stride
+        var i = 0
+        while i < bytes { kv_prefetch_far(raw + i); i += 64 }
+    }
+
     typealias V8 = SIMD8<Float>
 
     /// Sum of 8 lanes as a tree ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)): a few shuffles and three

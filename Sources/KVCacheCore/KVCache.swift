@@ -25,6 +25,8 @@ public final class KVCache {
     public var compressionEnabled = true
     /// Optional instrumentation (not owned).
     public weak var probe: AttentionProbe?
+    /// Optional timing of the decode step's choose and attend halves (benchmarks; nil: not timed).
+    public var phaseClock: DecodePhaseClock?
     /// Tokens seen when the last compressed prefill ended (the prompt length ratio budgets refer to).
     public private(set) var promptLength = 0
     /// Tokens seen when the last prefill ended, compressed or not (a question prefilled without

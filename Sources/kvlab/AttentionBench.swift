@@ -23,6 +23,8 @@ struct AttentionBench: ParsableCommand {
         read of a large buffer with the same threads (the memory bandwidth, measured under the same \
         conditions); full attention's achieved bandwidth is its K/V bytes read per step over its step \
         time. Medians are reported (and the best of the repeats on a second line). Build with -c release.
+        "choose + attend": each policy's thread time per step (summed over KV heads and threads, so \
+        above the step's wall time with several threads) in its selection and in the attention kernel.
         "of bound": the speedup over full / (full's bytes read / the policy's bytes read), i.e. the \
         fraction of the bytes-read bound reached.
         Targets: random keys, Quest >= 5x at 32K, full attention >= 70% of bandwidth (the earlier Loki >= 1.8x at 16K is retired, issue 15); real keys \
@@ -112,11 +114,13 @@ struct AttentionBench: ParsableCommand {
                 (q, nk, nv) = decodeInputs(shape: shape, steps: steps) { rng.nextUniform() * 2 - 1 }
             }
             var bandwidths: [Double] = []
+            let clocks = caches.map { c in let k = DecodePhaseClock(); c.phaseClock = k; return k }
             // Step 0 warms up (Quest builds its page bounds, Loki its copy); bandwidth is measured between steps.
             let (times, bytes) = timeDecodeSteps(caches, steps: steps, layers: layers, firstPosition: T,
                                                  queries: q, keys: nk, values: nv) { s in
                 let bwNow = probe.measure()
                 if s > 0 { bandwidths.append(bwNow) }
+                if s == 1 { clocks.forEach { $0.reset() } }
             }
             let med = times.map { median($0) * 1000 }
             let best = times.map { $0.min()! * 1000 }
@@ -143,6 +147,12 @@ struct AttentionBench: ParsableCommand {
                 return String(format: "%@ %.2fx of bound %.2fx (%.0f%%)", name as NSString, med[0] / med[i], bound, 100 * med[0] / med[i] / bound)
             }
             print("         " + ofBound.joined(separator: "; "))
+            // Thread time per step (summed over KV heads and threads): choosing the rows, attending them.
+            let split = policies.indices.map { i -> String in
+                let k = clocks[i], per = 1000 / Double(max(repeats, 1))
+                return String(format: "%@ %.2f + %.2f", policies[i].0 as NSString, k.chooseSeconds * per, k.attendSeconds * per)
+            }
+            print("         thread ms per step, choose + attend: " + split.joined(separator: "; "))
             let fullBest = Double(bytes[0]) / (best[0] / 1000) / 1e9
             bestLines.append(String(format: "%7d", T) + bestRow.dropFirst(7) +
                              String(format: "   %6.1f  %6.1f (%5.1f%%)", bwBest / 1e9, fullBest, 100 * fullBest * 1e9 / bwBest))

@@ -301,6 +301,26 @@ final class SelectionTests: XCTestCase {
         XCTAssertEqual(quest.metadataBytes, L * hkv * ((context + S - 1) / S) * 2 * d * 4)
     }
 
+    /// A phase clock times every decode layer step (choose and attend) and changes no number.
+    func testPhaseClockTimesDecodeStepsWithoutChangingResults() throws {
+        let plain = run(try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0))
+        let m = Self.model, clock = DecodePhaseClock()
+        let cache = m.makeCache(policy: try Quest(tokenBudget: 32, pageSize: 8, denseLayers: 0))
+        cache.phaseClock = clock
+        var logits = m.forward(Self.prompt, startPosition: 0, cache: cache, phase: .prefill)
+        XCTAssertEqual(clock.layerSteps, 0, "prefill is not a decode step")
+        for (i, t) in Self.decodeTokens.enumerated() {
+            logits += m.forward([t], startPosition: Self.prompt.count + i, cache: cache, phase: .decode)
+        }
+        XCTAssertEqual(logits, plain.0)
+        XCTAssertEqual(cache.stats, plain.1.stats)
+        XCTAssertEqual(clock.layerSteps, Self.decodeTokens.count * cache.modelShape.layers)
+        XCTAssertGreaterThan(clock.chooseSeconds, 0)
+        XCTAssertGreaterThan(clock.attendSeconds, 0)
+        clock.reset()
+        XCTAssertEqual(clock.layerSteps, 0); XCTAssertEqual(clock.chooseSeconds, 0); XCTAssertEqual(clock.attendSeconds, 0)
+    }
+
     func testLokiMetersLowRankKeyReads() throws {
         let loki = try Loki(calibration: Self.calibration, rank: .dims(4), topK: .tokens(16), gqa: .kvGroup, phases: .decode)
         let (_, cache) = run(loki)
