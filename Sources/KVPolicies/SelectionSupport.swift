@@ -95,11 +95,10 @@ public enum SelectionKernels {
         if k <= 0 { return [] }
         let keys = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
         defer { keys.deallocate() }
-        for i in 0..<n { keys[i] = orderKey(scores[i]) }
-        let threshold = kthLargestKey(keys, count: n, k: k)
-        var above = 0
-        for i in 0..<n { above &+= greater(keys[i], threshold) }
-        var ties = k - above                                  // threshold-valued entries to take, lowest index first
+        // The k-th largest key, and how many entries equal to it the top k takes (lowest index first).
+        let kth = kthLargest(scores, keys: keys, count: n, k: k)
+        let threshold = kth.key
+        var ties = kth.ties
         return [Int32](unsafeUninitializedCapacity: k + 1) { buf, count in
             var c = 0
             for i in 0..<n {
@@ -127,18 +126,23 @@ public enum SelectionKernels {
         return (b ^ flip) & (UInt32(truncatingIfNeeded: greater(mag, 0x7F80_0000)) &- 1)  // NaN -> 0
     }
 
-    /// The k-th largest of keys[0..<n] (1-based k < n). Short lists (Quest's page scores: T/16 of
-    /// them) take four 8-bit digit passes with 256-bin histograms; long ones (Loki's and the
-    /// oracle's token scores) three 11-bit passes, whose 2048-bin histograms (48 KB to clear and
-    /// sum per call) would cost more than the scan itself on a few hundred scores.
-    static func kthLargestKey(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
-        n <= 4096 ? kthLargestKeyShort(keys, count: n, k: k) : kthLargestKeyLong(keys, count: n, k: k)
+    /// Fills keys[0..<n] with the scores' order keys and returns the k-th largest (1-based k < n)
+    /// with the number of entries equal to it that a top k takes (k minus those above it: the rank
+    /// left inside the last digit's bucket). Short lists (Quest's page scores: T/16 of them) take
+    /// four 8-bit digit passes with 256-bin histograms; long ones (Loki's and the oracle's token
+    /// scores) three 11-bit passes, the first fused with the key conversion, whose 2048-bin
+    /// histograms (48 KB to clear and sum per call) would cost more than the scan itself on a few
+    /// hundred scores.
+    static func kthLargest(_ scores: UnsafePointer<Float>, keys: UnsafeMutablePointer<UInt32>, count n: Int, k: Int) -> (key: UInt32, ties: Int) {
+        if n > 4096 { return kthLargestKeyLong(scores, keys: keys, count: n, k: k) }
+        for i in 0..<n { keys[i] = orderKey(scores[i]) }
+        return kthLargestKeyShort(keys, count: n, k: k)
     }
 
     /// Radix select over 8-bit digits, most significant first: each pass histograms the digit of
     /// the keys that match the digits fixed so far, fixes the digit holding the rank still to find,
     /// and compacts the matching keys.
-    static func kthLargestKeyShort(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
+    static func kthLargestKeyShort(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> (key: UInt32, ties: Int) {
         var remaining = k
         let hist = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * 256)   // two interleaved histograms
         let bucket = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
@@ -162,11 +166,12 @@ public enum SelectionKernels {
             for j in 0..<m { let key = src[j]; bucket[c] = key; c &+= equal((key >> sh) & 0xFF, UInt32(b)) }   // c <= j: in place is safe
             src = UnsafePointer(bucket); m = c
         }
-        return result
+        return (result, remaining)
     }
 
-    /// The same with three histogram passes of 11, 11 and 10 bits.
-    static func kthLargestKeyLong(_ keys: UnsafePointer<UInt32>, count n: Int, k: Int) -> UInt32 {
+    /// The same with three histogram passes of 11, 11 and 10 bits; the first also converts the
+    /// scores into keys.
+    static func kthLargestKeyLong(_ scores: UnsafePointer<Float>, keys: UnsafeMutablePointer<UInt32>, count n: Int, k: Int) -> (key: UInt32, ties: Int) {
         var remaining = k                                     // rank still to find inside the chosen bucket
         let hist = UnsafeMutablePointer<Int>.allocate(capacity: 2048)
         let bucket = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
@@ -178,11 +183,13 @@ public enum SelectionKernels {
         h4.initialize(repeating: 0, count: 4 * 2048)
         var i4 = 0
         while i4 + 4 <= n {
-            h4[Int(keys[i4] >> 21)] &+= 1; h4[2048 + Int(keys[i4 + 1] >> 21)] &+= 1
-            h4[4096 + Int(keys[i4 + 2] >> 21)] &+= 1; h4[6144 + Int(keys[i4 + 3] >> 21)] &+= 1
+            let k0 = orderKey(scores[i4]), k1 = orderKey(scores[i4 + 1]), k2 = orderKey(scores[i4 + 2]), k3 = orderKey(scores[i4 + 3])
+            keys[i4] = k0; keys[i4 + 1] = k1; keys[i4 + 2] = k2; keys[i4 + 3] = k3
+            h4[Int(k0 >> 21)] &+= 1; h4[2048 + Int(k1 >> 21)] &+= 1
+            h4[4096 + Int(k2 >> 21)] &+= 1; h4[6144 + Int(k3 >> 21)] &+= 1
             i4 += 4
         }
-        while i4 < n { h4[Int(keys[i4] >> 21)] &+= 1; i4 += 1 }
+        while i4 < n { let k0 = orderKey(scores[i4]); keys[i4] = k0; h4[Int(k0 >> 21)] &+= 1; i4 += 1 }
         for b in 0..<2048 { hist[b] = Int(h4[b]) + Int(h4[2048 + b]) + Int(h4[4096 + b]) + Int(h4[6144 + b]) }
         var b1 = 2047
         while hist[b1] < remaining { remaining -= hist[b1]; b1 -= 1 }
@@ -198,7 +205,7 @@ public enum SelectionKernels {
         for i in 0..<m where Int((bucket[i] >> 10) & 0x7FF) == b2 { hist[Int(bucket[i] & 0x3FF)] += 1 }
         var b3 = 1023
         while hist[b3] < remaining { remaining -= hist[b3]; b3 -= 1 }
-        return UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3)
+        return (UInt32(b1) << 21 | UInt32(b2) << 10 | UInt32(b3), remaining)
     }
 
     /// Decode-time top-k selection of KV head `head` (Loki, oracle top-k): the best `size` of the
