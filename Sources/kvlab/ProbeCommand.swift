@@ -14,6 +14,8 @@ struct ProbeCommand: ParsableCommand {
           key_variance_ratio [L, Hkv, d] explained-variance ratios
           layer_cos_k/v [L-1, Hkv]       mean per-token cosine between layer l and l+1 (MiniCache)
           attention_top_mass [L, H, F]   attention mass in the top 1/64..1/2 of visible keys, last --window rows (Quest, top-k)
+          attention_quest_mass [L, H, F] mass on the pages Quest picks at the same token budgets (--page-size, kv_group)
+          attention_page_oracle_mass [L, H, F]  mass on the best pages by true mass at those budgets (Quest's page bound vs pages)
         Plot it with `python3 experiments/plot_probes.py FILE`. See docs/probes.md.
         """)
 
@@ -29,11 +31,14 @@ struct ProbeCommand: ParsableCommand {
     var sequences: Int = 4
     @Option(help: "Last query rows of each sequence whose attention is measured.")
     var window: Int = 64
+    @Option(name: .customLong("page-size"), help: "Quest's page size for the page-mass measures.")
+    var pageSize: Int = 16
     @Option(help: "BLAS threads (default: all cores).")
     var threads: Int?
 
     func validate() throws {
         guard sequenceLength > window, window >= 1 else { throw ValidationError("--sequence-length must exceed --window (>= 1)") }
+        guard pageSize >= 1 else { throw ValidationError("--page-size: expected >= 1, got \(pageSize)") }
         guard sequences >= 1 else { throw ValidationError("--sequences: expected >= 1, got \(sequences)") }
     }
 
@@ -49,7 +54,7 @@ struct ProbeCommand: ParsableCommand {
         }
         let t0 = Date()
         let result = try PremiseProbe.run(model: lm, tokens: Array(ids.prefix(need)), sequenceLength: sequenceLength, window: window,
-                                          attributes: ["model": model, "text": label, "text_sha256": sha,
+                                          pageSize: pageSize, attributes: ["model": model, "text": label, "text_sha256": sha,
                                                        "created": ISO8601DateFormatter().string(from: Date())],
                                           progress: note)
         try result.save(to: out)

@@ -81,6 +81,54 @@ final class PremiseProbeTests: XCTestCase {
         } }
     }
 
+    /// Quest's page mass equals the full attention's mass on the pages the Quest policy itself
+    /// attends when the last prompt row is decoded instead (its own selection code), and
+    /// token top-k >= page oracle >= Quest at every budget.
+    func testQuestPageMassMatchesTheQuestPolicy() throws {
+        let m = try model()
+        let tokens = ids(96, seed: 4), S = 8
+        let r = try PremiseProbe.run(model: m, tokens: tokens, sequenceLength: 96, window: 1, pageSize: S)
+        XCTAssertEqual(r.pageSize, S)
+        func decodeLast(_ policy: CachePolicy, keep: Bool) -> RecordingProbe {
+            let cache = m.makeCache(policy: policy)
+            let probe = RecordingProbe(shape: cache.shape, keepProbabilities: keep)
+            cache.probe = probe
+            _ = m.forward(Array(tokens.dropLast()), startPosition: 0, cache: cache, phase: .prefill)
+            probe.begin()
+            _ = m.forward([tokens.last!], startPosition: 95, cache: cache, phase: .decode)
+            probe.end()
+            return probe
+        }
+        let full = decodeLast(FullCachePolicy(), keep: true)
+        let F = PremiseProbe.fractions, g = r.queryHeads / r.kvHeads
+        var compared = 0
+        for (fi, f) in F.enumerated() {
+            let budget = Int((f * 96).rounded(.up))
+            guard budget >= S else {                                  // Quest needs a page of budget
+                XCTAssertTrue((0..<(r.layers * r.queryHeads)).allSatisfy { r.questMass[$0 * F.count + fi].isNaN })
+                continue
+            }
+            for l in 0..<r.layers {
+                // Layers below l dense, so layer l's decode query is the prefill's last row.
+                let quest = decodeLast(try Quest(tokenBudget: budget, pageSize: S, denseLayers: l), keep: false)
+                for qh in 0..<r.queryHeads {
+                    let chosen = quest.attended[0][l][qh / g]
+                    XCTAssertLessThan(chosen.count, 96, "Quest narrowed the read at budget \(budget)")
+                    let expected = chosen.reduce(Float(0)) { $0 + full.probabilities[0][l][qh][Int($1)] }
+                    let i = (l * r.queryHeads + qh) * F.count + fi
+                    XCTAssertEqual(r.questMass[i], expected, accuracy: 2e-5, "layer \(l) head \(qh) budget \(budget)")
+                    compared += 1
+                }
+            }
+        }
+        XCTAssertEqual(compared, 3 * r.layers * r.queryHeads)      // budgets 12, 24, 48 of 96
+        for i in r.topMass.indices where !r.questMass[i].isNaN {
+            XCTAssertGreaterThanOrEqual(r.topMass[i] + 1e-5, r.pageOracleMass[i])
+            XCTAssertGreaterThanOrEqual(r.pageOracleMass[i] + 1e-5, r.questMass[i])
+        }
+        XCTAssertTrue(zip(r.pageOracleMass, r.questMass).contains { $0 > $1 + 1e-3 }, "the bound ranks some pages differently from their mass")
+    }
+
     func testTooFewTokensIsAClearError() throws {
         XCTAssertThrowsError(try PremiseProbe.run(model: try model(), tokens: ids(50, seed: 3), sequenceLength: 64, window: 4)) {
             XCTAssertTrue($0.localizedDescription.contains("at least one sequence of 64 tokens"), $0.localizedDescription)

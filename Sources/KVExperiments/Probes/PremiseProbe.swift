@@ -12,6 +12,9 @@ import KVPolicies
 ///   keys, and values, per KV head (MiniCache merges layers whose states point the same way);
 /// - attention sparsity (Quest, oracle top-k, H2O): the share of a query's attention mass held by
 ///   its top 1/64 ... 1/2 of the visible keys, per query head, over the last `window` prompt rows.
+/// - Quest's page bound: at the same budgets, the mass of the pages Quest picks (top P-1 complete
+///   pages by its bound, plus the last) and of the best P-1 pages by true mass plus the last
+///   (`PageMass`), per query head.
 /// All from dense prefills of `sequenceLength` tokens (each from position 0).
 public enum PremiseProbe {
     public static let fractions: [Double] = [0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5]   // 1/64 ... 1/2
@@ -26,12 +29,16 @@ public enum PremiseProbe {
         public var layerCosK: [Float], layerCosV: [Float]
         /// [L, H, F] mean share of attention mass in the top fraction F of visible keys.
         public var topMass: [Float]
+        /// [L, H, F] mean share of attention mass on Quest's pages, and on the page oracle's, at the
+        /// token budget ceil(F * visible) (pages of `pageSize`, Quest's `kv_group` choice).
+        public var questMass: [Float], pageOracleMass: [Float]
+        public var pageSize: Int
         public var fractions: [Double]
         public var sequences: Int, sequenceLength: Int, window: Int, tokens: Int
         public var attributes: [String: String]
     }
 
-    public static func run(model: LlamaModel, tokens ids: [Int], sequenceLength: Int, window: Int = 64,
+    public static func run(model: LlamaModel, tokens ids: [Int], sequenceLength: Int, window: Int = 64, pageSize: Int = 16,
                            attributes: [String: String] = [:], progress: (String) -> Void = { _ in }) throws -> Result {
         precondition(sequenceLength > window, "sequence length must exceed the measured window")
         let n = ids.count / sequenceLength
@@ -40,7 +47,7 @@ public enum PremiseProbe {
                                                message: "need at least one sequence of \(sequenceLength) tokens, got \(ids.count) tokens")
         }
         let keysRec = KeyCovarianceRecorder()
-        let premise = PremiseRecorder(window: window, fractions: fractions)
+        let premise = PremiseRecorder(window: window, fractions: fractions, pageSize: pageSize)
         let cache = model.makeCache(policy: try PolicyStack([keysRec, premise]), initialCapacity: sequenceLength)
         for s in 0..<n {
             cache.reset()
@@ -54,15 +61,19 @@ public enum PremiseProbe {
         var ranks: [Int32] = []
         for l in 0..<L { for h in 0..<hkv { ranks.append(Int32(cal.rankReaching(0.9, layer: l, head: h))) } }
         let seqs = Double(premise.sequences)
-        var top: [Float] = []
-        for l in 0..<L { for qh in 0..<hq { for f in fractions.indices {
-            top.append(Float(premise.topMass[l][qh][f] / Double(max(premise.rowsMeasured[l], 1))))
-        } } }
+        func mean(_ sums: [[[Double]]]) -> [Float] {
+            var out: [Float] = []
+            for l in 0..<L { for qh in 0..<hq { for f in fractions.indices {
+                out.append(Float(sums[l][qh][f] / Double(max(premise.rowsMeasured[l], 1))))
+            } } }
+            return out
+        }
         return Result(layers: L, kvHeads: hkv, queryHeads: hq, headDim: shape.headDim, keyRank90: ranks,
                       keyVarianceRatio: cal.explainedVarianceRatio,
                       layerCosK: premise.cosK.flatMap { $0.map { Float($0 / seqs) } },
                       layerCosV: premise.cosV.flatMap { $0.map { Float($0 / seqs) } },
-                      topMass: top, fractions: fractions, sequences: n, sequenceLength: sequenceLength, window: window,
+                      topMass: mean(premise.topMass), questMass: mean(premise.questMass), pageOracleMass: mean(premise.pageOracleMass),
+                      pageSize: pageSize, fractions: fractions, sequences: n, sequenceLength: sequenceLength, window: window,
                       tokens: n * sequenceLength, attributes: attributes)
     }
 }
@@ -84,19 +95,25 @@ extension PremiseProbe.Result {
             _ = try root.write("layer_cos_v", floats: layerCosV, shape: [max(layers - 1, 0), kvHeads])
             let top = try root.write("attention_top_mass", floats: topMass, shape: [layers, queryHeads, fractions.count])
             try top.setAttribute("fractions", fractions)
+            for (name, data) in [("attention_quest_mass", questMass), ("attention_page_oracle_mass", pageOracleMass)] {
+                let ds = try root.write(name, floats: data, shape: [layers, queryHeads, fractions.count])
+                try ds.setAttribute("fractions", fractions)
+                try ds.setAttribute("page_size", pageSize)
+            }
         }
     }
 
     /// Summary lines: per layer, the mean key rank, the adjacent cosine and the top-1/8 mass.
     public func summary() -> [String] {
         let f8 = fractions.firstIndex(of: 0.125) ?? 0
-        var out = ["layer  key_rank90(of \(headDim))  cos_k(l,l+1)  cos_v(l,l+1)  top1/8_mass"]
+        var out = ["layer  key_rank90(of \(headDim))  cos_k(l,l+1)  cos_v(l,l+1)  top1/8_mass  page_oracle1/8  quest1/8 (pages of \(pageSize))"]
         for l in 0..<layers {
             let rank = Double((0..<kvHeads).map { Int(keyRank90[l * kvHeads + $0]) }.reduce(0, +)) / Double(kvHeads)
             let ck = l < layers - 1 ? (0..<kvHeads).map { Double(layerCosK[l * kvHeads + $0]) }.reduce(0, +) / Double(kvHeads) : .nan
             let cv = l < layers - 1 ? (0..<kvHeads).map { Double(layerCosV[l * kvHeads + $0]) }.reduce(0, +) / Double(kvHeads) : .nan
-            let top = (0..<queryHeads).map { Double(topMass[(l * queryHeads + $0) * fractions.count + f8]) }.reduce(0, +) / Double(queryHeads)
-            out.append(String(format: "%5d  %10.1f  %12.3f  %12.3f  %11.3f", l, rank, ck, cv, top))
+            func headMean(_ x: [Float]) -> Double { (0..<queryHeads).map { Double(x[(l * queryHeads + $0) * fractions.count + f8]) }.reduce(0, +) / Double(queryHeads) }
+            out.append(String(format: "%5d  %10.1f  %12.3f  %12.3f  %11.3f  %14.3f  %8.3f", l, rank, ck, cv,
+                              headMean(topMass), headMean(pageOracleMass), headMean(questMass)))
         }
         return out
     }

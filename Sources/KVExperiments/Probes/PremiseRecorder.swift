@@ -21,13 +21,19 @@ final class PremiseRecorder: CachePolicy {
     private(set) var cosK: [[Double]] = [], cosV: [[Double]] = []
     /// Sums over measured rows of the top-fraction mass [L][H][F], and the rows measured per layer.
     private(set) var topMass: [[[Double]]] = []
+    /// The same for Quest's pages and for the page oracle at the same budgets (`PageMass`).
+    private(set) var questMass: [[[Double]]] = [], pageOracleMass: [[[Double]]] = []
+    /// Quest's page size for `questMass` and `pageOracleMass`.
+    let pageSize: Int
     private(set) var rowsMeasured: [Int] = []
     private(set) var sequences = 0
 
-    init(window: Int, fractions: [Double]) {
+    init(window: Int, fractions: [Double], pageSize: Int = 16) {
         precondition(window >= 1 && !fractions.isEmpty && fractions == fractions.sorted(), "window >= 1, fractions ascending")
+        precondition(pageSize >= 1, "page size >= 1")
         self.window = window
         self.fractions = fractions
+        self.pageSize = pageSize
     }
 
     var name: String { "premise_recorder" }
@@ -40,6 +46,7 @@ final class PremiseRecorder: CachePolicy {
         keys = Array(repeating: [], count: L); values = Array(repeating: [], count: L)
         cosK = Array(repeating: Array(repeating: 0, count: hkv), count: max(L - 1, 0)); cosV = cosK
         topMass = Array(repeating: Array(repeating: Array(repeating: 0, count: fractions.count), count: shape.queryHeads), count: L)
+        questMass = topMass; pageOracleMass = topMass
         rowsMeasured = Array(repeating: 0, count: L)
     }
 
@@ -84,7 +91,8 @@ final class PremiseRecorder: CachePolicy {
     }
 
     /// For each of the last `window` query rows and each query head: softmax over the keys the row
-    /// sees, sorted; the mass held by the top ceil(f * visible) keys for every fraction f.
+    /// sees, sorted; the mass held by the top ceil(f * visible) keys for every fraction f, and the
+    /// mass of Quest's pages and of the page oracle at that token budget (`PageMass`).
     private func measureAttention(_ step: LayerStep, shape: CacheShape) {
         let d = shape.headDim, g = shape.groupSize, hq = shape.queryHeads
         let rows = step.recentCount
@@ -92,16 +100,25 @@ final class PremiseRecorder: CachePolicy {
         let total = step.stores[0].count
         let scale = step.scale
         var scores = [Float](repeating: 0, count: total)
+        let bounds = step.stores.map { PageMass.bounds(keys: $0.keys, count: total, d: d, pageSize: pageSize) }   // [Hkv][pages, 2d]
+        var ranking: [Int] = []
         for r in 0..<rows {
             let visible = total - (rows - 1 - r)          // row r of the window sees keys 0...its own position
             guard visible > 0 else { continue }
+            let budgets = fractions.map { min(visible, max(1, Int(($0 * Double(visible)).rounded(.up)))) }
             for qh in 0..<hq {
+                if qh % g == 0 {                          // Quest chooses once per KV group (kv_group)
+                    ranking = PageMass.questRanking(bounds: bounds[qh / g], queries: step.recentQueries + r * hq * d + qh * d,
+                                                    groups: g, d: d, visible: visible, pageSize: pageSize)
+                }
                 let q = step.recentQueries + r * hq * d + qh * d
                 let keysPtr = step.stores[qh / g].keys
                 scores.withUnsafeMutableBufferPointer { s in
                     BLAS.linear(q, rows: 1, inDim: d, weight: keysPtr, outDim: visible, into: s.baseAddress!)   // q K^T
                     for j in 0..<visible { s[j] *= scale }
                     _ = Ops.softmax(s.baseAddress!, count: visible)
+                    let m = PageMass.masses(probs: s.baseAddress!, visible: visible, pageSize: pageSize, questRanking: ranking, budgets: budgets)
+                    for fi in fractions.indices { questMass[step.layer][qh][fi] += m.quest[fi]; pageOracleMass[step.layer][qh][fi] += m.oracle[fi] }
                 }
                 let sorted = scores[0..<visible].sorted(by: >)
                 var prefix = 0.0, taken = 0
