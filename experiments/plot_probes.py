@@ -35,11 +35,15 @@ def main(argv=None) -> int:
         cos_k, cos_v = f["layer_cos_k"][()], f["layer_cos_v"][()]  # [L-1, Hkv]
         top = f["attention_top_mass"][()]                          # [L, H, F]
         fr = list(f["attention_top_mass"].attrs["fractions"])
+        # Quest's page bound (files from before it was measured have neither dataset)
+        quest = f["attention_quest_mass"][()] if "attention_quest_mass" in f else None
+        pages = f["attention_page_oracle_mass"][()] if "attention_page_oracle_mass" in f else None
+        page_size = int(f["attention_quest_mass"].attrs["page_size"]) if quest is not None else 0
         model = f.attrs.get("model", "")
         text = f.attrs.get("text", "")
         tokens = int(f.attrs.get("tokens", 0))
     L = rank.shape[0]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, ax = plt.subplots(1, 4 if quest is not None else 3, figsize=(20 if quest is not None else 15, 4.2))
     x = np.arange(L)
 
     def band(axis, xs, v, label, color):
@@ -61,6 +65,13 @@ def main(argv=None) -> int:
         band(ax[2], x, top[:, :, fi], f"top {fr[fi]:.3g} of keys", color)
     ax[2].set(xlabel="layer", ylabel="attention mass", title="Attention sparsity (Quest, top-k)", ylim=(0, 1.02))
     ax[2].legend()
+    if quest is not None:
+        fi = fr.index(0.125)
+        band(ax[3], x, top[:, :, fi], "top 1/8 of keys (oracle top-k)", "C3")
+        band(ax[3], x, pages[:, :, fi], f"best pages of {page_size} (page oracle)", "C5")
+        band(ax[3], x, quest[:, :, fi], "Quest's pages (bound q+.M + q-.m)", "C6")
+        ax[3].set(xlabel="layer", ylabel="attention mass", title="Budget 1/8: tokens vs pages vs Quest's bound", ylim=(0, 1.02))
+        ax[3].legend(fontsize=8)
     fig.suptitle(f"{Path(str(model)).name}: premise probes on {tokens} tokens of {str(text).split(' (')[0]}", fontsize=10)
     fig.tight_layout()
     out = a.out or str(Path(a.probes).with_suffix(".png"))
