@@ -14,19 +14,25 @@ final class PremiseProbeTests: XCTestCase {
         return (0..<n).map { _ in s = s &* 6364136223846793005 &+ 1442695040888963407; return Int(s >> 33) % 256 }
     }
 
+    /// Prefills all tokens but the last under `policy`, then decodes the last one with a recording probe.
+    func decodeLast(_ m: LlamaModel, _ tokens: [Int], policy: CachePolicy, keepProbabilities: Bool) -> RecordingProbe {
+        let cache = m.makeCache(policy: policy)
+        let probe = RecordingProbe(shape: cache.shape, keepProbabilities: keepProbabilities)
+        cache.probe = probe
+        _ = m.forward(Array(tokens.dropLast()), startPosition: 0, cache: cache, phase: .prefill)
+        probe.begin()
+        _ = m.forward([tokens.last!], startPosition: tokens.count - 1, cache: cache, phase: .decode)
+        probe.end()
+        return probe
+    }
+
     /// The top-fraction mass of the last prompt row equals the one computed from the decode kernel's
     /// probabilities when that row is fed as a decode step instead (a different code path).
     func testTopMassMatchesDecodeProbabilities() throws {
         let m = try model()
         let tokens = ids(96, seed: 1)
         let r = try PremiseProbe.run(model: m, tokens: tokens, sequenceLength: 96, window: 1)
-        let cache = m.makeCache()
-        let probe = RecordingProbe(shape: cache.shape, keepProbabilities: true)
-        cache.probe = probe
-        _ = m.forward(Array(tokens.dropLast()), startPosition: 0, cache: cache, phase: .prefill)
-        probe.begin()
-        _ = m.forward([tokens.last!], startPosition: 95, cache: cache, phase: .decode)
-        probe.end()
+        let probe = decodeLast(m, tokens, policy: FullCachePolicy(), keepProbabilities: true)
         let F = PremiseProbe.fractions
         for l in 0..<r.layers { for qh in 0..<r.queryHeads {
             let p = probe.probabilities[0][l][qh].sorted(by: >)
@@ -89,17 +95,7 @@ final class PremiseProbeTests: XCTestCase {
         let tokens = ids(96, seed: 4), S = 8
         let r = try PremiseProbe.run(model: m, tokens: tokens, sequenceLength: 96, window: 1, pageSize: S)
         XCTAssertEqual(r.pageSize, S)
-        func decodeLast(_ policy: CachePolicy, keep: Bool) -> RecordingProbe {
-            let cache = m.makeCache(policy: policy)
-            let probe = RecordingProbe(shape: cache.shape, keepProbabilities: keep)
-            cache.probe = probe
-            _ = m.forward(Array(tokens.dropLast()), startPosition: 0, cache: cache, phase: .prefill)
-            probe.begin()
-            _ = m.forward([tokens.last!], startPosition: 95, cache: cache, phase: .decode)
-            probe.end()
-            return probe
-        }
-        let full = decodeLast(FullCachePolicy(), keep: true)
+        let full = decodeLast(m, tokens, policy: FullCachePolicy(), keepProbabilities: true)
         let F = PremiseProbe.fractions, g = r.queryHeads / r.kvHeads
         var compared = 0
         for (fi, f) in F.enumerated() {
@@ -110,7 +106,7 @@ final class PremiseProbeTests: XCTestCase {
             }
             for l in 0..<r.layers {
                 // Layers below l dense, so layer l's decode query is the prefill's last row.
-                let quest = decodeLast(try Quest(tokenBudget: budget, pageSize: S, denseLayers: l), keep: false)
+                let quest = decodeLast(m, tokens, policy: try Quest(tokenBudget: budget, pageSize: S, denseLayers: l), keepProbabilities: false)
                 for qh in 0..<r.queryHeads {
                     let chosen = quest.attended[0][l][qh / g]
                     XCTAssertLessThan(chosen.count, 96, "Quest narrowed the read at budget \(budget)")
