@@ -16,19 +16,19 @@ extension KVCache {
         selections.initialize(repeating: nil, count: hkv)
         let reads = UnsafeMutablePointer<RowsRead>.allocate(capacity: hkv)
         reads.initialize(repeating: RowsRead(rows: 0, keyBytes: 0, valueBytes: 0), count: hkv)
-        // Per head: nanoseconds choosing, then attending (only with a phase clock attached).
+        // Per head: nanoseconds choosing, then attending (allocated only with a phase clock attached).
         let clock = phaseClock
-        let nanos = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * hkv)
-        nanos.initialize(repeating: 0, count: 2 * hkv)
-        defer { selections.deinitialize(count: hkv); selections.deallocate(); reads.deallocate(); nanos.deallocate() }
+        let nanos = clock.map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * hkv) }
+        nanos?.initialize(repeating: 0, count: 2 * hkv)
+        defer { selections.deinitialize(count: hkv); selections.deallocate(); reads.deallocate(); nanos?.deallocate() }
         let rowSelect = policy.selectsRows(.decode)
         let work = { (h: Int) in
-            let t0 = clock == nil ? 0 : DecodePhaseClock.now()
+            let t0 = nanos == nil ? 0 : DecodePhaseClock.now()
             var t1: UInt64 = 0
-            defer { if clock != nil { let t2 = DecodePhaseClock.now(); nanos[h] = t1 - t0; nanos[hkv + h] = t2 - t1 } }
+            defer { if let nanos { let t2 = DecodePhaseClock.now(); nanos[h] = t1 - t0; nanos[hkv + h] = t2 - t1 } }
             let st = parallel ? step.with(meter: meters[h]) : step
             let rowSel = rowSelect ? self.policy.selectRows(st, head: h, rows: 0..<1, visible: [heads[h].count]) : nil
-            if clock != nil { t1 = DecodePhaseClock.now() }
+            if nanos != nil { t1 = DecodePhaseClock.now() }
             if let rs = rowSel, rs.perQueryHead {
                 // Each query head attends its own list; observers see the union, zeros where a head did not select.
                 (selections[h], reads[h]) = Self.attendPerQueryHead(rs.lists, q: step.queries + h * g * d, groups: g,
@@ -40,7 +40,7 @@ extension KVCache {
             if let sel {
                 precondition(sel.allSatisfy { $0 >= 0 && Int($0) < heads[h].count }, "\(self.policy.name): selected a token not in the store")
             }
-            if clock != nil { t1 = DecodePhaseClock.now() }
+            if nanos != nil { t1 = DecodePhaseClock.now() }
             selections[h] = sel
             let run = { (idx: UnsafeBufferPointer<Int32>?) in
                 reads[h] = heads[h].rows.decode(q: step.queries + h * g * d, groups: g, indices: idx, scale: scale,
@@ -56,7 +56,7 @@ extension KVCache {
         } else {
             for h in 0..<hkv { work(h) }
         }
-        clock?.add(choose: nanos, attend: nanos + hkv, heads: hkv)
+        if let clock, let nanos { clock.add(choose: nanos, attend: nanos + hkv, heads: hkv) }
         for h in 0..<hkv {
             meter.keyBytes += reads[h].keyBytes          // in the rows' format: Float32 rows, codes, merged rows
             meter.valueBytes += reads[h].valueBytes
